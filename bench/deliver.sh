@@ -1,0 +1,40 @@
+#!/bin/sh
+# Messages per second that arnie delivers to Postfix's smtp-sink: the spool
+# is filled while the upstream is down, then smtp-sink starts and we time
+# until outbox/ is empty.  With ARNIE_MAX_BATCH=MESSAGES every message goes
+# over one connection.
+#   sh bench/deliver.sh [MESSAGES]     (default 2000)
+set -eu
+. "$(dirname "$0")/common.sh"
+count=${1:-2000}
+make_workdir
+port=$(free_port)
+upstream=$(free_port)
+cat >"$WORK/.env" <<ENV
+OUTBOUND_EMAIL_HOST=127.0.0.1
+OUTBOUND_EMAIL_HOST_PORT=$upstream
+OUTBOUND_EMAIL_USE_TLS=false
+FILES_DIRECTORY=$WORK/spool
+ARNIE_LISTEN_PORT=$port
+ARNIE_MAX_BATCH=${BATCH:-$count}
+RETRY_DELAY_SECONDS=1
+RETRY_MAX_DELAY_SECONDS=1
+ENV
+start_arnie "$WORK/.env" "$WORK/fill.log"
+wait_for_port "$port"
+/usr/sbin/smtp-source -s 10 -m "$count" -l 2048 \
+	-f bench@example.com -t sink@example.com "127.0.0.1:$port"
+stop_arnie
+
+/usr/sbin/smtp-sink -u nobody -c "127.0.0.1:$upstream" 100 &
+PIDS="$PIDS $!"
+wait_for_port "$upstream"
+start=$(now)
+start_arnie "$WORK/.env" "$WORK/deliver.log"
+wait_until_empty "$WORK/spool/arniefiles/outbox" 300
+end=$(now)
+connections=$(grep -c 'status=sent' "$WORK/deliver.log" || true)
+awk -v n="$count" -v a="$start" -v b="$end" -v c="${BATCH:-$count}" 'BEGIN {
+	printf "deliver: %d messages of 2 KB, up to %d per connection: %.2f s, %.0f msg/s\n",
+	    n, c, b - a, n / (b - a) }'
+echo "log lines with status=sent: $connections"

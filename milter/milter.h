@@ -1,0 +1,43 @@
+/*
+ * milter: the libmilter front-end of Arnie.
+ *
+ * Turns each MTA transaction (MAIL, every accepted RCPT, the header fields
+ * and the body exactly as the MTA passes them) into one envelope and one
+ * message buffer, and at end-of-message commits them with spool_commit(),
+ * the same durable path the standalone listener uses.  Only after the commit
+ * has returned does it answer SMFIS_DISCARD (divert mode: the MTA keeps
+ * nothing) or SMFIS_ACCEPT (copy mode: the MTA delivers too).  Anything that
+ * goes wrong while accepting answers SMFIS_TEMPFAIL with a 451 reply, so the
+ * MTA keeps or refuses the mail and nothing is lost; a message over
+ * MAX_MESSAGE_SIZE is refused with 552.
+ *
+ * Never includes libevent and never writes a spool file itself.  The state
+ * of a connection lives in its SMFICTX private pointer and is freed by the
+ * abort and close callbacks, so one connection may carry many transactions.
+ */
+#ifndef ARNIE_MILTER_H
+#define ARNIE_MILTER_H
+
+struct config;
+struct sender;
+struct spool;
+
+/*
+ * Remember the configuration, the spool to commit into and the sender to
+ * wake after each commit (NULL: nobody is woken).  All three are borrowed and
+ * must outlive smfi_main().  Call once, before milter_listen().
+ */
+void milter_init(const struct config *cfg, struct spool *spool,
+    struct sender *sender);
+
+/*
+ * Register the callbacks and open the socket named in conn, in libmilter's
+ * syntax ("inet:PORT@HOST", "inet6:PORT@HOST", "unix:/path" or
+ * "local:/path").  A stale unix socket is removed first and the new one is
+ * made mode 0660 so that a member of the daemon's group (the MTA's user) can
+ * connect.  The socket is listening when this returns 0; -1 (already
+ * logged) on failure.  smfi_main() then serves it.
+ */
+int milter_listen(const char *conn);
+
+#endif

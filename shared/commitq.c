@@ -1,0 +1,185 @@
+/*
+ * commitq: see commitq.h.
+ *
+ * One writer thread and a FIFO of jobs behind one mutex.  Each round the
+ * thread takes every queued job at once, writes them with spool_write()
+ * outside the lock, fsyncs outbox/ once, wakes the sender, and only then
+ * reports to each job.  A job is told 0 only when its file is durable; when
+ * the directory fsync fails, every file of the round is removed again and
+ * every job gets the error, so a client told 4xx that retries does not cause
+ * a second copy to be sent.
+ *
+ * It never logs about individual jobs (the front-end answers the client and
+ * logs with the message ID) and never blocks submitters on the disk.
+ */
+#include "autoconf.h"
+
+#include "commitq.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "sender.h"
+#include "spool.h"
+#include "xmalloc.h"
+
+#define EX_OSERR 71 /* sysexits.h */
+
+struct job {
+	struct job *next;
+	struct envelope *env;
+	struct iovec *iov; /* our copy of the array, not of the data */
+	int iovcnt;
+	commitq_done_fn *done;
+	void *arg;
+	int error;
+};
+
+struct commitq {
+	struct spool *spool;
+	struct sender *sender;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct job *head;   /* guarded by lock */
+	struct job **tailp; /* guarded by lock */
+	bool stopping;      /* guarded by lock */
+};
+
+/* Write, sync and report one round of jobs, in submission order. */
+static void
+commit_round(struct commitq *q, struct job *jobs)
+{
+	struct job *j, *next;
+	bool any = false;
+	int err;
+
+	for (j = jobs; j != NULL; j = j->next) {
+		if (spool_write(q->spool, j->env, j->iov, j->iovcnt) == 0) {
+			j->error = 0;
+			any = true;
+		} else
+			j->error = errno != 0 ? errno : EIO;
+	}
+	/* One directory fsync makes every rename of the round durable. */
+	if (any && spool_sync(q->spool) == -1) {
+		err = errno != 0 ? errno : EIO;
+		log_warn("commit: fsync of outbox/ failed, refusing the "
+		         "messages of this round");
+		for (j = jobs; j != NULL; j = j->next) {
+			if (j->error != 0)
+				continue;
+			/* Renamed but not durable: take it back, or the
+			 * client's retry would queue a second copy. */
+			if (spool_discard(q->spool, j->env->id) == -1 &&
+			    errno != ENOENT)
+				log_warn("%s: cannot remove from outbox/",
+				    j->env->id);
+			j->error = err;
+		}
+		any = false;
+	}
+	/* Before the callbacks: once a client hears 250 the message should
+	 * already be on its way. */
+	if (any && q->sender != NULL)
+		sender_wake(q->sender);
+	for (j = jobs; j != NULL; j = next) {
+		next = j->next;
+		j->done(j->arg, j->error);
+		free(j->iov);
+		free(j);
+	}
+}
+
+static void *
+writer_main(void *arg)
+{
+	struct commitq *q = arg;
+	struct job *jobs;
+
+	for (;;) {
+		pthread_mutex_lock(&q->lock);
+		while (q->head == NULL && !q->stopping)
+			pthread_cond_wait(&q->cond, &q->lock);
+		jobs = q->head;
+		q->head = NULL;
+		q->tailp = &q->head;
+		pthread_mutex_unlock(&q->lock);
+		/* Stop only once everything submitted has been served. */
+		if (jobs == NULL)
+			break;
+		commit_round(q, jobs);
+	}
+	return NULL;
+}
+
+struct commitq *
+commitq_new(struct spool *spool, struct sender *sender)
+{
+	struct commitq *q = xcalloc(1, sizeof(*q));
+	sigset_t all, old;
+	int rc;
+
+	q->spool = spool;
+	q->sender = sender;
+	q->head = NULL;
+	q->tailp = &q->head;
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->cond, NULL);
+	/* Signals belong to the front-end's main loop (libevent, or
+	 * smfi_main()'s sigwait): the writer must never receive one. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&q->thread, NULL, writer_main, q);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		errno = rc;
+		fatal(EX_OSERR, "commit: cannot start the writer thread");
+	}
+	return q;
+}
+
+void
+commitq_submit(struct commitq *q, struct envelope *env, const struct iovec *iov,
+    int iovcnt, commitq_done_fn *done, void *arg)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+
+	if (iovcnt < 0)
+		arnie_panic("commitq_submit: iovcnt %d", iovcnt);
+	j->env = env;
+	j->iovcnt = iovcnt;
+	j->iov = xreallocarray(
+	    NULL, iovcnt > 0 ? (size_t)iovcnt : 1, sizeof(*j->iov));
+	if (iovcnt > 0)
+		memcpy(j->iov, iov, (size_t)iovcnt * sizeof(*j->iov));
+	j->done = done;
+	j->arg = arg;
+	pthread_mutex_lock(&q->lock);
+	if (q->stopping)
+		arnie_panic("commitq_submit after commitq_free");
+	*q->tailp = j;
+	q->tailp = &j->next;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+void
+commitq_free(struct commitq *q)
+{
+	if (q == NULL)
+		return;
+	pthread_mutex_lock(&q->lock);
+	q->stopping = true;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	pthread_join(q->thread, NULL);
+	pthread_cond_destroy(&q->cond);
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+}

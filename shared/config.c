@@ -1,0 +1,1141 @@
+/*
+ * config: see config.h.  Reads a .env file in python-dotenv's dialect,
+ * overlays the process environment for the keys Arnie knows, applies the
+ * defaults and checks every value strictly.
+ *
+ * It never exits, never logs and never copies the password into a message:
+ * errors go back to the caller as one line naming the key (and, for a value
+ * from the file, the file and line).  The password, and every value read
+ * from the file (which holds it too), is wiped before its memory is freed.
+ *
+ * File dialect, one entry per line (a quoted value may span lines):
+ *	[export ]KEY = VALUE
+ *	'single'	taken literally
+ *	"double"	\n \r \t \" \\ decoded, any other backslash kept
+ *	unquoted	to the end of the line, trimmed; whitespace then '#'
+ *			starts a comment, so a '#' inside a word is kept
+ * Blank lines and lines whose first non-blank character is '#' are skipped.
+ * An empty value means "not set": the default applies.
+ */
+#include "autoconf.h"
+
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "xmalloc.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+
+/* A .env holds a few dozen lines; anything this big is the wrong file. */
+#define CONFIG_FILE_MAX (1024 * 1024)
+/* Passwords and API tokens are short; this bounds the read. */
+#define PASSWORD_FILE_MAX 4096
+/* How much of a bad value an error message quotes. */
+#define ECHO_MAX 64
+
+/* One KEY=VALUE of the file, in file order; a later duplicate wins. */
+struct entry {
+	char *key;
+	char *value;
+	int line;
+};
+
+struct envfile {
+	const char *path;
+	struct entry *v;
+	size_t n, cap;
+};
+
+enum ktype {
+	KT_STRING,
+	KT_SECRET, /* never echoed, not checked for content */
+	KT_BOOL,
+	KT_INT,
+	KT_LONG,
+	KT_SIZE,
+	KT_RATE,
+	KT_MODE,
+};
+
+typedef int check_fn(
+    const char *key, const char *value, char *err, size_t errlen);
+
+struct keydef {
+	const char *name;
+	enum ktype type;
+	size_t off;         /* into struct config */
+	const char *def;    /* default as text; NULL: unset */
+	long long min, max; /* numbers only */
+	check_fn *check;    /* extra test for strings */
+	bool required;
+};
+
+static check_fn check_host, check_hostname, check_address, check_ip,
+    check_milter_socket;
+
+#define OFF(f) offsetof(struct config, f)
+#define DAY 86400LL
+#define YEAR (365 * DAY)
+
+/*
+ * Every key Arnie reads, in the order config_print() shows them.  Defaults
+ * that depend on other keys or on the host (ARNIE_HOSTNAME, REPORT_FROM)
+ * are filled in by finish().
+ */
+/* clang-format off */
+static const struct keydef keys[] = {
+	{ "OUTBOUND_EMAIL_HOST", KT_STRING, OFF(outbound_host), NULL, 0, 0,
+	    check_host, true },
+	{ "OUTBOUND_EMAIL_HOST_PORT", KT_INT, OFF(outbound_port), "587", 1,
+	    65535, NULL, false },
+	{ "OUTBOUND_EMAIL_USE_TLS", KT_BOOL, OFF(use_tls), "true", 0, 0, NULL,
+	    false },
+	{ "OUTBOUND_EMAIL_TLS_VERIFY", KT_BOOL, OFF(tls_verify), "true", 0, 0,
+	    NULL, false },
+	{ "OUTBOUND_EMAIL_CA_FILE", KT_STRING, OFF(ca_file), NULL, 0, 0, NULL,
+	    false },
+	{ "OUTBOUND_EMAIL_USERNAME", KT_STRING, OFF(username), NULL, 0, 0,
+	    NULL, false },
+	{ "OUTBOUND_EMAIL_PASSWORD", KT_SECRET, OFF(password), NULL, 0, 0,
+	    NULL, false },
+	{ "OUTBOUND_EMAIL_PASSWORD_FILE", KT_STRING, OFF(password_file), NULL,
+	    0, 0, NULL, false },
+	{ "OUTBOUND_EMAIL_TIMEOUT_SECONDS", KT_LONG, OFF(send_timeout), "60",
+	    1, DAY, NULL, false },
+	{ "ARNIE_HOSTNAME", KT_STRING, OFF(helo_name), NULL, 0, 0,
+	    check_hostname, false },
+	{ "ADMIN_ADDRESS", KT_STRING, OFF(admin_address), NULL, 0, 0,
+	    check_address, false },
+	{ "REPORT_FROM", KT_STRING, OFF(report_from), NULL, 0, 0,
+	    check_address, false },
+	{ "REPORT_INTERVAL_SECONDS", KT_LONG, OFF(report_interval), "3600", 1,
+	    YEAR, NULL, false },
+	{ "FILES_DIRECTORY", KT_STRING, OFF(files_directory),
+	    "/var/spool/arnie", 0, 0, NULL, false },
+	{ "SAVE_SENT_MAIL", KT_BOOL, OFF(save_sent_mail), "false", 0, 0, NULL,
+	    false },
+	{ "ARNIE_LISTEN_ADDRESS", KT_STRING, OFF(listen_address), "127.0.0.1",
+	    0, 0, check_ip, false },
+	{ "ARNIE_LISTEN_PORT", KT_INT, OFF(listen_port), "8025", 1, 65535,
+	    NULL, false },
+	{ "MAX_MESSAGE_SIZE", KT_SIZE, OFF(max_message_size), "26214400", 1,
+	    INT_MAX, NULL, false },
+	{ "MAX_RECIPIENTS", KT_INT, OFF(max_recipients), "100", 1, 100000,
+	    NULL, false },
+	{ "MAX_CONNECTIONS", KT_INT, OFF(max_connections), "100", 1, 100000,
+	    NULL, false },
+	{ "ARNIE_SMTP_TIMEOUT_SECONDS", KT_LONG, OFF(smtp_timeout), "300", 1,
+	    DAY, NULL, false },
+	{ "RETRY_DELAY_SECONDS", KT_LONG, OFF(retry_delay), "60", 1, 7 * DAY,
+	    NULL, false },
+	{ "RETRY_MAX_DELAY_SECONDS", KT_LONG, OFF(retry_max_delay), "3600", 1,
+	    7 * DAY, NULL, false },
+	{ "MAX_SEND_ATTEMPTS", KT_INT, OFF(max_send_attempts), "50", 1,
+	    100000, NULL, false },
+	{ "MAX_QUEUE_LIFETIME_SECONDS", KT_LONG, OFF(max_queue_lifetime),
+	    "432000", 1, YEAR, NULL, false },
+	{ "MAX_SEND_RATE", KT_RATE, OFF(max_send_rate), "0", 0, 1000000, NULL,
+	    false },
+	{ "ARNIE_MAX_BATCH", KT_INT, OFF(max_batch), "100", 1, 10000, NULL,
+	    false },
+	{ "ARNIE_MILTER_SOCKET", KT_STRING, OFF(milter_socket),
+	    "inet:8026@127.0.0.1", 0, 0, check_milter_socket, false },
+	{ "ARNIE_MILTER_MODE", KT_MODE, OFF(milter_mode), "divert", 0, 0, NULL,
+	    false },
+	{ "ARNIE_LOG_FILE", KT_STRING, OFF(log_file), NULL, 0, 0, NULL,
+	    false },
+};
+/* clang-format on */
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Append " (where)" to an error already in err, if it fits. */
+static void adderr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+adderr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	size_t n;
+
+	if (err == NULL || errlen == 0)
+		return;
+	n = strlen(err);
+	if (n + 1 >= errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err + n, errlen - n, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * A bad value quoted in an error: control characters (a quoted value may
+ * hold newlines) become '?' so the message stays one line, and a long value
+ * is cut, since the message is for a human reading a log.
+ */
+static const char *
+echo(const char *value, char *buf, size_t len)
+{
+	size_t i, n = 0;
+
+	for (i = 0; value[i] != '\0' && n + 4 < len && i < ECHO_MAX; i++) {
+		unsigned char c = (unsigned char)value[i];
+		buf[n++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+	}
+	if (value[i] != '\0') {
+		buf[n++] = '.';
+		buf[n++] = '.';
+		buf[n++] = '.';
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
+static bool
+has_control(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+/* ------------------------------------------------------------ the file */
+
+static bool
+is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static bool
+is_key_start(char c)
+{
+	return isalpha((unsigned char)c) || c == '_';
+}
+
+static bool
+is_key_char(char c)
+{
+	return isalnum((unsigned char)c) || c == '_' || c == '.' || c == '-';
+}
+
+static const char *
+skip_blank(const char *p, const char *end)
+{
+	while (p < end && is_blank(*p))
+		p++;
+	return p;
+}
+
+static const char *
+to_eol(const char *p, const char *end)
+{
+	while (p < end && *p != '\n')
+		p++;
+	return p;
+}
+
+static void
+envfile_add(struct envfile *ef, char *key, char *value, int line)
+{
+	if (ef->n == ef->cap) {
+		ef->cap = ef->cap ? ef->cap * 2 : 32;
+		ef->v = xreallocarray(ef->v, ef->cap, sizeof(*ef->v));
+	}
+	ef->v[ef->n].key = key;
+	ef->v[ef->n].value = value;
+	ef->v[ef->n].line = line;
+	ef->n++;
+}
+
+static void
+envfile_clear(struct envfile *ef)
+{
+	size_t i;
+
+	for (i = 0; i < ef->n; i++) {
+		free(ef->v[i].key);
+		xfree_secret(ef->v[i].value);
+	}
+	free(ef->v);
+	ef->v = NULL;
+	ef->n = ef->cap = 0;
+}
+
+/*
+ * A quoted value starting at *pp (on the quote).  Returns an owned string
+ * and moves *pp past the closing quote, counting the newlines crossed in
+ * *line; NULL if the quote is never closed.
+ */
+static char *
+parse_quoted(const char **pp, const char *end, int *line)
+{
+	const char *p = *pp;
+	char quote = *p++;
+	char *out = xmalloc((size_t)(end - p) + 1);
+	size_t n = 0;
+
+	for (; p < end && *p != quote; p++) {
+		if (*p == '\n')
+			(*line)++;
+		if (quote == '"' && *p == '\\' && p + 1 < end) {
+			switch (p[1]) {
+			case 'n':
+				out[n++] = '\n';
+				p++;
+				continue;
+			case 'r':
+				out[n++] = '\r';
+				p++;
+				continue;
+			case 't':
+				out[n++] = '\t';
+				p++;
+				continue;
+			case '"':
+			case '\\':
+				out[n++] = p[1];
+				p++;
+				continue;
+			}
+		}
+		out[n++] = *p;
+	}
+	out[n] = '\0';
+	if (p == end) {
+		xfree_secret(out);
+		return NULL;
+	}
+	*pp = p + 1;
+	return out;
+}
+
+/* An unquoted value: the rest of the line, less a " #" comment, trimmed. */
+static char *
+parse_unquoted(const char **pp, const char *end)
+{
+	const char *p = *pp, *eol = to_eol(p, end), *q;
+
+	for (q = p; q < eol; q++)
+		if (*q == '#' && q > p && is_blank(q[-1]))
+			break;
+	while (q > p && is_blank(q[-1]))
+		q--;
+	*pp = eol;
+	return xstrndup(p, (size_t)(q - p));
+}
+
+/*
+ * Parse a whole file held in buf.  Fills ef; on a malformed line returns
+ * -1 with "FILE line N: ..." in err.  Messages name at most the key, never
+ * the value, since the value may be the password.
+ */
+static int
+parse_env(
+    struct envfile *ef, const char *buf, size_t len, char *err, size_t errlen)
+{
+	const char *p = buf, *end = buf + len, *k;
+	char *key, *value;
+	int line = 1, start;
+
+	while (p < end) {
+		start = line;
+		p = skip_blank(p, end);
+		if (p < end && *p == '#')
+			p = to_eol(p, end);
+		if (p == end)
+			break;
+		if (*p == '\n') {
+			p++;
+			line++;
+			continue;
+		}
+		if ((size_t)(end - p) > 6 && strncmp(p, "export", 6) == 0 &&
+		    is_blank(p[6]))
+			p = skip_blank(p + 6, end);
+		if (p == end || !is_key_start(*p)) {
+			seterr(err, errlen, "%s line %d: expected KEY=VALUE",
+			    ef->path, start);
+			return -1;
+		}
+		for (k = p; p < end && is_key_char(*p); p++)
+			;
+		key = xstrndup(k, (size_t)(p - k));
+		p = skip_blank(p, end);
+		if (p == end || *p != '=') {
+			seterr(err, errlen, "%s line %d: expected '=' after %s",
+			    ef->path, start, key);
+			free(key);
+			return -1;
+		}
+		p = skip_blank(p + 1, end);
+		if (p < end && (*p == '"' || *p == '\'')) {
+			if ((value = parse_quoted(&p, end, &line)) == NULL) {
+				seterr(err, errlen,
+				    "%s line %d: the quoted "
+				    "value of %s is never closed",
+				    ef->path, start, key);
+				free(key);
+				return -1;
+			}
+			p = skip_blank(p, end);
+			if (p < end && *p == '#')
+				p = to_eol(p, end);
+			if (p < end && *p != '\n') {
+				seterr(err, errlen,
+				    "%s line %d: unexpected "
+				    "text after the quoted value of %s",
+				    ef->path, line, key);
+				free(key);
+				xfree_secret(value);
+				return -1;
+			}
+		} else
+			value = parse_unquoted(&p, end);
+		envfile_add(ef, key, value, start);
+	}
+	return 0;
+}
+
+/* Read path whole; the buffer holds the password, so it is wiped after. */
+static int
+read_env_file(struct envfile *ef, const char *path, char *err, size_t errlen)
+{
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	ssize_t r;
+	int fd, rc = -1;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		seterr(
+		    err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	for (;;) {
+		if (len == cap) {
+			if (cap >= CONFIG_FILE_MAX) {
+				seterr(err, errlen,
+				    "%s: larger than %d bytes, "
+				    "not a configuration file",
+				    path, CONFIG_FILE_MAX);
+				goto out;
+			}
+			cap = cap ? cap * 2 : 4096;
+			buf = xreallocarray(buf, cap, 1);
+		}
+		r = read(fd, buf + len, cap - len);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			seterr(err, errlen, "cannot read %s: %s", path,
+			    strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	if (memchr(buf, '\0', len) != NULL) {
+		seterr(err, errlen,
+		    "%s: contains a NUL byte, not a "
+		    "configuration file",
+		    path);
+		goto out;
+	}
+	ef->path = path;
+	rc = parse_env(ef, buf, len, err, errlen);
+out:
+	if (buf != NULL) {
+		explicit_bzero(buf, cap);
+		free(buf);
+	}
+	close(fd);
+	return rc;
+}
+
+static const struct keydef *
+find_key(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++)
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+/* Warn once for each key of the file Arnie does not read. */
+static void
+warn_unknown(const struct envfile *ef, config_warn_fn *warn)
+{
+	char msg[512];
+	size_t i, j;
+
+	if (warn == NULL)
+		return;
+	for (i = 0; i < ef->n; i++) {
+		if (find_key(ef->v[i].key) != NULL)
+			continue;
+		for (j = 0; j < i; j++)
+			if (strcmp(ef->v[j].key, ef->v[i].key) == 0)
+				break;
+		if (j < i)
+			continue;
+		snprintf(msg, sizeof(msg), "unknown key %s in %s line %d",
+		    ef->v[i].key, ef->path, ef->v[i].line);
+		warn(msg);
+	}
+}
+
+/*
+ * The raw text for a key: the environment wins, as with python-dotenv;
+ * then the last occurrence in the file.  *entry tells where a file value
+ * came from (NULL when it came from the environment or nowhere).
+ */
+static const char *
+lookup(const struct envfile *ef, const char *name, const struct entry **entry)
+{
+	const char *v;
+	size_t i;
+
+	*entry = NULL;
+	if ((v = getenv(name)) != NULL)
+		return v;
+	for (i = ef->n; i-- > 0;)
+		if (strcmp(ef->v[i].key, name) == 0) {
+			*entry = &ef->v[i];
+			return ef->v[i].value;
+		}
+	return NULL;
+}
+
+/* ------------------------------------------------------------ values */
+
+int
+config_parse_bool(const char *text, bool *out)
+{
+	static const char *const yes[] = {"true", "1", "yes", "on"};
+	static const char *const no[] = {"false", "0", "no", "off"};
+	size_t i;
+
+	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcasecmp(text, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(text, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Digits only (a leading '-' is let through to be told "out of range"). */
+static int
+parse_whole(const struct keydef *kd, const char *text, long long *out,
+    char *err, size_t errlen)
+{
+	char buf[ECHO_MAX + 8];
+	const char *d = text[0] == '-' ? text + 1 : text;
+	char *end;
+	long long v;
+
+	if (!isdigit((unsigned char)*d)) {
+		seterr(err, errlen, "%s: '%s' is not a whole number", kd->name,
+		    echo(text, buf, sizeof(buf)));
+		return -1;
+	}
+	errno = 0;
+	v = strtoll(text, &end, 10);
+	if (*end != '\0') {
+		seterr(err, errlen, "%s: '%s' is not a whole number", kd->name,
+		    echo(text, buf, sizeof(buf)));
+		return -1;
+	}
+	if (errno == ERANGE || v < kd->min || v > kd->max) {
+		seterr(err, errlen, "%s: '%s' is out of range (%lld to %lld)",
+		    kd->name, echo(text, buf, sizeof(buf)), kd->min, kd->max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/*
+ * A plain decimal: digits with at most one '.'.  strtod alone would also
+ * take "inf", "nan", hex and exponents, which no one means here.
+ */
+static int
+parse_rate(const struct keydef *kd, const char *text, double *out, char *err,
+    size_t errlen)
+{
+	char buf[ECHO_MAX + 8];
+	const char *s;
+	int digits = 0, dots = 0;
+	char *end;
+	double v;
+
+	for (s = text; *s != '\0'; s++) {
+		if (isdigit((unsigned char)*s))
+			digits++;
+		else if (*s == '.')
+			dots++;
+		else
+			break;
+	}
+	if (*s != '\0' || digits == 0 || dots > 1)
+		goto bad;
+	errno = 0;
+	v = strtod(text, &end);
+	if (*end != '\0' || errno == ERANGE || !isfinite(v))
+		goto bad;
+	if (v > (double)kd->max) {
+		seterr(err, errlen, "%s: '%s' is out of range (0 to %lld)",
+		    kd->name, echo(text, buf, sizeof(buf)), kd->max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+bad:
+	seterr(err, errlen,
+	    "%s: '%s' is not a non-negative decimal number "
+	    "(messages per second, 0 = unlimited)",
+	    kd->name, echo(text, buf, sizeof(buf)));
+	return -1;
+}
+
+/* Store text (never NULL, never empty) into the field kd describes. */
+static int
+set_value(struct config *cfg, const struct keydef *kd, const char *text,
+    char *err, size_t errlen)
+{
+	char buf[ECHO_MAX + 8];
+	char *field = (char *)cfg + kd->off;
+	long long n;
+	bool b;
+
+	switch (kd->type) {
+	case KT_SECRET:
+		*(char **)field = xstrdup(text);
+		return 0;
+	case KT_STRING:
+		if (has_control(text)) {
+			seterr(err, errlen,
+			    "%s: '%s' contains a control "
+			    "character",
+			    kd->name, echo(text, buf, sizeof(buf)));
+			return -1;
+		}
+		if (kd->check != NULL &&
+		    kd->check(kd->name, text, err, errlen) == -1)
+			return -1;
+		*(char **)field = xstrdup(text);
+		return 0;
+	case KT_BOOL:
+		if (config_parse_bool(text, &b) == -1) {
+			seterr(err, errlen,
+			    "%s: '%s' is not a boolean (use "
+			    "true/false, yes/no, on/off or 1/0)",
+			    kd->name, echo(text, buf, sizeof(buf)));
+			return -1;
+		}
+		*(bool *)field = b;
+		return 0;
+	case KT_INT:
+	case KT_LONG:
+	case KT_SIZE:
+		if (parse_whole(kd, text, &n, err, errlen) == -1)
+			return -1;
+		if (kd->type == KT_INT)
+			*(int *)field = (int)n;
+		else if (kd->type == KT_LONG)
+			*(long *)field = (long)n;
+		else
+			*(size_t *)field = (size_t)n;
+		return 0;
+	case KT_RATE:
+		return parse_rate(kd, text, (double *)field, err, errlen);
+	case KT_MODE:
+		if (strcasecmp(text, "divert") == 0)
+			*(enum milter_mode *)field = MILTER_DIVERT;
+		else if (strcasecmp(text, "copy") == 0)
+			*(enum milter_mode *)field = MILTER_COPY;
+		else {
+			seterr(err, errlen,
+			    "%s: '%s' is not a mode (use "
+			    "divert or copy)",
+			    kd->name, echo(text, buf, sizeof(buf)));
+			return -1;
+		}
+		return 0;
+	}
+	arnie_panic("config: key %s has no type", kd->name);
+}
+
+static int
+check_host(const char *key, const char *value, char *err, size_t errlen)
+{
+	char buf[ECHO_MAX + 8];
+	const char *colon = strchr(value, ':');
+
+	if (strpbrk(value, " \t/@") != NULL) {
+		seterr(err, errlen, "%s: '%s' is not a host name", key,
+		    echo(value, buf, sizeof(buf)));
+		return -1;
+	}
+	/* One colon is "host:port", a common slip; IPv6 has several. */
+	if (colon != NULL && strchr(colon + 1, ':') == NULL) {
+		seterr(err, errlen,
+		    "%s: '%s' looks like host:port; put the "
+		    "port in OUTBOUND_EMAIL_HOST_PORT",
+		    key, echo(value, buf, sizeof(buf)));
+		return -1;
+	}
+	return 0;
+}
+
+/* The name Arnie gives in EHLO and its Received: header. */
+static int
+check_hostname(const char *key, const char *value, char *err, size_t errlen)
+{
+	char buf[ECHO_MAX + 8];
+	const char *s;
+
+	if (value[0] == '[' && value[strlen(value) - 1] == ']')
+		return 0;
+	for (s = value; *s != '\0'; s++)
+		if (!isalnum((unsigned char)*s) && *s != '.' && *s != '-' &&
+		    *s != '_')
+			break;
+	if (*s != '\0' || value[0] == '.' || value[0] == '-') {
+		seterr(err, errlen, "%s: '%s' is not a host name", key,
+		    echo(value, buf, sizeof(buf)));
+		return -1;
+	}
+	return 0;
+}
+
+/* Only what would break an SMTP command: a full parser is not the point. */
+static int
+check_address(const char *key, const char *value, char *err, size_t errlen)
+{
+	char buf[ECHO_MAX + 8];
+	const char *at = strrchr(value, '@');
+
+	if (at == NULL || at == value || at[1] == '\0' ||
+	    strpbrk(value, " \t<>") != NULL) {
+		seterr(err, errlen,
+		    "%s: '%s' is not a mail address "
+		    "(user@domain)",
+		    key, echo(value, buf, sizeof(buf)));
+		return -1;
+	}
+	return 0;
+}
+
+static int
+check_ip(const char *key, const char *value, char *err, size_t errlen)
+{
+	char buf[ECHO_MAX + 8];
+	unsigned char addr[sizeof(struct in6_addr)];
+
+	if (inet_pton(AF_INET, value, addr) == 1 ||
+	    inet_pton(AF_INET6, value, addr) == 1)
+		return 0;
+	seterr(err, errlen, "%s: '%s' is not an IPv4 or IPv6 address", key,
+	    echo(value, buf, sizeof(buf)));
+	return -1;
+}
+
+/* The forms smfi_setconn() takes. */
+static int
+check_milter_socket(
+    const char *key, const char *value, char *err, size_t errlen)
+{
+	static const char *const prefix[] = {
+	    "inet:", "inet6:", "unix:", "local:"};
+	char buf[ECHO_MAX + 8];
+	size_t i, n;
+
+	if (value[0] == '/')
+		return 0;
+	for (i = 0; i < sizeof(prefix) / sizeof(prefix[0]); i++) {
+		n = strlen(prefix[i]);
+		if (strncmp(value, prefix[i], n) == 0 && value[n] != '\0')
+			return 0;
+	}
+	seterr(err, errlen,
+	    "%s: '%s' is not a milter socket (use "
+	    "inet:PORT@HOST, inet6:PORT@HOST or unix:/PATH)",
+	    key, echo(value, buf, sizeof(buf)));
+	return -1;
+}
+
+/* ------------------------------------------------------------ cross-key */
+
+/* "~" and "~/..." become $HOME (or the user's home from passwd). */
+static int
+expand_files_directory(struct config *cfg, char *err, size_t errlen)
+{
+	char buf[ECHO_MAX + 8];
+	const char *dir = cfg->files_directory, *home;
+	struct passwd *pw;
+	char *full;
+	size_t n;
+
+	if (dir[0] == '~') {
+		if (dir[1] != '\0' && dir[1] != '/') {
+			seterr(err, errlen,
+			    "FILES_DIRECTORY: '%s': only ~ "
+			    "and ~/ are expanded, not ~user",
+			    echo(dir, buf, sizeof(buf)));
+			return -1;
+		}
+		home = getenv("HOME");
+		if ((home == NULL || home[0] == '\0') &&
+		    (pw = getpwuid(getuid())) != NULL)
+			home = pw->pw_dir;
+		if (home == NULL || home[0] == '\0') {
+			seterr(err, errlen,
+			    "FILES_DIRECTORY: '%s': HOME is "
+			    "not set",
+			    echo(dir, buf, sizeof(buf)));
+			return -1;
+		}
+		full = xasprintf("%s%s", home, dir + 1);
+		free(cfg->files_directory);
+		cfg->files_directory = full;
+	}
+	/* No trailing slash, so the spool path has no "//". */
+	n = strlen(cfg->files_directory);
+	while (n > 1 && cfg->files_directory[n - 1] == '/')
+		cfg->files_directory[--n] = '\0';
+	cfg->spool_directory = xasprintf("%s%s",
+	    n == 1 && cfg->files_directory[0] == '/' ? ""
+	                                             : cfg->files_directory,
+	    "/arniefiles");
+	if (strlen(cfg->spool_directory) + 64 > PATH_MAX) {
+		seterr(err, errlen, "FILES_DIRECTORY: '%s' is too long",
+		    echo(cfg->files_directory, buf, sizeof(buf)));
+		return -1;
+	}
+	return 0;
+}
+
+static int
+read_password_file(struct config *cfg, char *err, size_t errlen)
+{
+	char buf[PASSWORD_FILE_MAX + 1];
+	size_t len = 0;
+	ssize_t r;
+	int fd, rc = -1;
+
+	if ((fd = open(cfg->password_file, O_RDONLY | O_CLOEXEC)) == -1) {
+		seterr(err, errlen,
+		    "OUTBOUND_EMAIL_PASSWORD_FILE: cannot "
+		    "read %s: %s",
+		    cfg->password_file, strerror(errno));
+		return -1;
+	}
+	while (len < sizeof(buf)) {
+		r = read(fd, buf + len, sizeof(buf) - len);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			seterr(err, errlen,
+			    "OUTBOUND_EMAIL_PASSWORD_FILE: "
+			    "cannot read %s: %s",
+			    cfg->password_file, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	if (len > PASSWORD_FILE_MAX) {
+		seterr(err, errlen,
+		    "OUTBOUND_EMAIL_PASSWORD_FILE: %s is "
+		    "larger than %d bytes",
+		    cfg->password_file, PASSWORD_FILE_MAX);
+		goto out;
+	}
+	/* Editors and "echo secret > file" add a line end. */
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		len--;
+	if (memchr(buf, '\0', len) != NULL) {
+		seterr(err, errlen,
+		    "OUTBOUND_EMAIL_PASSWORD_FILE: %s "
+		    "contains a NUL byte",
+		    cfg->password_file);
+		goto out;
+	}
+	if (len > 0)
+		cfg->password = xstrndup(buf, len);
+	rc = 0;
+out:
+	explicit_bzero(buf, sizeof(buf));
+	close(fd);
+	return rc;
+}
+
+static int
+finish(struct config *cfg, char *err, size_t errlen)
+{
+	char host[256];
+	int fd;
+
+	if (cfg->outbound_port == 465) {
+		seterr(err, errlen,
+		    "OUTBOUND_EMAIL_HOST_PORT: port 465 is "
+		    "implicit TLS (SMTPS), which libesmtp does not support; "
+		    "use port 587 with STARTTLS (OUTBOUND_EMAIL_USE_TLS=true)");
+		return -1;
+	}
+	if (cfg->ca_file != NULL) {
+		if ((fd = open(cfg->ca_file, O_RDONLY | O_CLOEXEC)) == -1) {
+			seterr(err, errlen,
+			    "OUTBOUND_EMAIL_CA_FILE: cannot "
+			    "read %s: %s",
+			    cfg->ca_file, strerror(errno));
+			return -1;
+		}
+		close(fd);
+	}
+	if (cfg->password_file != NULL) {
+		if (cfg->password != NULL) {
+			seterr(err, errlen,
+			    "OUTBOUND_EMAIL_PASSWORD and "
+			    "OUTBOUND_EMAIL_PASSWORD_FILE are both set; use "
+			    "one of them");
+			return -1;
+		}
+		if (read_password_file(cfg, err, errlen) == -1)
+			return -1;
+	}
+	if (cfg->username != NULL && cfg->password == NULL) {
+		seterr(err, errlen,
+		    "OUTBOUND_EMAIL_USERNAME is set but "
+		    "OUTBOUND_EMAIL_PASSWORD is not: set both for AUTH, or "
+		    "neither");
+		return -1;
+	}
+	if (cfg->password != NULL && cfg->username == NULL) {
+		seterr(err, errlen,
+		    "OUTBOUND_EMAIL_PASSWORD is set but "
+		    "OUTBOUND_EMAIL_USERNAME is not: set both for AUTH, or "
+		    "neither");
+		return -1;
+	}
+	if (cfg->retry_max_delay < cfg->retry_delay) {
+		seterr(err, errlen,
+		    "RETRY_MAX_DELAY_SECONDS (%ld) is less "
+		    "than RETRY_DELAY_SECONDS (%ld)",
+		    cfg->retry_max_delay, cfg->retry_delay);
+		return -1;
+	}
+	if (cfg->report_from == NULL && cfg->admin_address != NULL)
+		cfg->report_from = xstrdup(cfg->admin_address);
+	if (cfg->helo_name == NULL) {
+		if (gethostname(host, sizeof(host)) == 0 && host[0] != '\0') {
+			host[sizeof(host) - 1] = '\0';
+			cfg->helo_name = xstrdup(host);
+		} else
+			cfg->helo_name = xstrdup("localhost");
+	}
+	return expand_files_directory(cfg, err, errlen);
+}
+
+/* ------------------------------------------------------------ public */
+
+char *
+config_find_file(const char *cli_path)
+{
+	char path[PATH_MAX];
+	int n;
+
+	/* Returned even if missing: config_load() then names the problem. */
+	if (cli_path != NULL)
+		return xstrdup(cli_path);
+	if (access(".env", F_OK) == 0)
+		return xstrdup(".env");
+	n = snprintf(path, sizeof(path), "%s/arnie/arnie.env", SYSCONFDIR);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return NULL;
+	if (access(path, F_OK) == 0)
+		return xstrdup(path);
+	return NULL;
+}
+
+struct config *
+config_load(const char *path, config_warn_fn *warn, char *err, size_t errlen)
+{
+	struct envfile ef = {0};
+	struct config *cfg;
+	const struct keydef *kd;
+	const struct entry *entry;
+	const char *text;
+	size_t i;
+
+	seterr(err, errlen, "%s", "");
+	cfg = xcalloc(1, sizeof(*cfg));
+	if (path != NULL) {
+		cfg->path = xstrdup(path);
+		if (read_env_file(&ef, cfg->path, err, errlen) == -1)
+			goto fail;
+		warn_unknown(&ef, warn);
+	}
+	for (i = 0; i < NKEYS; i++) {
+		kd = &keys[i];
+		text = lookup(&ef, kd->name, &entry);
+		if (text == NULL || text[0] == '\0') {
+			if (kd->required) {
+				seterr(err, errlen, "%s is not set", kd->name);
+				goto fail;
+			}
+			if ((text = kd->def) == NULL)
+				continue;
+			entry = NULL;
+		}
+		if (set_value(cfg, kd, text, err, errlen) == -1) {
+			if (entry != NULL)
+				adderr(err, errlen, " (%s line %d)", ef.path,
+				    entry->line);
+			else if (text != kd->def)
+				adderr(err, errlen, " (from the environment)");
+			goto fail;
+		}
+	}
+	if (finish(cfg, err, errlen) == -1)
+		goto fail;
+	envfile_clear(&ef);
+	return cfg;
+fail:
+	envfile_clear(&ef);
+	config_free(cfg);
+	return NULL;
+}
+
+/* Values that the parser would not read back as they are get quoted. */
+static void
+print_value(FILE *out, const char *v)
+{
+	const char *s;
+
+	for (s = v; *s != '\0'; s++)
+		if (!isalnum((unsigned char)*s) &&
+		    strchr("@%+,-./:=_~", *s) == NULL)
+			break;
+	if (*s == '\0') {
+		fputs(v, out);
+		return;
+	}
+	fputc('"', out);
+	for (s = v; *s != '\0'; s++) {
+		if (*s == '"' || *s == '\\')
+			fputc('\\', out);
+		fputc(*s, out);
+	}
+	fputc('"', out);
+}
+
+void
+config_print(const struct config *cfg, FILE *out)
+{
+	const struct keydef *kd;
+	const char *field;
+	const char *s;
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++) {
+		kd = &keys[i];
+		field = (const char *)cfg + kd->off;
+		fprintf(out, "%s=", kd->name);
+		switch (kd->type) {
+		case KT_SECRET:
+			if (*(char *const *)field != NULL)
+				fputs("********", out);
+			break;
+		case KT_STRING:
+			if ((s = *(char *const *)field) != NULL)
+				print_value(out, s);
+			break;
+		case KT_BOOL:
+			fputs(*(const bool *)field ? "true" : "false", out);
+			break;
+		case KT_INT:
+			fprintf(out, "%d", *(const int *)field);
+			break;
+		case KT_LONG:
+			fprintf(out, "%ld", *(const long *)field);
+			break;
+		case KT_SIZE:
+			fprintf(out, "%zu", *(const size_t *)field);
+			break;
+		case KT_RATE:
+			fprintf(out, "%g", *(const double *)field);
+			break;
+		case KT_MODE:
+			fputs(*(const enum milter_mode *)field == MILTER_COPY
+			          ? "copy"
+			          : "divert",
+			    out);
+			break;
+		}
+		fputc('\n', out);
+	}
+}
+
+void
+config_free(struct config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	free(cfg->path);
+	free(cfg->outbound_host);
+	free(cfg->ca_file);
+	free(cfg->username);
+	xfree_secret(cfg->password);
+	free(cfg->password_file);
+	free(cfg->helo_name);
+	free(cfg->admin_address);
+	free(cfg->report_from);
+	free(cfg->files_directory);
+	free(cfg->spool_directory);
+	free(cfg->listen_address);
+	free(cfg->milter_socket);
+	free(cfg->log_file);
+	free(cfg);
+}

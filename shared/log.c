@@ -1,0 +1,198 @@
+/*
+ * log: see log.h.  Keeps one file descriptor; a line is built in a stack
+ * buffer and written at once, so concurrent threads need no lock for output.
+ * The lock only guards swapping the descriptor on reopen.
+ */
+#include "autoconf.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_LINE_MAX 4096
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static const char *log_progname = "arnie";
+static char *log_path;
+static int log_fd = STDERR_FILENO;
+static int log_verbose;
+static int log_journal;
+
+static int
+open_log_file(const char *path)
+{
+	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
+
+int
+log_init(const char *progname, const char *path, int verbose)
+{
+	int fd;
+
+	log_progname = progname;
+	log_verbose = verbose;
+	log_journal = getenv("JOURNAL_STREAM") != NULL && path == NULL;
+	if (path == NULL)
+		return 0;
+	if ((fd = open_log_file(path)) == -1)
+		return -1;
+	free(log_path);
+	log_path = strdup(path);
+	pthread_mutex_lock(&log_lock);
+	if (log_fd != STDERR_FILENO)
+		close(log_fd);
+	log_fd = fd;
+	pthread_mutex_unlock(&log_lock);
+	return 0;
+}
+
+int
+log_reopen(void)
+{
+	int fd, old;
+
+	if (log_path == NULL)
+		return 0;
+	if ((fd = open_log_file(log_path)) == -1)
+		return -1;
+	pthread_mutex_lock(&log_lock);
+	old = log_fd;
+	log_fd = fd;
+	pthread_mutex_unlock(&log_lock);
+	close(old);
+	return 0;
+}
+
+static size_t
+format_stamp(char *buf, size_t len)
+{
+	struct timeval tv;
+	struct tm tm;
+	size_t n;
+
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	n += snprintf(buf + n, len - n, ".%03ldZ ", (long)tv.tv_usec / 1000);
+	return n;
+}
+
+void
+log_vmsg(int priority, const char *prefix, const char *fmt, va_list ap)
+{
+	char line[LOG_LINE_MAX];
+	size_t n = 0;
+	int r;
+
+	if (log_journal)
+		n = snprintf(line, sizeof(line), "<%d>", priority);
+	else
+		n = format_stamp(line, sizeof(line));
+	n += snprintf(line + n, sizeof(line) - n, "%s[%ld]: %s", log_progname,
+	    (long)getpid(), prefix);
+	r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	if (r < 0)
+		r = 0;
+	n += (size_t)r;
+	if (n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	line[n++] = '\n';
+	pthread_mutex_lock(&log_lock);
+	(void)!write(log_fd, line, n);
+	pthread_mutex_unlock(&log_lock);
+}
+
+static void
+log_str(int priority, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(priority, "", fmt, ap);
+	va_end(ap);
+}
+
+/* Format the caller's message, then append strerror of the saved errno. */
+static void
+log_with_errno(int priority, int saved_errno, const char *fmt, va_list ap)
+{
+	char msg[LOG_LINE_MAX];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	log_str(priority, "%s: %s", msg, strerror(saved_errno));
+}
+
+void
+log_info(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(LOG_INFO, "", fmt, ap);
+	va_end(ap);
+}
+
+void
+log_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_verbose)
+		return;
+	va_start(ap, fmt);
+	log_vmsg(LOG_DEBUG, "debug: ", fmt, ap);
+	va_end(ap);
+}
+
+void
+log_warn(const char *fmt, ...)
+{
+	int saved_errno = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_with_errno(LOG_WARNING, saved_errno, fmt, ap);
+	va_end(ap);
+	errno = saved_errno;
+}
+
+void
+log_warnx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(LOG_WARNING, "", fmt, ap);
+	va_end(ap);
+}
+
+void
+fatal(int code, const char *fmt, ...)
+{
+	int saved_errno = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_with_errno(LOG_ERR, saved_errno, fmt, ap);
+	va_end(ap);
+	exit(code);
+}
+
+void
+fatalx(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(LOG_ERR, "", fmt, ap);
+	va_end(ap);
+	exit(code);
+}

@@ -1,0 +1,44 @@
+/*
+ * log: one line per event, to standard error or to a log file.
+ *
+ * Generic layer.  Each line is formatted in full and written with a single
+ * write(2), so lines from several threads never interleave.  Under systemd
+ * (JOURNAL_STREAM set) lines carry a "<N>" priority prefix and no time stamp,
+ * since the journal adds its own; elsewhere they start with an ISO-8601 UTC
+ * time stamp and the program name.
+ *
+ * log_warn() and fatal() append ": strerror(errno)"; the -x variants do not.
+ * fatal*() are for a broken environment at start-up only: they exit with the
+ * given sysexits code.  A bug calls arnie_panic() (xmalloc.h) instead.
+ * Never pass a password or an AUTH payload to these functions.
+ */
+#ifndef ARNIE_LOG_H
+#define ARNIE_LOG_H
+
+#include <stdarg.h>
+#include <syslog.h>
+
+/*
+ * Set the program name and the destination: path NULL means standard error.
+ * Returns 0, or -1 with errno if the file cannot be opened (standard error
+ * is then kept).  verbose enables log_debug().
+ */
+int log_init(const char *progname, const char *path, int verbose);
+
+/* Reopen the log file after rotation (SIGHUP).  0, or -1 with errno. */
+int log_reopen(void);
+
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void fatal(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+void fatalx(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+
+/* The primitive behind the others: priority, prefix ("" for none). */
+void log_vmsg(int priority, const char *prefix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+#endif

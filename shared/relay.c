@@ -1,0 +1,1035 @@
+/*
+ * relay: see relay.h.  One libesmtp session per relay_send(): one
+ * connection, every message of the batch on it, then QUIT.
+ *
+ * What this module does: hands libesmtp Arnie's own SSL_CTX (TLS 1.2 or
+ * later, system CA store plus OUTBOUND_EMAIL_CA_FILE, the configured host
+ * name checked by OpenSSL and sent as SNI), the AUTH credentials (only over
+ * TLS), and the spooled bytes through a read callback; afterwards it turns
+ * libesmtp's per-message and per-recipient statuses into relay_results.
+ *
+ * What it never does: touch the spool, log or keep a password or anything
+ * the client wrote during AUTH, or retry by itself.
+ *
+ * libesmtp 1.1 facts this module relies on (read from its source, checked by
+ * the exercise tests):
+ * - It reports several things only indirectly.  A failed AUTH (535) is not
+ *   an error for it: it tries the next mechanism and then goes on to MAIL
+ *   unauthenticated.  A failed TLS handshake or a missing STARTTLS still
+ *   makes smtp_start_session() return success.  So the module watches the
+ *   replies through the protocol monitor (reads only, never what is
+ *   written) and takes the event callback's reports, and decides from the
+ *   per-message statuses, never from the return value alone.
+ * - Its own certificate name check compares the CNAME-resolved name with
+ *   DNS names only.  OpenSSL already checked the configured name (or IP
+ *   address) during the handshake when verification is on, so the
+ *   SMTP_EV_WRONG_PEER_CERTIFICATE event is overruled.
+ * - smtp_set_timeout() takes milliseconds (its minimum is 1000).
+ * - Requesting BODY=8BITMIME makes 8BITMIME a required extension: a server
+ *   without it would make the whole session quit.  So no BODY= is sent.
+ * - Message headers: libesmtp adds Date:, From: and Message-Id: when the
+ *   message lacks them and drops Return-Path:, Original-Recipient: and
+ *   repeated Date/From/Sender/To/Cc/Bcc/Reply-To/Message-Id/
+ *   Disposition-Notification-To headers.  The API cannot turn that off, so
+ *   such a message is logged at relay time (see header_check()); a message
+ *   that has each of Date, From and Message-Id once and neither of the
+ *   dropped headers goes out byte for byte.
+ */
+#include "config.h"
+
+#include "relay.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/types.h>
+
+/* <openssl/ssl.h> first: libesmtp.h declares smtp_starttls_set_ctx() only
+ * when it sees OpenSSL's types; auth-client.h before it for
+ * smtp_auth_set_context(). */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <auth-client.h>
+#include <libesmtp.h>
+
+#include "log.h"
+#include "spool.h"
+#include "xmalloc.h"
+
+#define BODY_CHUNK 16384
+#define LINE_MAX_MON 1024
+
+struct relay {
+	char *host;
+	int port;
+	char *name;		/* "host:port" */
+	bool use_tls;
+	bool tls_verify;
+	bool host_is_ip;
+	char *username;
+	char *password;		/* secret */
+	char *helo_name;
+	long send_timeout;
+	SSL_CTX *ssl_ctx;	/* NULL without TLS */
+	struct session_state *cur; /* the relay_send() in progress */
+};
+
+enum auth_state {
+	AUTH_NOT_TRIED,
+	AUTH_RUNNING,
+	AUTH_DONE,
+	AUTH_REFUSED,
+};
+
+/* Where a message's bytes come from. */
+struct body {
+	FILE *fp;
+	off_t offset;
+	uint64_t size;		/* 0: up to end of file */
+	uint64_t done;
+	int error;		/* errno of a failed read, sticky */
+};
+
+/* What one session learnt besides libesmtp's statuses. */
+struct session_state {
+	struct relay *relay;
+	bool connected;
+	bool tls_ok;
+	bool starttls_missing;
+	bool ext_missing;
+	bool in_starttls;
+	char tls_error[RELAY_REPLY_MAX];
+	enum auth_state auth;
+	char auth_reply[RELAY_REPLY_MAX];
+	int last_code;
+	char last_reply[RELAY_REPLY_MAX];
+	char first_421[RELAY_REPLY_MAX];
+	char line[LINE_MAX_MON];
+	size_t linelen;
+	bool line_overflow;
+};
+
+static pthread_once_t auth_once = PTHREAD_ONCE_INIT;
+
+static void
+auth_init_once(void)
+{
+	auth_client_init();
+}
+
+enum relay_status
+relay_classify(int code)
+{
+	if (code >= 200 && code <= 299)
+		return RELAY_OK;
+	if (code >= 500 && code <= 599)
+		return RELAY_PERMFAIL;
+	/* 4xx, and anything that is not an answer (0, 1xx, 3xx): the next
+	 * attempt will tell. */
+	return RELAY_TEMPFAIL;
+}
+
+/* Replies that describe the upstream or our standing with it, not the
+ * message: service closing (421), TLS or throttling (454, SES), AUTH
+ * required or refused (530, 534, 535, 538). */
+static bool
+code_is_queue_wide(int code)
+{
+	switch (code) {
+	case 421:
+	case 454:
+	case 530:
+	case 534:
+	case 535:
+	case 538:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Copy text into dst as one printable line: runs of CR, LF and other
+ * control characters become one space, trailing blanks go. */
+static void
+one_line(char *dst, size_t dstlen, const char *text)
+{
+	size_t n = 0;
+	bool space = false;
+	const unsigned char *p;
+
+	if (dstlen == 0)
+		return;
+	for (p = (const unsigned char *)text; p != NULL && *p != '\0'; p++) {
+		if (*p < 0x20 || *p == 0x7f) {
+			space = n > 0;
+			continue;
+		}
+		if (space) {
+			if (n + 1 >= dstlen)
+				break;
+			dst[n++] = ' ';
+			space = false;
+		}
+		if (n + 1 >= dstlen)
+			break;
+		dst[n++] = (char)*p;
+	}
+	while (n > 0 && dst[n - 1] == ' ')
+		n--;
+	dst[n] = '\0';
+}
+
+/* "code [x.y.z] text" from a libesmtp status, which keeps the code and the
+ * enhanced status apart from the text. */
+static void
+format_status(const smtp_status_t *st, char *dst, size_t dstlen)
+{
+	char text[RELAY_REPLY_MAX];
+	int n;
+
+	one_line(text, sizeof(text), st->text);
+	if (st->enh_class != 0)
+		n = snprintf(dst, dstlen, "%d %d.%d.%d %s", st->code,
+		    st->enh_class, st->enh_subject, st->enh_detail, text);
+	else
+		n = snprintf(dst, dstlen, "%d %s", st->code, text);
+	if (n < 0)
+		dst[0] = '\0';
+	/* A truncated reply is still the useful start of the reply. */
+	one_line(dst, dstlen, dst);
+}
+
+static void
+set_result(struct relay_result *res, enum relay_status status, int code,
+    const char *reply)
+{
+	res->status = status;
+	res->code = code;
+	one_line(res->reply, sizeof(res->reply), reply);
+}
+
+static void
+set_result_status(struct relay_result *res, const smtp_status_t *st)
+{
+	res->status = relay_classify(st->code);
+	res->code = st->code;
+	format_status(st, res->reply, sizeof(res->reply));
+}
+
+/* ------------------------------------------------------------------ TLS */
+
+static struct relay *
+relay_of_ssl(const SSL *ssl)
+{
+	return SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+}
+
+/* libesmtp 1.1 sends no SNI and offers no hook per connection; the
+ * context's info callback runs on every handshake start, before the
+ * ClientHello is written, which is the moment SNI must be set. */
+static void
+info_cb(const SSL *cssl, int where, int ret)
+{
+	SSL *ssl = (SSL *)cssl;
+	struct relay *relay;
+
+	(void)ret;
+	if (!(where & SSL_CB_HANDSHAKE_START))
+		return;
+	relay = relay_of_ssl(ssl);
+	if (relay == NULL || relay->host_is_ip)
+		return;
+	if (SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) == NULL)
+		SSL_set_tlsext_host_name(ssl, relay->host);
+}
+
+/* Keep the first reason a certificate was refused, for the log: after a
+ * failed handshake OpenSSL itself only says "certificate verify failed". */
+static int
+verify_cb(int ok, X509_STORE_CTX *xs)
+{
+	SSL *ssl;
+	struct relay *relay;
+	struct session_state *st;
+	X509 *cert;
+	char subject[256] = "";
+	int err, depth;
+
+	if (ok)
+		return ok;
+	ssl = X509_STORE_CTX_get_ex_data(xs,
+	    SSL_get_ex_data_X509_STORE_CTX_idx());
+	if (ssl == NULL || (relay = relay_of_ssl(ssl)) == NULL ||
+	    (st = relay->cur) == NULL || !relay->tls_verify ||
+	    st->tls_error[0] != '\0')
+		return ok;
+	err = X509_STORE_CTX_get_error(xs);
+	depth = X509_STORE_CTX_get_error_depth(xs);
+	if ((cert = X509_STORE_CTX_get_current_cert(xs)) != NULL)
+		X509_NAME_oneline(X509_get_subject_name(cert), subject,
+		    sizeof(subject));
+	snprintf(st->tls_error, sizeof(st->tls_error),
+	    "certificate verify failed: %s (depth %d, subject %s)",
+	    X509_verify_cert_error_string(err), depth,
+	    subject[0] != '\0' ? subject : "?");
+	return ok;
+}
+
+static SSL_CTX *
+make_ssl_ctx(struct relay *relay, const char *ca_file, char *err,
+    size_t errlen)
+{
+	SSL_CTX *ctx;
+	X509_VERIFY_PARAM *param;
+	char ebuf[256];
+
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		snprintf(err, errlen, "cannot create a TLS context: %s",
+		    ERR_error_string(ERR_get_error(), ebuf));
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+		log_warnx("relay: cannot load the system CA store");
+	if (ca_file != NULL && *ca_file != '\0' &&
+	    SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+		snprintf(err, errlen, "OUTBOUND_EMAIL_CA_FILE %s: %s", ca_file,
+		    ERR_error_string(ERR_get_error(), ebuf));
+		goto fail;
+	}
+	param = SSL_CTX_get0_param(ctx);
+	X509_VERIFY_PARAM_set_hostflags(param,
+	    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if (relay->host_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param,
+	    relay->host) != 1 : X509_VERIFY_PARAM_set1_host(param, relay->host,
+	    0) != 1) {
+		snprintf(err, errlen, "OUTBOUND_EMAIL_HOST %s: not usable for "
+		    "certificate checks", relay->host);
+		goto fail;
+	}
+	SSL_CTX_set_verify(ctx,
+	    relay->tls_verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, verify_cb);
+	SSL_CTX_set_info_callback(ctx, info_cb);
+	SSL_CTX_set_app_data(ctx, relay);
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* ------------------------------------------------------------ callbacks */
+
+/* libesmtp frees *ctx with free(); xmalloc() memory qualifies. */
+static const char *
+body_cb(void **ctx, int *len, void *arg)
+{
+	struct body *b = arg;
+	size_t want, got;
+	int saved = errno;
+
+	if (*ctx == NULL)
+		*ctx = xmalloc(BODY_CHUNK);
+	if (len == NULL) {
+		/* Rewind, once per transfer of this message. */
+		b->done = 0;
+		b->error = 0;
+		clearerr(b->fp);
+		if (fseeko(b->fp, b->offset, SEEK_SET) == -1)
+			b->error = errno != 0 ? errno : EIO;
+		errno = saved;
+		return NULL;
+	}
+	if (b->error != 0)
+		goto fail;
+	want = BODY_CHUNK;
+	if (b->size > 0 && b->size - b->done < want)
+		want = (size_t)(b->size - b->done);
+	got = want > 0 ? fread(*ctx, 1, want, b->fp) : 0;
+	if (got < want && (ferror(b->fp) || b->size > 0)) {
+		/* A read error or a file shorter than its envelope says: never
+		 * let a truncated message end with a good "." line. */
+		b->error = ferror(b->fp) && errno != 0 ? errno : EIO;
+		goto fail;
+	}
+	b->done += got;
+	*len = (int)got;
+	errno = saved;
+	return *ctx;
+fail:
+	/* libesmtp checks errno after its reader runs dry and then drops the
+	 * connection instead of ending DATA. */
+	*len = 0;
+	errno = b->error;
+	return NULL;
+}
+
+static int
+interact_cb(auth_client_request_t req, char **result, int fields, void *arg)
+{
+	static char empty[] = "";
+	struct relay *relay = arg;
+	int i;
+
+	for (i = 0; i < fields; i++) {
+		if (req[i].flags & AUTH_USER)
+			result[i] = relay->username;
+		else if (req[i].flags & AUTH_PASS)
+			result[i] = relay->password;
+		else if (req[i].flags & AUTH_REALM)
+			result[i] = empty;
+		else
+			return 0;
+	}
+	return 1;
+}
+
+/* One complete reply line from the server (without CRLF). */
+static void
+monitor_line(struct session_state *st, const char *line, size_t len)
+{
+	int code;
+	char text[RELAY_REPLY_MAX];
+
+	if (len < 3 || !isdigit((unsigned char)line[0]) ||
+	    !isdigit((unsigned char)line[1]) ||
+	    !isdigit((unsigned char)line[2]))
+		return;
+	if (len > 3 && line[3] != ' ')
+		return;		/* not the last line of the reply */
+	code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+	one_line(text, sizeof(text), line);
+	st->last_code = code;
+	snprintf(st->last_reply, sizeof(st->last_reply), "%s", text);
+	if (code == 421 && st->first_421[0] == '\0')
+		snprintf(st->first_421, sizeof(st->first_421), "%s", text);
+	if (st->in_starttls) {
+		st->in_starttls = false;
+		if (code / 100 != 2)
+			snprintf(st->tls_error, sizeof(st->tls_error),
+			    "STARTTLS refused: %.400s", text);
+	}
+	if (st->auth == AUTH_RUNNING && code != 334) {
+		if (code / 100 == 2) {
+			st->auth = AUTH_DONE;
+		} else {
+			st->auth = AUTH_REFUSED;
+			if (st->auth_reply[0] == '\0')
+				snprintf(st->auth_reply, sizeof(st->auth_reply),
+				    "%s", text);
+		}
+	}
+}
+
+/*
+ * libesmtp's protocol monitor: reads arrive as raw (decrypted) chunks,
+ * writes as whole flushed buffers.  Of what is written only the first
+ * bytes are looked at, to know that an AUTH or STARTTLS command starts; it
+ * is never copied or logged since it carries the credentials.
+ */
+static void
+monitor_cb(const char *buf, int buflen, int writing, void *arg)
+{
+	struct session_state *st = arg;
+	int i;
+
+	if (writing == SMTP_CB_WRITING) {
+		if (buflen >= 5 && strncasecmp(buf, "AUTH ", 5) == 0 &&
+		    st->auth != AUTH_RUNNING)
+			st->auth = AUTH_RUNNING;
+		else if (buflen >= 8 && strncasecmp(buf, "STARTTLS", 8) == 0)
+			st->in_starttls = true;
+		return;
+	}
+	if (writing != SMTP_CB_READING)
+		return;
+	for (i = 0; i < buflen; i++) {
+		char c = buf[i];
+
+		if (c == '\n') {
+			size_t n = st->linelen;
+
+			if (n > 0 && st->line[n - 1] == '\r')
+				n--;
+			if (!st->line_overflow)
+				monitor_line(st, st->line, n);
+			st->linelen = 0;
+			st->line_overflow = false;
+			continue;
+		}
+		if (st->linelen + 1 >= sizeof(st->line)) {
+			/* Keep the start: the code is what matters. */
+			st->line_overflow = st->linelen < 4;
+			continue;
+		}
+		st->line[st->linelen++] = c;
+	}
+}
+
+static void
+event_cb(smtp_session_t session, int event_no, void *arg, ...)
+{
+	struct session_state *st = arg;
+	struct relay *relay = st->relay;
+	va_list ap;
+	int *ok;
+	long vfy;
+	int bits;
+	const char *s;
+
+	(void)session;
+	va_start(ap, arg);
+	switch (event_no) {
+	case SMTP_EV_CONNECT:
+		st->connected = true;
+		log_debug("relay %s: connected", relay->name);
+		break;
+	case SMTP_EV_DISCONNECT:
+		log_debug("relay %s: disconnected", relay->name);
+		break;
+	case SMTP_EV_STARTTLS_OK:
+		(void)va_arg(ap, void *);
+		s = va_arg(ap, const char *);
+		bits = va_arg(ap, int);
+		st->tls_ok = true;
+		log_debug("relay %s: TLS established (%s, %d bits)",
+		    relay->name, s != NULL ? s : "?", bits);
+		break;
+	case SMTP_EV_EXTNA_STARTTLS:
+		st->starttls_missing = true;
+		break;
+	case SMTP_EV_EXTNA_DSN:
+	case SMTP_EV_EXTNA_CHUNKING:
+		ok = va_arg(ap, int *);
+		/* quit_now: nothing Arnie asks for needs these. */
+		if (ok != NULL)
+			*ok = 0;
+		break;
+	case SMTP_EV_EXTNA_8BITMIME:
+	case SMTP_EV_EXTNA_BINARYMIME:
+	case SMTP_EV_EXTNA_ETRN:
+		st->ext_missing = true;
+		break;
+	case SMTP_EV_INVALID_PEER_CERTIFICATE:
+		vfy = va_arg(ap, long);
+		ok = va_arg(ap, int *);
+		/* Reached only when verification is off, or OpenSSL would
+		 * have failed the handshake. */
+		if (!relay->tls_verify)
+			*ok = 1;
+		else if (st->tls_error[0] == '\0')
+			snprintf(st->tls_error, sizeof(st->tls_error),
+			    "certificate verify failed: %s",
+			    X509_verify_cert_error_string(vfy));
+		break;
+	case SMTP_EV_NO_PEER_CERTIFICATE:
+		ok = va_arg(ap, int *);
+		if (!relay->tls_verify)
+			*ok = 1;
+		else
+			snprintf(st->tls_error, sizeof(st->tls_error),
+			    "the server sent no certificate");
+		break;
+	case SMTP_EV_WRONG_PEER_CERTIFICATE:
+		ok = va_arg(ap, int *);
+		/* libesmtp's own matcher knows DNS names only and uses the
+		 * CNAME-resolved name; OpenSSL has already checked the
+		 * configured name when verification is on. */
+		*ok = 1;
+		break;
+	case SMTP_EV_WEAK_CIPHER:
+		bits = va_arg(ap, int);
+		ok = va_arg(ap, int *);
+		*ok = 0;
+		snprintf(st->tls_error, sizeof(st->tls_error),
+		    "weak cipher (%d bits)", bits);
+		break;
+	case SMTP_EV_NO_CLIENT_CERTIFICATE:
+		ok = va_arg(ap, int *);
+		*ok = 0;
+		snprintf(st->tls_error, sizeof(st->tls_error),
+		    "unusable client certificate in libesmtp's user folder");
+		break;
+	case SMTP_EV_UNUSABLE_CLIENT_CERTIFICATE:
+		snprintf(st->tls_error, sizeof(st->tls_error),
+		    "unusable client certificate in libesmtp's user folder");
+		break;
+	case SMTP_EV_UNUSABLE_CA_LIST:
+		snprintf(st->tls_error, sizeof(st->tls_error),
+		    "unusable CA list");
+		break;
+	default:
+		break;
+	}
+	va_end(ap);
+}
+
+/* --------------------------------------------------------------- public */
+
+struct relay *
+relay_new(const struct config *cfg, char *err, size_t errlen)
+{
+	struct relay *relay;
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (cfg->outbound_host == NULL || *cfg->outbound_host == '\0') {
+		snprintf(err, errlen, "OUTBOUND_EMAIL_HOST is not set");
+		return NULL;
+	}
+	if (cfg->outbound_port == 465) {
+		snprintf(err, errlen, "OUTBOUND_EMAIL_HOST_PORT=465 needs "
+		    "implicit TLS, which Arnie does not support: use port 587 "
+		    "(STARTTLS)");
+		return NULL;
+	}
+	if (cfg->outbound_port < 1 || cfg->outbound_port > 65535) {
+		snprintf(err, errlen, "OUTBOUND_EMAIL_HOST_PORT=%d is not a "
+		    "port", cfg->outbound_port);
+		return NULL;
+	}
+	if (strchr(cfg->outbound_host, ':') != NULL) {
+		/* libesmtp splits "host:port" at the first colon. */
+		snprintf(err, errlen, "OUTBOUND_EMAIL_HOST %s: IPv6 addresses "
+		    "are not supported, use a host name",
+		    cfg->outbound_host);
+		return NULL;
+	}
+	if (cfg->username != NULL && *cfg->username != '\0' &&
+	    !cfg->use_tls) {
+		snprintf(err, errlen, "OUTBOUND_EMAIL_USERNAME is set but "
+		    "OUTBOUND_EMAIL_USE_TLS is false: credentials are only "
+		    "sent over TLS");
+		return NULL;
+	}
+
+	pthread_once(&auth_once, auth_init_once);
+
+	relay = xcalloc(1, sizeof(*relay));
+	relay->host = xstrdup(cfg->outbound_host);
+	relay->port = cfg->outbound_port;
+	relay->name = xasprintf("%s:%d", relay->host, relay->port);
+	relay->use_tls = cfg->use_tls;
+	relay->tls_verify = cfg->tls_verify;
+	relay->host_is_ip = inet_pton(AF_INET, relay->host, &a4) == 1 ||
+	    inet_pton(AF_INET6, relay->host, &a6) == 1;
+	if (cfg->username != NULL && *cfg->username != '\0') {
+		relay->username = xstrdup(cfg->username);
+		relay->password = xstrdup(cfg->password != NULL ?
+		    cfg->password : "");
+	}
+	if (cfg->helo_name != NULL && *cfg->helo_name != '\0')
+		relay->helo_name = xstrdup(cfg->helo_name);
+	relay->send_timeout = cfg->send_timeout > 0 ? cfg->send_timeout : 60;
+	if (relay->use_tls &&
+	    (relay->ssl_ctx = make_ssl_ctx(relay, cfg->ca_file, err,
+	    errlen)) == NULL) {
+		relay_free(relay);
+		return NULL;
+	}
+	return relay;
+}
+
+void
+relay_free(struct relay *relay)
+{
+	if (relay == NULL)
+		return;
+	SSL_CTX_free(relay->ssl_ctx);
+	free(relay->host);
+	free(relay->name);
+	free(relay->username);
+	xfree_secret(relay->password);
+	free(relay->helo_name);
+	free(relay);
+}
+
+const char *
+relay_name(const struct relay *relay)
+{
+	return relay->name;
+}
+
+void
+relay_msg_clear(struct relay_msg *msg)
+{
+	free(msg->rcpt);
+	msg->rcpt = NULL;
+}
+
+/*
+ * Warn when libesmtp will change the header section of a message (see the
+ * top comment): it adds Date/From/Message-Id when missing, and drops
+ * Return-Path, Original-Recipient and repeats of the headers it manages.
+ */
+static void
+header_check(const struct relay_msg *m)
+{
+	static const char *const managed[] = { "Date", "From", "Message-Id",
+		"Sender", "To", "Cc", "Bcc", "Reply-To",
+		"Disposition-Notification-To" };
+	enum { NMANAGED = sizeof(managed) / sizeof(managed[0]) };
+	unsigned seen[NMANAGED] = { 0 };
+	char line[128], what[256] = "";
+	size_t i, wlen = 0;
+	bool dropped = false;
+	int c;
+
+	if (fseeko(m->body, m->env->body_offset, SEEK_SET) == -1)
+		return;
+	/* Header names only: read each line's start, skip the rest. */
+	while (fgets(line, sizeof(line), m->body) != NULL) {
+		size_t len = strlen(line);
+		char *colon;
+
+		if (strcmp(line, "\r\n") == 0 || strcmp(line, "\n") == 0)
+			break;
+		if (line[0] != ' ' && line[0] != '\t' &&
+		    (colon = strchr(line, ':')) != NULL) {
+			size_t nlen = (size_t)(colon - line);
+
+			if ((nlen == 11 && strncasecmp(line, "Return-Path",
+			    11) == 0) || (nlen == 18 && strncasecmp(line,
+			    "Original-Recipient", 18) == 0))
+				dropped = true;
+			for (i = 0; i < NMANAGED; i++)
+				if (strlen(managed[i]) == nlen &&
+				    strncasecmp(line, managed[i], nlen) == 0)
+					seen[i]++;
+		}
+		if (len > 0 && line[len - 1] != '\n')
+			while ((c = getc(m->body)) != EOF && c != '\n')
+				continue;
+	}
+	for (i = 0; i < 3; i++)
+		if (seen[i] == 0) {
+			int n = snprintf(what + wlen, sizeof(what) - wlen,
+			    "%s%s", wlen > 0 ? ", " : "", managed[i]);
+
+			if (n > 0 && (size_t)n < sizeof(what) - wlen)
+				wlen += (size_t)n;
+		}
+	for (i = 0; i < NMANAGED; i++)
+		if (seen[i] > 1)
+			dropped = true;
+	if (wlen > 0)
+		log_info("%s: relay adds missing header(s): %s", m->env->id,
+		    what);
+	if (dropped)
+		log_info("%s: relay drops Return-Path/Original-Recipient or "
+		    "repeated address headers", m->env->id);
+}
+
+/* The reason for a session that did not get as far as the messages, or
+ * broke off, in order of what explains it best. */
+static void
+session_reason(const struct relay *relay, const struct session_state *st,
+    int started, char *reason, size_t reasonlen)
+{
+	char ebuf[256];
+	const char *e = NULL;
+	unsigned long ossl;
+	int err = smtp_errno();
+
+	if (st->tls_error[0] != '\0') {
+		snprintf(reason, reasonlen, "TLS with %s failed: %s",
+		    relay->name, st->tls_error);
+		return;
+	}
+	if (st->starttls_missing) {
+		snprintf(reason, reasonlen, "upstream does not offer STARTTLS");
+		return;
+	}
+	if (st->auth == AUTH_REFUSED) {
+		snprintf(reason, reasonlen, "AUTH refused: %s", st->auth_reply);
+		return;
+	}
+	if (st->first_421[0] != '\0') {
+		snprintf(reason, reasonlen, "%s", st->first_421);
+		return;
+	}
+	if (st->connected && st->last_code >= 400) {
+		snprintf(reason, reasonlen, "upstream refused the session: %s",
+		    st->last_reply);
+		return;
+	}
+	if (st->ext_missing) {
+		snprintf(reason, reasonlen, "upstream lacks a required SMTP "
+		    "extension");
+		return;
+	}
+	if (relay->use_tls && st->connected && !st->tls_ok &&
+	    (ossl = ERR_peek_last_error()) != 0) {
+		snprintf(reason, reasonlen, "TLS with %s failed: %s",
+		    relay->name, ERR_reason_error_string(ossl) != NULL ?
+		    ERR_reason_error_string(ossl) : "handshake failed");
+		return;
+	}
+	if (err != 0)
+		e = smtp_strerror(err, ebuf, sizeof(ebuf));
+	if (!st->connected)
+		snprintf(reason, reasonlen, "cannot connect to %s: %s",
+		    relay->name, e != NULL ? e : "unknown error");
+	else
+		snprintf(reason, reasonlen, "connection to %s %s: %s",
+		    relay->name, started ? "broke off" : "failed",
+		    e != NULL ? e : "no reply");
+}
+
+/* The first reply of msg that is about the upstream rather than the
+ * message (see code_is_queue_wide()). */
+static void
+first_queue_wide(const struct relay_msg *m, smtp_recipient_t *rc, char *dst,
+    size_t dstlen)
+{
+	size_t j;
+
+	if (code_is_queue_wide(m->data.code)) {
+		snprintf(dst, dstlen, "%s", m->data.reply);
+		return;
+	}
+	for (j = 0; j < m->env->nrcpts; j++)
+		if (rc[j] != NULL && code_is_queue_wide(m->rcpt[j].code)) {
+			snprintf(dst, dstlen, "%s", m->rcpt[j].reply);
+			return;
+		}
+}
+
+enum relay_status
+relay_send(struct relay *relay, struct relay_msg *msgs, size_t n,
+    char *reason, size_t reasonlen)
+{
+	struct session_state st;
+	smtp_session_t session = NULL;
+	auth_context_t actx = NULL;
+	smtp_message_t *smsg = NULL;
+	smtp_recipient_t **srcpt = NULL;
+	struct body *bodies = NULL;
+	enum relay_status ret = RELAY_OK;
+	char qw_reply[RELAY_REPLY_MAX] = "";
+	char sreason[RELAY_REPLY_MAX] = "";
+	size_t i, j, queued = 0, attempted = 0;
+	long ms;
+	int started;
+	static const int timeouts[] = { Timeout_GREETING, Timeout_ENVELOPE,
+		Timeout_DATA, Timeout_TRANSFER, Timeout_DATA2 };
+
+	if (reasonlen > 0)
+		reason[0] = '\0';
+	memset(&st, 0, sizeof(st));
+	st.relay = relay;
+
+	smsg = xcalloc(n ? n : 1, sizeof(*smsg));
+	srcpt = xcalloc(n ? n : 1, sizeof(*srcpt));
+	bodies = xcalloc(n ? n : 1, sizeof(*bodies));
+
+	if ((session = smtp_create_session()) == NULL)
+		arnie_panic("relay: smtp_create_session failed");
+	if (smtp_set_server(session, relay->name) == 0)
+		arnie_panic("relay: smtp_set_server(%s) failed", relay->name);
+	if (relay->helo_name != NULL)
+		smtp_set_hostname(session, relay->helo_name);
+	ms = relay->send_timeout > LONG_MAX / 1000 ? LONG_MAX :
+	    relay->send_timeout * 1000;
+	for (i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++)
+		smtp_set_timeout(session,
+		    timeouts[i] | Timeout_OVERRIDE_RFC2822_MINIMUM, ms);
+	smtp_set_eventcb(session, event_cb, &st);
+	smtp_set_monitorcb(session, monitor_cb, &st, 0);
+	if (relay->use_tls) {
+		smtp_starttls_enable(session, Starttls_REQUIRED);
+		smtp_starttls_set_ctx(session, relay->ssl_ctx);
+	} else
+		smtp_starttls_enable(session, Starttls_DISABLED);
+	if (relay->username != NULL) {
+		if ((actx = auth_create_context()) == NULL)
+			arnie_panic("relay: auth_create_context failed");
+		/* PLAIN and LOGIN are fine: TLS is mandatory with AUTH. */
+		auth_set_mechanism_flags(actx, AUTH_PLUGIN_PLAIN, 0);
+		auth_set_interact_cb(actx, interact_cb, relay);
+		smtp_auth_set_context(session, actx);
+	}
+
+	for (i = 0; i < n; i++) {
+		struct relay_msg *m = &msgs[i];
+		struct envelope *env = m->env;
+
+		relay_msg_clear(m);
+		m->attempted = false;
+		m->queue_wide = false;
+		memset(&m->data, 0, sizeof(m->data));
+		m->rcpt = xcalloc(env->nrcpts ? env->nrcpts : 1,
+		    sizeof(*m->rcpt));
+		srcpt[i] = xcalloc(env->nrcpts ? env->nrcpts : 1,
+		    sizeof(**srcpt));
+		if (envelope_pending(env) == 0)
+			continue;
+		bodies[i].fp = m->body;
+		bodies[i].offset = env->body_offset;
+		bodies[i].size = env->size;
+		header_check(m);
+		if ((smsg[i] = smtp_add_message(session)) == NULL)
+			arnie_panic("relay: smtp_add_message failed");
+		smtp_set_reverse_path(smsg[i], env->sender != NULL ?
+		    env->sender : "");
+		smtp_set_messagecb(smsg[i], body_cb, &bodies[i]);
+		if (env->size > 0 && env->size <= ULONG_MAX)
+			smtp_size_set_estimate(smsg[i],
+			    (unsigned long)env->size);
+		for (j = 0; j < env->nrcpts; j++) {
+			if (env->rcpts[j].state != RCPT_PENDING)
+				continue;
+			srcpt[i][j] = smtp_add_recipient(smsg[i],
+			    env->rcpts[j].addr);
+			if (srcpt[i][j] == NULL)
+				arnie_panic("relay: smtp_add_recipient failed");
+		}
+		queued++;
+	}
+
+	if (queued == 0) {
+		snprintf(reason, reasonlen, "nothing to send");
+		goto out;
+	}
+
+	ERR_clear_error();
+	relay->cur = &st;
+	log_debug("relay %s: session with %zu message(s)", relay->name,
+	    queued);
+	started = smtp_start_session(session);
+	relay->cur = NULL;
+
+	/* Per message.  A message whose MAIL FROM got no reply was not
+	 * tried; its results say why but it stays as it was. */
+	for (i = 0; i < n; i++) {
+		struct relay_msg *m = &msgs[i];
+		struct envelope *env = m->env;
+		const smtp_status_t *mail, *data, *rs;
+		struct relay_result dres;
+		bool qw = false;
+
+		if (smsg[i] == NULL)
+			continue;
+		mail = smtp_reverse_path_status(smsg[i]);
+		if (mail == NULL || mail->code == 0) {
+			if (sreason[0] == '\0')
+				session_reason(relay, &st, started, sreason,
+				    sizeof(sreason));
+			set_result(&m->data, RELAY_TEMPFAIL, 0, sreason);
+			for (j = 0; j < env->nrcpts; j++)
+				if (srcpt[i][j] != NULL)
+					m->rcpt[j] = m->data;
+			continue;
+		}
+		m->attempted = true;
+		attempted++;
+		if (mail->code / 100 != 2) {
+			set_result_status(&m->data, mail);
+			qw = code_is_queue_wide(mail->code);
+			for (j = 0; j < env->nrcpts; j++)
+				if (srcpt[i][j] != NULL)
+					m->rcpt[j] = m->data;
+			goto message_done;
+		}
+
+		data = smtp_message_transfer_status(smsg[i]);
+		if (data != NULL && data->code != 0) {
+			set_result_status(&dres, data);
+			qw = code_is_queue_wide(data->code);
+		} else {
+			if (sreason[0] == '\0')
+				session_reason(relay, &st, started, sreason,
+				    sizeof(sreason));
+			set_result(&dres, RELAY_TEMPFAIL, 0, sreason);
+		}
+		m->data = dres;
+		for (j = 0; j < env->nrcpts; j++) {
+			struct relay_result *r = &m->rcpt[j];
+
+			if (srcpt[i][j] == NULL)
+				continue;
+			rs = smtp_recipient_status(srcpt[i][j]);
+			if (rs == NULL || rs->code == 0) {
+				/* Connection gone before its RCPT reply. */
+				if (sreason[0] == '\0')
+					session_reason(relay, &st, started,
+					    sreason, sizeof(sreason));
+				set_result(r, RELAY_TEMPFAIL, 0, sreason);
+			} else if (rs->code / 100 != 2) {
+				set_result_status(r, rs);
+				if (code_is_queue_wide(rs->code))
+					qw = true;
+			} else {
+				/* Accepted at RCPT: the end of DATA decides,
+				 * and its reply (the upstream's queue ID) is
+				 * what the log keeps. */
+				*r = dres;
+			}
+		}
+message_done:
+		/* After a refused AUTH libesmtp carries on unauthenticated;
+		 * whatever the upstream then refused is our standing with it,
+		 * not the message's fault. */
+		if (st.auth == AUTH_REFUSED)
+			for (j = 0; j < env->nrcpts; j++)
+				if (srcpt[i][j] != NULL &&
+				    m->rcpt[j].status == RELAY_PERMFAIL) {
+					m->rcpt[j].status = RELAY_TEMPFAIL;
+					qw = true;
+				}
+		if (qw) {
+			m->queue_wide = true;
+			for (j = 0; j < env->nrcpts; j++)
+				if (srcpt[i][j] != NULL &&
+				    m->rcpt[j].status == RELAY_PERMFAIL)
+					m->rcpt[j].status = RELAY_TEMPFAIL;
+			if (m->data.status == RELAY_PERMFAIL)
+				m->data.status = RELAY_TEMPFAIL;
+			if (qw_reply[0] == '\0')
+				first_queue_wide(m, srcpt[i], qw_reply,
+				    sizeof(qw_reply));
+		}
+	}
+
+	if (st.auth == AUTH_REFUSED || st.tls_error[0] != '\0' ||
+	    st.starttls_missing) {
+		ret = RELAY_TEMPFAIL;
+		session_reason(relay, &st, started, reason, reasonlen);
+	} else if (qw_reply[0] != '\0') {
+		ret = RELAY_TEMPFAIL;
+		snprintf(reason, reasonlen, "%s", qw_reply);
+	} else if (attempted < queued) {
+		/* Refused, timed out, or broke off before the end. */
+		ret = RELAY_TEMPFAIL;
+		if (sreason[0] == '\0')
+			session_reason(relay, &st, started, sreason,
+			    sizeof(sreason));
+		if (attempted == 0)
+			snprintf(reason, reasonlen, "%s", sreason);
+		else
+			snprintf(reason, reasonlen, "%s (after %zu of %zu "
+			    "messages)", sreason, attempted, queued);
+	}
+	if (ret != RELAY_OK)
+		log_debug("relay %s: session trouble: %s", relay->name, reason);
+
+out:
+	if (session != NULL)
+		smtp_destroy_session(session);
+	if (actx != NULL)
+		auth_destroy_context(actx);
+	for (i = 0; i < n; i++)
+		free(srcpt != NULL ? srcpt[i] : NULL);
+	free(srcpt);
+	free(smsg);
+	free(bodies);
+	return ret;
+}

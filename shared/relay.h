@@ -1,0 +1,80 @@
+/*
+ * relay: one SMTP session to the upstream smarthost, through libesmtp.
+ *
+ * relay_send() opens one connection, does STARTTLS (required when
+ * OUTBOUND_EMAIL_USE_TLS) with Arnie's own SSL_CTX (system CA store plus
+ * OUTBOUND_EMAIL_CA_FILE, host name checked, SNI sent), AUTH when a user is
+ * configured (only over TLS), then sends every message of the batch on that
+ * connection, pipelining where the server offers it, and closes it.  Only
+ * recipients still RCPT_PENDING are sent.  Bytes go out exactly as spooled:
+ * libesmtp adds, removes and rewrites no header.
+ *
+ * It never touches the spool and never logs a password or AUTH payload.
+ * relay_classify() is the one place that maps an SMTP reply to an outcome.
+ */
+#ifndef ARNIE_RELAY_H
+#define ARNIE_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+struct config;
+struct envelope;
+
+enum relay_status {
+	RELAY_OK,		/* 2xx: done */
+	RELAY_TEMPFAIL,		/* 4xx, or no answer: try again later */
+	RELAY_PERMFAIL,		/* 5xx: refused for good */
+};
+
+#define RELAY_REPLY_MAX 512
+
+struct relay_result {
+	enum relay_status status;
+	int code;		/* SMTP code, 0 when there was no reply */
+	char reply[RELAY_REPLY_MAX]; /* one line, e.g. "550 5.1.1 <x@y>: no" */
+};
+
+/* One message of a batch.  The caller sets env and body; relay_send() fills
+ * the rest. */
+struct relay_msg {
+	struct envelope *env;	/* borrowed */
+	FILE *body;		/* borrowed; the message starts at
+				 * env->body_offset */
+	bool attempted;		/* the upstream saw its MAIL FROM */
+	bool queue_wide;	/* its failure is the upstream's state (421,
+				 * 454 throttling): spend no attempt on it */
+	struct relay_result *rcpt; /* env->nrcpts results, owned; set only
+				    * for recipients that were pending */
+	struct relay_result data; /* reply to the end of DATA, or the
+				   * reason the message failed as a whole */
+};
+
+struct relay;
+
+/* Build the TLS context and AUTH settings.  NULL with a message in err on a
+ * configuration error (e.g. port 465). */
+struct relay *relay_new(const struct config *cfg, char *err, size_t errlen);
+void relay_free(struct relay *relay);
+/* "host:port", for log lines. */
+const char *relay_name(const struct relay *relay);
+
+/*
+ * Send msgs[0..n) over one connection.  Returns RELAY_OK when the session
+ * ran, each message then carrying its results (a message with attempted
+ * false was not tried and stays as it was), or RELAY_TEMPFAIL for
+ * queue-wide trouble (connection refused or timed out, TLS or certificate
+ * failure, AUTH refused, 421 or 454 at any point), with reason set; results
+ * of messages finished before the trouble are still valid.
+ */
+enum relay_status relay_send(struct relay *relay, struct relay_msg *msgs,
+    size_t n, char *reason, size_t reasonlen);
+
+/* Release the results relay_send() allocated in msg. */
+void relay_msg_clear(struct relay_msg *msg);
+
+/* The one mapping from an SMTP reply code to an outcome. */
+enum relay_status relay_classify(int code);
+
+#endif

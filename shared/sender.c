@@ -1,0 +1,873 @@
+/*
+ * sender: see sender.h.  One thread owns the scheduler, the relay and the
+ * report; other threads only touch the wake-up eventfd (sender_wake) and the
+ * stop flag.
+ *
+ * The loop: take the spool's sender lock (retrying every 2 s while another
+ * process holds it); once held, clean inbox/, start watching outbox/ with
+ * inotify and only then scan it, so a message committed during the scan is
+ * seen by one or the other (the scheduler drops duplicates).  Then: send one
+ * batch of due messages if the pause, the rate limit and the heap allow it,
+ * queue a report if one is due, and poll() the wake fd and the inotify fd
+ * until the next thing to do.  A wake-up only makes the thread read inotify
+ * at once: the commit's rename already queued the event.
+ *
+ * The on-disk file is the truth: the heap starts every message as due now
+ * and the envelope's next-attempt time, read when it is popped, puts it back
+ * in its place.  Results are applied only after relay_send() returns, so an
+ * interrupted batch leaves every file as it was and is simply sent again.
+ *
+ * Stopping: libesmtp blocks in its socket calls, bounded by the relay's
+ * timeouts.  sender_stop() waits up to SENDER_STOP_WAIT seconds; if a
+ * transfer is still running then, the thread is abandoned: when relay_send()
+ * returns it sees the flag and exits without touching the spool, so the
+ * batch stays in outbox/ untouched and is sent again at the next start (a
+ * message the upstream already accepted in it may be delivered twice, never
+ * lost).  The sender's memory is then left to the exiting process.
+ *
+ * It never exits the process and never logs a password.
+ */
+#include "autoconf.h"
+
+#include "config.h"
+
+#include "sender.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "relay.h"
+#include "report.h"
+#include "sched.h"
+#include "spool.h"
+#include "xmalloc.h"
+
+/* Retry a lock held by another process this often. */
+#define SENDER_LOCK_RETRY_MS 2000
+/* After a disk error on a message, try it again this much later. */
+#define SENDER_DISK_RETRY 5
+/* sender_stop() waits this long for a transfer to end. */
+#define SENDER_STOP_WAIT 3
+/* The heap's due time for a message known to be due at once: found by a
+ * scan or inotify (its envelope not read yet), or sent back untouched by a
+ * batch that did not reach it.  Such messages sort before everything else
+ * and among themselves by ID, so the queue stays FIFO through pauses. */
+#define DUE_NOW ((time_t)0)
+/* Wake up at least this often even with nothing due, so that a wall clock
+ * stepped backwards cannot leave the queue asleep for long. */
+#define SENDER_MAX_SLEEP_MS (600 * 1000)
+
+struct sender {
+	const struct config *cfg;
+	struct spool *spool;
+	struct relay *relay;
+	struct report *report;
+	struct sched *sched;
+	struct sched_rate rate;
+	struct sched_pause pause;
+	int wakefd;
+	int inotifyfd;    /* -1 until the lock is held, or if refused */
+	bool locked;      /* we hold the spool's sender lock */
+	bool told_locked; /* said that another process relays */
+	bool told_lock_error;
+	size_t max_batch;
+
+	pthread_t thread;
+	bool started;
+	atomic_bool stop;
+	/* Held by the thread except while it waits in poll() or relay_send(),
+	 * so that sender_stop() can tell a transfer from disk work. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* signalled when the thread exits */
+	bool exited;
+	bool abandoned; /* sender_stop() gave up waiting */
+};
+
+static double
+wall_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static time_t
+now_sec(void)
+{
+	return (time_t)wall_now();
+}
+
+static double
+mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Arrival time with sub-second precision: the ID carries microseconds in its
+ * first 13 hex digits (spool.h); fall back to env->created. */
+static double
+arrival(const struct envelope *env)
+{
+	uint64_t t = 0;
+	int i, v;
+
+	for (i = 0; i < 13; i++) {
+		char c = env->id[i];
+
+		if (c >= '0' && c <= '9')
+			v = c - '0';
+		else if (c >= 'A' && c <= 'F')
+			v = c - 'A' + 10;
+		else
+			return (double)env->created;
+		t = t << 4 | (uint64_t)v;
+	}
+	return (double)t / 1e6;
+}
+
+/* Names inotify reports: only message IDs are queued. */
+static bool
+is_id(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < SPOOL_IDLEN; i++)
+		if (!((name[i] >= '0' && name[i] <= '9') ||
+		        (name[i] >= 'A' && name[i] <= 'F')))
+			return false;
+	return name[SPOOL_IDLEN] == '\0';
+}
+
+struct sender *
+sender_new(
+    const struct config *cfg, struct spool *spool, char *err, size_t errlen)
+{
+	struct sender *s = xcalloc(1, sizeof(*s));
+
+	s->cfg = cfg;
+	s->spool = spool;
+	s->wakefd = s->inotifyfd = -1;
+	if ((s->relay = relay_new(cfg, err, errlen)) == NULL)
+		goto fail;
+	if ((s->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	s->report = report_new(cfg, now_sec());
+	s->sched = sched_new();
+	sched_rate_init(&s->rate, cfg->max_send_rate, mono_now());
+	sched_pause_init(&s->pause, cfg->retry_delay, cfg->retry_max_delay);
+	s->max_batch = cfg->max_batch > 0 ? (size_t)cfg->max_batch : 1;
+	atomic_init(&s->stop, false);
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	return s;
+fail:
+	relay_free(s->relay);
+	free(s);
+	return NULL;
+}
+
+void
+sender_wake(struct sender *s)
+{
+	uint64_t one = 1;
+	int saved = errno;
+
+	/* A full counter (EAGAIN) already means "wake up". */
+	if (s != NULL && s->wakefd != -1)
+		(void)!write(s->wakefd, &one, sizeof(one));
+	errno = saved;
+}
+
+/* --------------------------------------------------------------- queue */
+
+static void
+scan_one(const char *id, void *arg)
+{
+	struct sender *s = arg;
+
+	sched_add_new(s->sched, id, DUE_NOW);
+}
+
+static void
+scan_outbox(struct sender *s)
+{
+	if (spool_scan(s->spool, scan_one, s) == -1)
+		log_warn("cannot scan %s", spool_outbox_path(s->spool));
+}
+
+/* We hold the lock: clean up, watch, then scan (in that order, see top). */
+static void
+start_relaying(struct sender *s)
+{
+	int n;
+
+	if ((n = spool_cleanup_inbox(s->spool)) == -1)
+		log_warn("cannot clean %s/inbox", spool_path(s->spool));
+	else if (n > 0)
+		log_info("removed %d unfinished file%s from %s/inbox", n,
+		    n == 1 ? "" : "s", spool_path(s->spool));
+	s->inotifyfd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (s->inotifyfd == -1 ||
+	    inotify_add_watch(s->inotifyfd, spool_outbox_path(s->spool),
+	        IN_MOVED_TO | IN_CLOSE_WRITE | IN_ONLYDIR) == -1) {
+		/* In-process commits still wake us (we rescan on wake-ups);
+		 * only other processes' files wait for one. */
+		log_warn("cannot watch %s; files queued by other processes "
+		         "are seen at the next wake-up only",
+		    spool_outbox_path(s->spool));
+		if (s->inotifyfd != -1)
+			close(s->inotifyfd);
+		s->inotifyfd = -1;
+	}
+	scan_outbox(s);
+	if (sched_size(s->sched) > 0)
+		log_info("%zu message%s queued in %s", sched_size(s->sched),
+		    sched_size(s->sched) == 1 ? "" : "s",
+		    spool_outbox_path(s->spool));
+}
+
+static void
+try_lock(struct sender *s)
+{
+	if (spool_lock_sender(s->spool) == 0) {
+		s->locked = true;
+		if (s->told_locked || s->told_lock_error)
+			log_info("took over relaying %s", spool_path(s->spool));
+		start_relaying(s);
+		return;
+	}
+	if (errno == EWOULDBLOCK || errno == EAGAIN) {
+		if (!s->told_locked)
+			log_info("another process relays this spool (%s); "
+			         "accepting mail only",
+			    spool_path(s->spool));
+		s->told_locked = true;
+	} else if (!s->told_lock_error) {
+		log_warn(
+		    "cannot take the sender lock of %s", spool_path(s->spool));
+		s->told_lock_error = true;
+	}
+}
+
+/* Empty the wake counter and the inotify queue into the heap. */
+static void
+drain(struct sender *s)
+{
+	char buf[8192]
+	    __attribute__((aligned(__alignof__(struct inotify_event))));
+	const struct inotify_event *ev;
+	uint64_t count;
+	bool woken, rescan = false;
+	ssize_t n;
+	char *p;
+
+	woken = read(s->wakefd, &count, sizeof(count)) == sizeof(count);
+	if (!s->locked)
+		return;
+	if (s->inotifyfd == -1) {
+		if (woken)
+			scan_outbox(s);
+		return;
+	}
+	for (;;) {
+		n = read(s->inotifyfd, buf, sizeof(buf));
+		if (n <= 0) {
+			if (n == -1 && errno == EINTR)
+				continue;
+			break;
+		}
+		for (p = buf; p < buf + n;
+		     p += sizeof(struct inotify_event) + ev->len) {
+			ev = (const struct inotify_event *)p;
+			if (ev->mask & IN_Q_OVERFLOW)
+				rescan = true;
+			else if (ev->len > 0 && is_id(ev->name))
+				sched_add_new(s->sched, ev->name, DUE_NOW);
+		}
+	}
+	/* Events were lost: the directory is the truth. */
+	if (rescan)
+		scan_outbox(s);
+}
+
+/* ------------------------------------------------------------ messages */
+
+static void
+log_rcpt(struct sender *s, const struct envelope *env,
+    const struct spool_rcpt *rc, bool via_relay, const char *status,
+    const char *reply, double now)
+{
+	log_info("%s: to=<%s>, relay=%s, delay=%.2f, attempts=%u, "
+	         "status=%s (%s)",
+	    env->id, rc->addr, via_relay ? relay_name(s->relay) : "none",
+	    now - arrival(env), env->attempts, status,
+	    reply != NULL ? reply : "no reply");
+}
+
+/* Take env out of the queue; on a disk error keep it and try again soon. */
+static void
+finish(struct sender *s, struct envelope *env, enum spool_fate fate, time_t now)
+{
+	if (spool_finish(s->spool, env, fate) == -1) {
+		log_warn("%s: cannot move out of the queue, trying again in "
+		         "%ds",
+		    env->id, SENDER_DISK_RETRY);
+		/* Keep the recipients' new states if the disk lets us, so
+		 * the retry finishes instead of sending again. */
+		(void)spool_update(s->spool, env);
+		sched_add(s->sched, env->id, now + SENDER_DISK_RETRY);
+		return;
+	}
+	if (fate == SPOOL_FAILED) {
+		log_info("%s: moved to failed/", env->id);
+		report_failed(s->report, env);
+	} else if (s->cfg->save_sent_mail)
+		log_info("%s: moved to sent/", env->id);
+	else
+		log_info("%s: removed", env->id);
+}
+
+static bool
+any_failed(const struct envelope *env)
+{
+	size_t i;
+
+	for (i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].state == RCPT_FAILED)
+			return true;
+	return false;
+}
+
+/* Every recipient is done: sent/ if all were accepted, else failed/ so that
+ * the admin sees it (its envelope shows which recipients got it). */
+static void
+finish_done(struct sender *s, struct envelope *env, time_t now)
+{
+	size_t i;
+
+	if (!any_failed(env)) {
+		finish(s, env, SPOOL_SENT, now);
+		return;
+	}
+	/* The file in failed/ should say why at a glance, even when the
+	 * last attempt was a success for another recipient. */
+	for (i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].state == RCPT_FAILED &&
+		    env->rcpts[i].reply != NULL) {
+			envelope_set_reply(
+			    &env->last_reply, env->rcpts[i].reply);
+			break;
+		}
+	finish(s, env, SPOOL_FAILED, now);
+}
+
+/* Out of attempts or of time: the pending recipients fail with reason. */
+static void
+give_up(struct sender *s, struct envelope *env, const char *reason,
+    bool via_relay, double now)
+{
+	char *text;
+	size_t i;
+
+	for (i = 0; i < env->nrcpts; i++) {
+		struct spool_rcpt *rc = &env->rcpts[i];
+
+		if (rc->state != RCPT_PENDING)
+			continue;
+		if (rc->reply != NULL)
+			text =
+			    xasprintf("%s; last reply: %s", reason, rc->reply);
+		else
+			text = xstrdup(reason);
+		rc->state = RCPT_FAILED;
+		free(rc->reply);
+		rc->reply = text;
+		log_rcpt(s, env, rc, via_relay, "bounced", text, now);
+	}
+	if (env->last_reply != NULL)
+		text = xasprintf("%s; last reply: %s", reason, env->last_reply);
+	else
+		text = xstrdup(reason);
+	free(env->last_reply);
+	env->last_reply = text;
+	finish(s, env, SPOOL_FAILED, (time_t)now);
+}
+
+/* The reason a message is out of attempts or time, or NULL. */
+static char *
+expired(struct sender *s, const struct envelope *env, time_t now)
+{
+	const struct config *cfg = s->cfg;
+
+	if (cfg->max_send_attempts > 0 &&
+	    env->attempts >= (unsigned)cfg->max_send_attempts)
+		return xasprintf("gave up after %u attempts", env->attempts);
+	if (cfg->max_queue_lifetime > 0 &&
+	    now - env->created >= cfg->max_queue_lifetime)
+		return xasprintf("expired after the queue lifetime of %lds",
+		    cfg->max_queue_lifetime);
+	return NULL;
+}
+
+/*
+ * A recipient's outcome: its RCPT reply when that refused it, else the
+ * reply to the end of DATA (which carries the upstream's queue ID), so a
+ * message refused after DATA counts against every recipient.
+ */
+static const struct relay_result *
+outcome(const struct relay_msg *m, size_t j, struct relay_result *none)
+{
+	const struct relay_result *r = m->rcpt != NULL ? &m->rcpt[j] : NULL;
+
+	if (r != NULL && r->status != RELAY_OK)
+		return r;
+	if (m->data.status != RELAY_OK || m->data.code != 0)
+		return &m->data;
+	if (r != NULL && r->code != 0)
+		return r;
+	/* Attempted, yet no reply at all: not a success. */
+	none->status = RELAY_TEMPFAIL;
+	none->code = 0;
+	snprintf(none->reply, sizeof(none->reply), "no reply from upstream");
+	return none;
+}
+
+/* Apply an attempted message's results to its envelope and the spool. */
+static void
+apply(struct sender *s, struct relay_msg *m, double nowd)
+{
+	struct envelope *env = m->env;
+	const struct relay_result *r, *perm = NULL, *temp = NULL, *ok = NULL;
+	struct relay_result none;
+	time_t now = (time_t)nowd, next;
+	char *why;
+	size_t j;
+
+	if (!m->queue_wide)
+		env->attempts++;
+	for (j = 0; j < env->nrcpts; j++) {
+		struct spool_rcpt *rc = &env->rcpts[j];
+		const char *status;
+
+		if (rc->state != RCPT_PENDING)
+			continue;
+		r = outcome(m, j, &none);
+		switch (r->status) {
+		case RELAY_OK:
+			rc->state = RCPT_SENT;
+			status = "sent";
+			if (ok == NULL)
+				ok = r;
+			break;
+		case RELAY_PERMFAIL:
+			rc->state = RCPT_FAILED;
+			status = "bounced";
+			if (perm == NULL)
+				perm = r;
+			break;
+		default:
+			status = "deferred";
+			if (temp == NULL)
+				temp = r;
+			break;
+		}
+		envelope_set_reply(&rc->reply, r->reply[0] ? r->reply : NULL);
+		log_rcpt(s, env, rc, true, status, rc->reply, nowd);
+	}
+	/* The reply an operator most needs: a refusal, else the reason for
+	 * the delay, else the acceptance with the upstream's queue ID. */
+	r = perm != NULL ? perm : temp != NULL ? temp : ok;
+	if (r != NULL && r->reply[0] != '\0')
+		envelope_set_reply(&env->last_reply, r->reply);
+
+	if (envelope_pending(env) == 0) {
+		finish_done(s, env, now);
+		return;
+	}
+	if ((why = expired(s, env, now)) != NULL) {
+		give_up(s, env, why, true, nowd);
+		free(why);
+		return;
+	}
+	if (m->queue_wide)
+		next = sched_pause_mode(&s->pause, now) == SCHED_PAUSED
+		           ? s->pause.until
+		           : now + s->cfg->retry_delay;
+	else
+		next = now + sched_backoff(env->attempts, s->cfg->retry_delay,
+		                 s->cfg->retry_max_delay);
+	env->next_attempt = next;
+	if (spool_update(s->spool, env) == -1) {
+		/* The old file stays: its recipients may be sent again, but
+		 * nothing is lost. */
+		log_warn("%s: cannot update the queue file, trying again in "
+		         "%ds",
+		    env->id, SENDER_DISK_RETRY);
+		next = now + SENDER_DISK_RETRY;
+	}
+	sched_add(s->sched, env->id, next);
+}
+
+/* Queue-wide state after a batch; logs only when the state changes. */
+static void
+update_pause(struct sender *s, bool trouble, const char *reason, time_t now)
+{
+	bool was_paused = s->pause.failures > 0;
+	long secs;
+
+	if (!trouble) {
+		if (sched_pause_ok(&s->pause)) {
+			log_info("upstream reachable again");
+			report_recovered(s->report, now);
+		}
+		return;
+	}
+	secs = sched_pause_fail(&s->pause, now);
+	if (was_paused)
+		log_warnx(
+		    "probe failed, queue paused for %lds: %s", secs, reason);
+	else
+		log_warnx("queue paused for %lds: %s", secs, reason);
+	report_trouble(s->report, reason, s->pause.since);
+}
+
+/*
+ * Load a popped ID and decide: 1 = send it (*envp, *bodyp set), 0 = dealt
+ * with here (not due yet, finished, gone, quarantined, retried later).
+ */
+static int
+prepare(struct sender *s, const char *id, time_t now, double nowd,
+    struct envelope **envp, FILE **bodyp)
+{
+	struct envelope *env = NULL;
+	char *why;
+
+	if (spool_load(s->spool, id, &env) == -1) {
+		if (errno == ENOENT)
+			return 0;
+		if (errno == EBADMSG) {
+			if (spool_quarantine(s->spool, id) == -1)
+				log_warn("%s: cannot parse queue file, and "
+				         "cannot move it to corrupt/",
+				    id);
+			else
+				log_warnx("%s: cannot parse queue file, "
+				          "moved to corrupt/",
+				    id);
+			return 0;
+		}
+		log_warn("%s: cannot read queue file, trying again in %ds", id,
+		    SENDER_DISK_RETRY);
+		sched_add(s->sched, id, now + SENDER_DISK_RETRY);
+		return 0;
+	}
+	if (env->next_attempt > now) {
+		sched_add(s->sched, id, env->next_attempt);
+		goto done;
+	}
+	if (envelope_pending(env) == 0) {
+		/* Left by a crash between the update and the move. */
+		finish_done(s, env, now);
+		goto done;
+	}
+	if ((why = expired(s, env, now)) != NULL) {
+		give_up(s, env, why, false, nowd);
+		free(why);
+		goto done;
+	}
+	if ((*bodyp = spool_open_message(s->spool, env)) == NULL) {
+		if (errno != ENOENT) {
+			log_warn("%s: cannot open queue file, trying again in "
+			         "%ds",
+			    id, SENDER_DISK_RETRY);
+			sched_add(s->sched, id, now + SENDER_DISK_RETRY);
+		}
+		goto done;
+	}
+	*envp = env;
+	return 1;
+done:
+	envelope_free(env);
+	return 0;
+}
+
+/*
+ * Send one batch if anything may go now.  Returns the number of messages
+ * handed to the relay, or -1 if the sender was abandoned meanwhile (the
+ * caller must then leave at once: nothing may touch the spool any more).
+ */
+static int
+send_batch(struct sender *s)
+{
+	struct relay_msg *msgs = NULL;
+	char id[SCHED_IDMAX + 1], reason[RELAY_REPLY_MAX];
+	enum relay_status st;
+	struct envelope *env;
+	double nowd = wall_now();
+	time_t now = (time_t)nowd, due;
+	size_t limit, n = 0, i;
+	bool attempted = false, trouble;
+	FILE *body;
+
+	limit = sched_pause_batch(&s->pause, now, s->max_batch);
+	if (limit == 0 || !sched_peek(s->sched, &due, NULL) || due > now)
+		return 0;
+	limit = sched_rate_avail(&s->rate, mono_now(), limit);
+	if (limit == 0)
+		return 0;
+	msgs = xcalloc(limit, sizeof(*msgs));
+	while (n < limit && sched_pop_due(s->sched, now, id)) {
+		env = NULL;
+		body = NULL;
+		if (prepare(s, id, now, nowd, &env, &body) == 1) {
+			msgs[n].env = env;
+			msgs[n].body = body;
+			n++;
+		}
+	}
+	if (n == 0)
+		goto out;
+	sched_rate_consume(&s->rate, mono_now(), n);
+
+	reason[0] = '\0';
+	pthread_mutex_unlock(&s->lock);
+	st = relay_send(s->relay, msgs, n, reason, sizeof(reason));
+	pthread_mutex_lock(&s->lock);
+	if (s->abandoned) {
+		/* sender_stop() returned already; the spool may be closed.
+		 * The files are untouched: the batch is sent again at the
+		 * next start. */
+		pthread_mutex_unlock(&s->lock);
+		return -1;
+	}
+
+	nowd = wall_now();
+	now = (time_t)nowd;
+	for (i = 0; i < n; i++)
+		if (msgs[i].attempted)
+			attempted = true;
+	/* A session that ran without trying anything is no progress either;
+	 * pausing keeps it from spinning. */
+	trouble = st == RELAY_TEMPFAIL || !attempted;
+	if (trouble && reason[0] == '\0')
+		snprintf(reason, sizeof(reason), "%s",
+		    st == RELAY_TEMPFAIL ? "upstream unavailable"
+		                         : "no message was attempted");
+	/* First the queue's state, so that messages hit by the trouble wait
+	 * for the end of the pause. */
+	update_pause(s, trouble, reason, now);
+	for (i = 0; i < n; i++) {
+		if (msgs[i].attempted)
+			apply(s, &msgs[i], nowd);
+		else
+			/* Untouched on disk; the pause gates it. */
+			sched_add(s->sched, msgs[i].env->id, DUE_NOW);
+		relay_msg_clear(&msgs[i]);
+	}
+out:
+	for (i = 0; i < n; i++) {
+		if (msgs[i].body != NULL)
+			fclose(msgs[i].body);
+		envelope_free(msgs[i].env);
+	}
+	free(msgs);
+	return (int)n;
+}
+
+static void
+maybe_report(struct sender *s)
+{
+	time_t now = now_sec(), next = report_next(s->report), oldest = -1;
+	const char *id;
+
+	if (next == (time_t)-1 || now < next)
+		return;
+	if ((id = sched_oldest_id(s->sched)) != NULL)
+		oldest = spool_id_time(id);
+	/* A committed report wakes us through inotify, like any message. */
+	(void)report_send(
+	    s->report, s->spool, now, sched_size(s->sched), oldest);
+}
+
+/* Milliseconds until there is something to do. */
+static int
+next_timeout(struct sender *s)
+{
+	double nowd = wall_now(), wait = SENDER_MAX_SLEEP_MS / 1000.0, w;
+	time_t due, next;
+
+	if (!s->locked)
+		return SENDER_LOCK_RETRY_MS;
+	if ((next = report_next(s->report)) != (time_t)-1 &&
+	    (w = (double)next - nowd) < wait)
+		wait = w;
+	if (sched_peek(s->sched, &due, NULL)) {
+		if (sched_pause_mode(&s->pause, (time_t)nowd) == SCHED_PAUSED)
+			w = (double)s->pause.until - nowd;
+		else
+			w = (double)due - nowd;
+		if (w <= 0)
+			w = sched_rate_wait(&s->rate, mono_now());
+		if (w < wait)
+			wait = w;
+	}
+	if (wait <= 0)
+		return 0;
+	/* Round up: waking a hair early would find nothing due and spin. */
+	return (int)(wait * 1000) + 1;
+}
+
+/* Sleep in poll() without the lock.  false if the sender was abandoned
+ * meanwhile (the lock is then released and the thread must leave). */
+static bool
+wait_events(struct sender *s, int timeout)
+{
+	struct pollfd pfd[2];
+	nfds_t n = 1;
+
+	pfd[0].fd = s->wakefd;
+	pfd[0].events = POLLIN;
+	if (s->inotifyfd != -1) {
+		pfd[1].fd = s->inotifyfd;
+		pfd[1].events = POLLIN;
+		n = 2;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (poll(pfd, n, timeout) == -1 && errno != EINTR)
+		log_warn("sender: poll");
+	pthread_mutex_lock(&s->lock);
+	if (s->abandoned) {
+		pthread_mutex_unlock(&s->lock);
+		return false;
+	}
+	return true;
+}
+
+static void *
+sender_main(void *arg)
+{
+	struct sender *s = arg;
+	sigset_t all;
+
+	/* Signals belong to the front-end's thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	pthread_mutex_lock(&s->lock);
+	while (!atomic_load(&s->stop)) {
+		if (!s->locked) {
+			try_lock(s);
+			if (!s->locked) {
+				if (!wait_events(s, SENDER_LOCK_RETRY_MS))
+					return NULL;
+				drain(s);
+				continue;
+			}
+		}
+		drain(s);
+		maybe_report(s);
+		if (send_batch(s) == -1)
+			return NULL; /* abandoned; lock released */
+		if (atomic_load(&s->stop))
+			break;
+		if (!wait_events(s, next_timeout(s)))
+			return NULL; /* abandoned; lock released */
+		drain(s);
+	}
+	s->exited = true;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+int
+sender_start(struct sender *s)
+{
+	int rc;
+
+	if (s->started) {
+		errno = EALREADY;
+		return -1;
+	}
+	atomic_store(&s->stop, false);
+	s->exited = false;
+	if ((rc = pthread_create(&s->thread, NULL, sender_main, s)) != 0) {
+		errno = rc;
+		return -1;
+	}
+	s->started = true;
+	return 0;
+}
+
+void
+sender_stop(struct sender *s)
+{
+	struct timespec deadline;
+	bool done;
+
+	if (s == NULL || !s->started)
+		return;
+	atomic_store(&s->stop, true);
+	sender_wake(s);
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += SENDER_STOP_WAIT;
+	pthread_mutex_lock(&s->lock);
+	while (!s->exited &&
+	       pthread_cond_timedwait(&s->cond, &s->lock, &deadline) == 0)
+		;
+	done = s->exited;
+	if (!done)
+		s->abandoned = true;
+	pthread_mutex_unlock(&s->lock);
+	if (done)
+		pthread_join(s->thread, NULL);
+	else {
+		log_warnx(
+		    "a transfer is still running; abandoning it, its "
+		    "messages stay queued and are sent at the next start");
+		pthread_detach(s->thread);
+	}
+	s->started = false;
+}
+
+void
+sender_free(struct sender *s)
+{
+	if (s == NULL)
+		return;
+	sender_stop(s);
+	/* An abandoned thread may still be inside relay_send(): leave it
+	 * everything it might touch; the process is exiting. */
+	if (s->abandoned)
+		return;
+	if (s->inotifyfd != -1)
+		close(s->inotifyfd);
+	if (s->wakefd != -1)
+		close(s->wakefd);
+	relay_free(s->relay);
+	report_free(s->report);
+	sched_free(s->sched);
+	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}

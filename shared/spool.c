@@ -1,0 +1,1313 @@
+/*
+ * spool: see spool.h; the file format is documented in docs/spool-format.md.
+ *
+ * What this module does: creates the spool folders, hands out message IDs,
+ * writes, rewrites, moves and reads queue files with the commit order of
+ * HOUSE-STYLE ("Spool and durability"), and takes the sender lock.
+ *
+ * What it never does: edit a queued file in place, hold a lock across I/O
+ * (the only mutexes guard the ID counter and the lock descriptor), exit, or
+ * log (except spool_load() about a leftover of an interrupted finish).
+ *
+ * Every path is relative to a directory descriptor opened once by
+ * spool_open(), so a spool keeps working on the folders it opened even if
+ * the process changes its working directory.  Temporary files in inbox/ are
+ * named by fresh IDs, which carry the writer's PID: spool_cleanup_inbox()
+ * uses it to tell a crashed writer's leftover from another process's write
+ * in progress.
+ */
+#include "autoconf.h"
+
+#include "spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "xmalloc.h"
+
+#ifndef IOV_MAX
+#define IOV_MAX 1024 /* Linux's UIO_MAXIOV */
+#endif
+
+#define SPOOL_MAGIC "arnie-spool 1"
+/* A header bigger than this is not one of ours: refuse it before reading a
+ * whole message into memory looking for the blank line. */
+#define SPOOL_MAX_HEADER (16u * 1024 * 1024)
+/* An inbox/ file older than this is junk even if its writer's PID is alive
+ * (PIDs are reused): no write takes a day. */
+#define SPOOL_STALE_SECONDS (24 * 60 * 60)
+
+struct spool {
+	char *path;        /* absolute */
+	char *outbox_path; /* absolute, for inotify */
+	bool save_sent;
+	int dirfd;
+	int inboxfd;
+	int outboxfd;
+	int sentfd;
+	int failedfd;
+	int corruptfd;
+	pthread_mutex_t lock; /* guards lockfd */
+	int lockfd;           /* sender.lock while we hold it, else -1 */
+};
+
+/* ------------------------------------------------------------------ IDs */
+
+/*
+ * One counter per process, not per spool: IDs must be unique in the spool
+ * whichever struct spool wrote them, and the PID part already separates
+ * processes.  id_first is the time of this process's first ID, so that
+ * cleanup can tell our own in-progress files from leftovers of an earlier
+ * process that had the same PID.
+ */
+static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t id_last;
+static uint64_t id_first;
+
+static uint64_t
+now_usec(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+}
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Split an ID into its time (microseconds) and PID fields; -1 if the name
+ * is not an ID (exactly 19 upper-case hex digits). */
+static int
+parse_id(const char *id, uint64_t *usec, unsigned *pid)
+{
+	uint64_t t = 0;
+	unsigned p = 0;
+	int i, v;
+
+	for (i = 0; i < SPOOL_IDLEN; i++) {
+		if ((v = hexval((unsigned char)id[i])) == -1)
+			return -1;
+		if (i < 13)
+			t = t << 4 | (uint64_t)v;
+		else
+			p = p << 4 | (unsigned)v;
+	}
+	if (id[SPOOL_IDLEN] != '\0')
+		return -1;
+	if (usec != NULL)
+		*usec = t;
+	if (pid != NULL)
+		*pid = p;
+	return 0;
+}
+
+static bool
+is_id(const char *name)
+{
+	return parse_id(name, NULL, NULL) == 0;
+}
+
+void
+spool_new_id(struct spool *spool, char id[SPOOL_IDLEN + 1])
+{
+	uint64_t t, now = now_usec();
+
+	(void)spool;
+	pthread_mutex_lock(&id_lock);
+	/* Strictly increasing even when the clock steps back or two threads
+	 * ask within the same microsecond. */
+	t = now > id_last ? now : id_last + 1;
+	id_last = t;
+	if (id_first == 0)
+		id_first = t;
+	pthread_mutex_unlock(&id_lock);
+	snprintf(id, SPOOL_IDLEN + 1, "%013" PRIX64 "%06X",
+	    t & UINT64_C(0xFFFFFFFFFFFFF), (unsigned)getpid() & 0xFFFFFFu);
+}
+
+time_t
+spool_id_time(const char *id)
+{
+	uint64_t t;
+
+	if (id == NULL || parse_id(id, &t, NULL) == -1)
+		return -1;
+	return (time_t)(t / 1000000);
+}
+
+/* ------------------------------------------------------------ envelope */
+
+struct envelope *
+envelope_new(void)
+{
+	return xcalloc(1, sizeof(struct envelope));
+}
+
+void
+envelope_add_rcpt(struct envelope *env, const char *addr)
+{
+	struct spool_rcpt *r;
+
+	env->rcpts =
+	    xreallocarray(env->rcpts, env->nrcpts + 1, sizeof(*env->rcpts));
+	r = &env->rcpts[env->nrcpts++];
+	r->addr = xstrdup(addr);
+	r->state = RCPT_PENDING;
+	r->reply = NULL;
+}
+
+size_t
+envelope_pending(const struct envelope *env)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].state == RCPT_PENDING)
+			n++;
+	return n;
+}
+
+void
+envelope_set_reply(char **slot, const char *reply)
+{
+	char *copy = reply != NULL ? xstrdup(reply) : NULL;
+
+	free(*slot);
+	*slot = copy;
+}
+
+void
+envelope_free(struct envelope *env)
+{
+	size_t i;
+
+	if (env == NULL)
+		return;
+	for (i = 0; i < env->nrcpts; i++) {
+		free(env->rcpts[i].addr);
+		free(env->rcpts[i].reply);
+	}
+	free(env->rcpts);
+	free(env->sender);
+	free(env->last_reply);
+	free(env->origin);
+	free(env);
+}
+
+/* A growing buffer for envelope_format(). */
+struct sbuf {
+	char *p;
+	size_t len;
+	size_t cap;
+};
+
+static void
+sb_add(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		while (b->len + n + 1 > b->cap)
+			b->cap = b->cap ? b->cap * 2 : 512;
+		b->p = xreallocarray(b->p, b->cap, 1);
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void
+sb_str(struct sbuf *b, const char *s)
+{
+	sb_add(b, s, strlen(s));
+}
+
+static void __attribute__((format(printf, 2, 3)))
+sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	s = xvasprintf(fmt, ap);
+	va_end(ap);
+	sb_str(b, s);
+	free(s);
+}
+
+enum esc_kind {
+	ESC_ADDR, /* inside <>: no blanks, no '<' '>' */
+	ESC_TEXT, /* replies, origin: one line, ends kept */
+};
+
+/*
+ * Percent-encode what would break the line grammar.  Everything else,
+ * including UTF-8, stays as is so that grep finds addresses and replies.
+ */
+static void
+sb_escaped(struct sbuf *b, const char *s, enum esc_kind kind)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t i, n = strlen(s);
+	unsigned char c;
+	char e[3];
+	bool esc;
+
+	for (i = 0; i < n; i++) {
+		c = (unsigned char)s[i];
+		esc = c < 0x20 || c == 0x7f || c == '%';
+		if (kind == ESC_ADDR)
+			esc = esc || c == ' ' || c == '<' || c == '>';
+		else if (c == ' ' && (i == 0 || i == n - 1))
+			esc = true; /* editors and the parser trim blanks */
+		if (!esc) {
+			sb_add(b, s + i, 1);
+			continue;
+		}
+		e[0] = '%';
+		e[1] = hex[c >> 4];
+		e[2] = hex[c & 0xf];
+		sb_add(b, e, 3);
+	}
+}
+
+static const char *
+state_name(enum rcpt_state st)
+{
+	switch (st) {
+	case RCPT_PENDING:
+		return "pending";
+	case RCPT_SENT:
+		return "sent";
+	case RCPT_FAILED:
+		return "failed";
+	}
+	arnie_panic("envelope: bad recipient state %d", (int)st);
+}
+
+char *
+envelope_format(const struct envelope *env, size_t *lenp)
+{
+	struct sbuf b = {NULL, 0, 0};
+	size_t i;
+
+	sb_str(&b, SPOOL_MAGIC "\n");
+	sb_printf(&b, "id: %s\n", env->id);
+	sb_printf(&b, "created: %lld\n", (long long)env->created);
+	sb_str(&b, "from: <");
+	sb_escaped(&b, env->sender != NULL ? env->sender : "", ESC_ADDR);
+	sb_str(&b, ">\n");
+	for (i = 0; i < env->nrcpts; i++) {
+		sb_printf(&b, "rcpt: %s <", state_name(env->rcpts[i].state));
+		sb_escaped(&b, env->rcpts[i].addr, ESC_ADDR);
+		sb_str(&b, ">");
+		if (env->rcpts[i].reply != NULL && *env->rcpts[i].reply) {
+			sb_str(&b, " ");
+			sb_escaped(&b, env->rcpts[i].reply, ESC_TEXT);
+		}
+		sb_str(&b, "\n");
+	}
+	sb_printf(&b, "attempts: %u\n", env->attempts);
+	sb_printf(&b, "next-attempt: %lld\n", (long long)env->next_attempt);
+	if (env->last_reply != NULL && *env->last_reply) {
+		sb_str(&b, "last-reply: ");
+		sb_escaped(&b, env->last_reply, ESC_TEXT);
+		sb_str(&b, "\n");
+	}
+	if (env->origin != NULL && *env->origin) {
+		sb_str(&b, "origin: ");
+		sb_escaped(&b, env->origin, ESC_TEXT);
+		sb_str(&b, "\n");
+	}
+	sb_printf(&b, "size: %" PRIu64 "\n", env->size);
+	sb_str(&b, "\n");
+	*lenp = b.len;
+	return b.p;
+}
+
+static int
+hexval_any(int c)
+{
+	if (c >= 'a' && c <= 'f')
+		c -= 'a' - 'A';
+	return hexval(c);
+}
+
+/* Decode %XX; a '%' not followed by two hex digits is taken literally, so a
+ * hand-written "100%" survives.  NULL if the result would hold a NUL. */
+static char *
+unescape(const char *s, size_t n)
+{
+	char *out = xmalloc(n + 1);
+	size_t i, o = 0;
+	int hi, lo;
+
+	for (i = 0; i < n; i++) {
+		if (s[i] == '%' && i + 2 < n &&
+		    (hi = hexval_any((unsigned char)s[i + 1])) != -1 &&
+		    (lo = hexval_any((unsigned char)s[i + 2])) != -1) {
+			if (hi == 0 && lo == 0) {
+				free(out);
+				return NULL;
+			}
+			out[o++] = (char)(hi << 4 | lo);
+			i += 2;
+		} else
+			out[o++] = s[i];
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* Offset just past the blank line that ends the header, or 0 if the data
+ * holds no blank line (yet). */
+static size_t
+header_end(const char *d, size_t n)
+{
+	const char *nl, *start = d, *end = d + n;
+
+	while ((nl = memchr(start, '\n', (size_t)(end - start))) != NULL) {
+		if (nl == start || (nl == start + 1 && *start == '\r'))
+			return (size_t)(nl + 1 - d);
+		start = nl + 1;
+	}
+	return 0;
+}
+
+/* A decimal number made of digits only, at most max. */
+static int
+parse_num(const char *s, size_t n, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0;
+	size_t i;
+
+	if (n == 0 || n > 20)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		if (v > (max - (uint64_t)(s[i] - '0')) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+/* "<addr>" at s (n bytes): the decoded address and where the rest starts. */
+static char *
+parse_addr(const char *s, size_t n, size_t *used)
+{
+	const char *close;
+
+	if (n < 2 || s[0] != '<')
+		return NULL;
+	if ((close = memchr(s + 1, '>', n - 1)) == NULL)
+		return NULL;
+	*used = (size_t)(close + 1 - s);
+	return unescape(s + 1, (size_t)(close - s - 1));
+}
+
+static int
+parse_rcpt(struct envelope *env, const char *v, size_t n)
+{
+	static const struct {
+		const char *name;
+		enum rcpt_state state;
+	} states[] = {
+	    {"pending", RCPT_PENDING},
+	    {"sent", RCPT_SENT},
+	    {"failed", RCPT_FAILED},
+	};
+	const char *sp = memchr(v, ' ', n);
+	struct spool_rcpt *r;
+	size_t i, wlen, used;
+	char *addr;
+
+	if (sp == NULL)
+		return -1;
+	wlen = (size_t)(sp - v);
+	for (i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		if (strlen(states[i].name) == wlen &&
+		    memcmp(states[i].name, v, wlen) == 0)
+			break;
+	if (i == sizeof(states) / sizeof(states[0]))
+		return -1;
+	v += wlen;
+	n -= wlen;
+	while (n > 0 && (*v == ' ' || *v == '\t'))
+		v++, n--;
+	if ((addr = parse_addr(v, n, &used)) == NULL)
+		return -1;
+	envelope_add_rcpt(env, addr);
+	free(addr);
+	r = &env->rcpts[env->nrcpts - 1];
+	r->state = states[i].state;
+	v += used;
+	n -= used;
+	if (n > 0 && *v != ' ' && *v != '\t')
+		return -1;
+	while (n > 0 && (*v == ' ' || *v == '\t'))
+		v++, n--;
+	if (n > 0 && (r->reply = unescape(v, n)) == NULL)
+		return -1;
+	return 0;
+}
+
+/* Set a one-per-file text value; a second occurrence is ambiguous. */
+static int
+parse_text(char **slot, bool *seen, const char *v, size_t n)
+{
+	if (*seen)
+		return -1;
+	*seen = true;
+	if (n == 0)
+		return 0;
+	return (*slot = unescape(v, n)) == NULL ? -1 : 0;
+}
+
+static int
+parse_number(uint64_t *out, bool *seen, const char *v, size_t n, uint64_t max)
+{
+	if (*seen)
+		return -1;
+	*seen = true;
+	return parse_num(v, n, max, out);
+}
+
+/*
+ * Parse the header in d[0, hend) (hend from header_end()) of a file of
+ * total octets.  Keys are order-independent; unknown keys are skipped so a
+ * newer Arnie's files stay readable as long as the version is the same.
+ */
+static int
+parse_header(const char *d, size_t hend, uint64_t total, struct envelope **envp)
+{
+	struct envelope *env = envelope_new();
+	bool s_id = false, s_created = false, s_from = false, s_size = false;
+	bool s_att = false, s_next = false, s_last = false, s_origin = false;
+	const char *line = d, *end = d + hend, *nl, *colon, *v;
+	uint64_t num = 0;
+	size_t n, klen, used;
+	bool first = true;
+	int bad = 0;
+
+	if (memchr(d, '\0', hend) != NULL)
+		goto bad;
+	for (; line < end && !bad; line = nl + 1) {
+		nl = memchr(line, '\n', (size_t)(end - line));
+		n = (size_t)(nl - line);
+		/* Trailing blanks and CR are never data: text values encode
+		 * theirs, so an editor's CRLF or trailing space is harmless. */
+		while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == ' ' ||
+		                    line[n - 1] == '\t'))
+			n--;
+		if (first) {
+			if (n != strlen(SPOOL_MAGIC) ||
+			    memcmp(line, SPOOL_MAGIC, n) != 0)
+				goto bad;
+			first = false;
+			continue;
+		}
+		if (n == 0)
+			break; /* the blank line: end of header */
+		if ((colon = memchr(line, ':', n)) == NULL || colon == line)
+			goto bad;
+		klen = (size_t)(colon - line);
+		v = colon + 1;
+		while (v < line + n && (*v == ' ' || *v == '\t'))
+			v++;
+		n -= (size_t)(v - line);
+#define KEY(k) (klen == sizeof(k) - 1 && memcmp(line, k, klen) == 0)
+		if (KEY("id")) {
+			if (s_id || n != SPOOL_IDLEN)
+				goto bad;
+			s_id = true;
+			memcpy(env->id, v, SPOOL_IDLEN);
+			env->id[SPOOL_IDLEN] = '\0';
+			bad = !is_id(env->id);
+		} else if (KEY("created")) {
+			bad = parse_number(&num, &s_created, v, n, INT64_MAX);
+			env->created = (time_t)num;
+		} else if (KEY("from")) {
+			if (s_from)
+				goto bad;
+			s_from = true;
+			env->sender = parse_addr(v, n, &used);
+			bad = env->sender == NULL || used != n;
+		} else if (KEY("rcpt")) {
+			bad = parse_rcpt(env, v, n);
+		} else if (KEY("attempts")) {
+			bad = parse_number(&num, &s_att, v, n, UINT_MAX);
+			env->attempts = (unsigned)num;
+		} else if (KEY("next-attempt")) {
+			bad = parse_number(&num, &s_next, v, n, INT64_MAX);
+			env->next_attempt = (time_t)num;
+		} else if (KEY("last-reply")) {
+			bad = parse_text(&env->last_reply, &s_last, v, n);
+		} else if (KEY("origin")) {
+			bad = parse_text(&env->origin, &s_origin, v, n);
+		} else if (KEY("size")) {
+			bad =
+			    parse_number(&env->size, &s_size, v, n, UINT64_MAX);
+		}
+#undef KEY
+	}
+	if (bad || !s_id || !s_created || !s_from || !s_size ||
+	    env->nrcpts == 0)
+		goto bad;
+	/* Catches truncation (a crash or a full disk while copying by hand)
+	 * and anything appended after the message. */
+	if (hend > total || env->size != total - hend)
+		goto bad;
+	env->body_offset = (off_t)hend;
+	*envp = env;
+	return 0;
+bad:
+	envelope_free(env);
+	errno = EBADMSG;
+	return -1;
+}
+
+int
+envelope_parse(const char *data, size_t len, struct envelope **envp)
+{
+	size_t hend = header_end(data, len);
+
+	if (hend == 0) {
+		errno = EBADMSG;
+		return -1;
+	}
+	return parse_header(data, hend, len, envp);
+}
+
+/* ---------------------------------------------------------- file I/O */
+
+/* Write every byte of iov, looping on short writes and EINTR. */
+static int
+write_iov(int fd, const struct iovec *iov, int iovcnt)
+{
+	struct iovec *v =
+	    xreallocarray(NULL, iovcnt > 0 ? (size_t)iovcnt : 1, sizeof(*v));
+	int i = 0, cnt, rc = -1;
+	ssize_t w;
+	size_t done;
+
+	if (iovcnt > 0)
+		memcpy(v, iov, (size_t)iovcnt * sizeof(*v));
+	while (i < iovcnt) {
+		if (v[i].iov_len == 0) {
+			i++;
+			continue;
+		}
+		cnt = iovcnt - i > IOV_MAX ? IOV_MAX : iovcnt - i;
+		if ((w = writev(fd, v + i, cnt)) == -1) {
+			if (errno == EINTR)
+				continue;
+			goto out;
+		}
+		for (done = (size_t)w; i < iovcnt && done >= v[i].iov_len; i++)
+			done -= v[i].iov_len;
+		if (i < iovcnt) {
+			v[i].iov_base = (char *)v[i].iov_base + done;
+			v[i].iov_len -= done;
+		}
+	}
+	rc = 0;
+out:
+	free(v);
+	return rc;
+}
+
+static int
+write_all(int fd, const void *buf, size_t len)
+{
+	struct iovec iov = {(void *)buf, len};
+
+	return write_iov(fd, &iov, 1);
+}
+
+/* Copy len octets from in at offset off to out's current position.  A
+ * plain loop: messages are small and this stays portable. */
+static int
+copy_body(int in, off_t off, int out, uint64_t len)
+{
+	char buf[65536];
+	ssize_t n;
+	size_t want;
+
+	while (len > 0) {
+		want = len > sizeof(buf) ? sizeof(buf) : (size_t)len;
+		if ((n = pread(in, buf, want, off)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0) {
+			/* The source shrank: not the file we parsed. */
+			errno = EBADMSG;
+			return -1;
+		}
+		if (write_all(out, buf, (size_t)n) == -1)
+			return -1;
+		off += n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Read and parse the header of an open spool file named id.  The header is
+ * read in chunks until its blank line, never the whole message.
+ */
+static int
+read_envelope(int fd, const char *id, struct envelope **envp)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t cap = 0, len = 0, hend = 0;
+	ssize_t n;
+	int rc = -1;
+
+	if (fstat(fd, &st) == -1)
+		goto out;
+	if (!S_ISREG(st.st_mode)) {
+		errno = EBADMSG;
+		goto out;
+	}
+	while (hend == 0) {
+		if (len == cap) {
+			if (cap >= SPOOL_MAX_HEADER) {
+				errno = EBADMSG;
+				goto out;
+			}
+			cap = cap ? cap * 2 : 8192;
+			buf = xreallocarray(buf, cap, 1);
+		}
+		n = pread(fd, buf + len, cap - len, (off_t)len);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			goto out;
+		}
+		if (n == 0) {
+			errno = EBADMSG; /* no blank line at all */
+			goto out;
+		}
+		len += (size_t)n;
+		hend = header_end(buf, len);
+	}
+	if (parse_header(buf, hend, (uint64_t)st.st_size, envp) == -1)
+		goto out;
+	/* The name is the ID: a copy under another name would be sent
+	 * twice and logged under a wrong ID. */
+	if (strcmp((*envp)->id, id) != 0) {
+		envelope_free(*envp);
+		*envp = NULL;
+		errno = EBADMSG;
+		goto out;
+	}
+	rc = 0;
+out:
+	free(buf);
+	return rc;
+}
+
+/* Close a descriptor we wrote, keeping the first error's errno. */
+static int
+close_checked(int *fdp)
+{
+	int rc = close(*fdp);
+
+	*fdp = -1;
+	return rc;
+}
+
+/* ------------------------------------------------------ open / close */
+
+static const char *const subdirs[] = {
+    "inbox",
+    "outbox",
+    "sent",
+    "failed",
+    "corrupt",
+};
+
+/* mkdir -p with mode 0700 for the parts it creates. */
+static int
+mkdir_p(const char *path)
+{
+	char *p = xstrdup(path), *s, c;
+	int rc = -1;
+
+	for (s = p + 1;; s++) {
+		if (*s != '/' && *s != '\0')
+			continue;
+		c = *s;
+		*s = '\0';
+		if (mkdir(p, 0700) == -1 && errno != EEXIST)
+			goto out;
+		*s = c;
+		if (c == '\0')
+			break;
+	}
+	rc = 0;
+out:
+	free(p);
+	return rc;
+}
+
+static int
+open_dir_at(int at, const char *name)
+{
+	return openat(at, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+struct spool *
+spool_open(const char *dir, bool save_sent)
+{
+	struct spool *spool = xcalloc(1, sizeof(*spool));
+	int *fds[5];
+	bool created = false;
+	char *abs = NULL;
+	size_t i;
+	int saved;
+
+	spool->dirfd = spool->inboxfd = spool->outboxfd = -1;
+	spool->sentfd = spool->failedfd = spool->corruptfd = -1;
+	spool->lockfd = -1;
+	spool->save_sent = save_sent;
+	pthread_mutex_init(&spool->lock, NULL);
+	fds[0] = &spool->inboxfd;
+	fds[1] = &spool->outboxfd;
+	fds[2] = &spool->sentfd;
+	fds[3] = &spool->failedfd;
+	fds[4] = &spool->corruptfd;
+
+	if (dir == NULL || *dir == '\0') {
+		errno = EINVAL;
+		goto fail;
+	}
+	if (mkdir_p(dir) == -1)
+		goto fail;
+	if ((abs = realpath(dir, NULL)) == NULL)
+		goto fail;
+	spool->path = xstrdup(abs);
+	spool->outbox_path = xasprintf("%s/outbox", abs);
+	if ((spool->dirfd = open_dir_at(AT_FDCWD, abs)) == -1)
+		goto fail;
+	for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+		if (mkdirat(spool->dirfd, subdirs[i], 0700) == 0)
+			created = true;
+		else if (errno != EEXIST)
+			goto fail;
+		if ((*fds[i] = open_dir_at(spool->dirfd, subdirs[i])) == -1)
+			goto fail;
+	}
+	/* New folders must survive a crash before the first 250. */
+	if (created && fsync(spool->dirfd) == -1)
+		goto fail;
+	free(abs);
+	return spool;
+fail:
+	saved = errno;
+	free(abs);
+	spool_close(spool);
+	errno = saved;
+	return NULL;
+}
+
+void
+spool_close(struct spool *spool)
+{
+	int *fds[7];
+	size_t i;
+
+	if (spool == NULL)
+		return;
+	fds[0] = &spool->dirfd;
+	fds[1] = &spool->inboxfd;
+	fds[2] = &spool->outboxfd;
+	fds[3] = &spool->sentfd;
+	fds[4] = &spool->failedfd;
+	fds[5] = &spool->corruptfd;
+	fds[6] = &spool->lockfd; /* closing it drops the flock */
+	for (i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		if (*fds[i] != -1)
+			close(*fds[i]);
+	pthread_mutex_destroy(&spool->lock);
+	free(spool->path);
+	free(spool->outbox_path);
+	free(spool);
+}
+
+const char *
+spool_path(const struct spool *spool)
+{
+	return spool->path;
+}
+
+const char *
+spool_outbox_path(const struct spool *spool)
+{
+	return spool->outbox_path;
+}
+
+/* A fresh handle on a folder, so that each scan has its own position. */
+static DIR *
+open_scan(int dirfd)
+{
+	int fd = open_dir_at(dirfd, ".");
+	DIR *d;
+
+	if (fd == -1)
+		return NULL;
+	if ((d = fdopendir(fd)) == NULL) {
+		int saved = errno;
+
+		close(fd);
+		errno = saved;
+	}
+	return d;
+}
+
+/* Is inbox/name a leftover that nobody will finish? */
+static bool
+inbox_stale(const char *name)
+{
+	uint64_t usec, first;
+	unsigned pid;
+
+	if (parse_id(name, &usec, &pid) == -1)
+		return true;
+	if (usec / 1000000 + SPOOL_STALE_SECONDS < now_usec() / 1000000)
+		return true;
+	if (pid == ((unsigned)getpid() & 0xFFFFFFu)) {
+		/* Our PID: ours only if written since our first ID; older
+		 * ones belong to an earlier process that had this PID. */
+		pthread_mutex_lock(&id_lock);
+		first = id_first;
+		pthread_mutex_unlock(&id_lock);
+		return first == 0 || usec < first;
+	}
+	/* Another process (the milter and the standalone server may share
+	 * a spool): keep its files while it lives. */
+	return pid == 0 || (kill((pid_t)pid, 0) == -1 && errno == ESRCH);
+}
+
+int
+spool_cleanup_inbox(struct spool *spool)
+{
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	if ((d = open_scan(spool->inboxfd)) == NULL)
+		return -1;
+	while ((errno = 0, de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (!inbox_stale(de->d_name))
+			continue;
+		if (unlinkat(spool->inboxfd, de->d_name, 0) == 0)
+			n++;
+		else if (errno != ENOENT && errno != EISDIR && errno != EPERM)
+			goto fail;
+	}
+	if (errno != 0)
+		goto fail;
+	closedir(d);
+	return n;
+fail : {
+	int saved = errno;
+
+	closedir(d);
+	errno = saved;
+}
+	return -1;
+}
+
+/* -------------------------------------------------------- committing */
+
+int
+spool_write(struct spool *spool, struct envelope *env, const struct iovec *iov,
+    int iovcnt)
+{
+	struct iovec *all = NULL;
+	char *hdr = NULL;
+	size_t hlen;
+	uint64_t size = 0;
+	time_t now = time(NULL);
+	bool made = false;
+	int i, fd = -1, saved;
+
+	if (iovcnt < 0 || (iovcnt > 0 && iov == NULL) || env->nrcpts == 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (env->id[0] == '\0')
+		spool_new_id(spool, env->id);
+	else if (!is_id(env->id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (i = 0; i < iovcnt; i++)
+		size += iov[i].iov_len;
+	env->size = size;
+	if (env->created == 0)
+		env->created = now;
+	if (env->next_attempt == 0)
+		env->next_attempt = now;
+	hdr = envelope_format(env, &hlen);
+	all = xreallocarray(NULL, (size_t)iovcnt + 1, sizeof(*all));
+	all[0].iov_base = hdr;
+	all[0].iov_len = hlen;
+	if (iovcnt > 0)
+		memcpy(all + 1, iov, (size_t)iovcnt * sizeof(*all));
+
+	/* O_EXCL: never append to or truncate someone else's file. */
+	fd = openat(spool->inboxfd, env->id,
+	    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd == -1)
+		goto fail;
+	made = true;
+	if (write_iov(fd, all, iovcnt + 1) == -1)
+		goto fail;
+	/* The data must be on disk before its name appears in outbox/, or
+	 * a crash could leave a named but empty file. */
+	if (fsync(fd) == -1)
+		goto fail;
+	/* close() can report a deferred write error (NFS, quotas). */
+	if (close_checked(&fd) == -1)
+		goto fail;
+	/* Atomic: outbox/ never holds a partial file.  Durable only after
+	 * spool_sync() fsyncs outbox/, which the caller batches. */
+	if (renameat(spool->inboxfd, env->id, spool->outboxfd, env->id) == -1)
+		goto fail;
+	free(all);
+	free(hdr);
+	return 0;
+fail:
+	saved = errno;
+	if (fd != -1)
+		close(fd);
+	if (made)
+		unlinkat(spool->inboxfd, env->id, 0);
+	free(all);
+	free(hdr);
+	errno = saved;
+	return -1;
+}
+
+int
+spool_sync(struct spool *spool)
+{
+	return fsync(spool->outboxfd);
+}
+
+int
+spool_discard(struct spool *spool, const char *id)
+{
+	if (!is_id(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (unlinkat(spool->outboxfd, id, 0) == -1)
+		return -1;
+	return fsync(spool->outboxfd);
+}
+
+int
+spool_commit(struct spool *spool, struct envelope *env, const struct iovec *iov,
+    int iovcnt)
+{
+	int saved;
+
+	if (spool_write(spool, env, iov, iovcnt) == -1)
+		return -1;
+	if (spool_sync(spool) == -1) {
+		/* Not durable, so the client will be told 4xx and retry:
+		 * take the file back rather than send it twice. */
+		saved = errno;
+		(void)spool_discard(spool, env->id);
+		errno = saved;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------- reading */
+
+int
+spool_scan(struct spool *spool, spool_scan_fn *fn, void *arg)
+{
+	struct dirent *de;
+	DIR *d;
+	int saved;
+
+	if ((d = open_scan(spool->outboxfd)) == NULL)
+		return -1;
+	/* Dotfiles and other names are an operator's or editor's temporary
+	 * files: not messages, and not ours to remove. */
+	while ((errno = 0, de = readdir(d)) != NULL)
+		if (is_id(de->d_name))
+			fn(de->d_name, arg);
+	saved = errno;
+	closedir(d);
+	errno = saved;
+	return saved != 0 ? -1 : 0;
+}
+
+/*
+ * spool_finish() writes the final file into sent/ or failed/ before it
+ * removes outbox/ID, so that a crash in between never loses a message.  The
+ * leftover is recognised here: the finished copy exists and is at least as
+ * new as the queued one.  (A message an operator copied back from failed/
+ * into outbox/ to retry it is newer than its old copy, so it is kept.)
+ */
+static bool
+finished_leftover(struct spool *spool, const char *id, const struct stat *q,
+    const char **where)
+{
+	struct stat st;
+
+	if (fstatat(spool->sentfd, id, &st, 0) == 0 &&
+	    (st.st_mtim.tv_sec > q->st_mtim.tv_sec ||
+	        (st.st_mtim.tv_sec == q->st_mtim.tv_sec &&
+	            st.st_mtim.tv_nsec >= q->st_mtim.tv_nsec))) {
+		*where = "sent";
+		return true;
+	}
+	if (fstatat(spool->failedfd, id, &st, 0) == 0 &&
+	    (st.st_mtim.tv_sec > q->st_mtim.tv_sec ||
+	        (st.st_mtim.tv_sec == q->st_mtim.tv_sec &&
+	            st.st_mtim.tv_nsec >= q->st_mtim.tv_nsec))) {
+		*where = "failed";
+		return true;
+	}
+	return false;
+}
+
+int
+spool_load(struct spool *spool, const char *id, struct envelope **envp)
+{
+	struct stat st;
+	const char *where;
+	int fd, rc, saved;
+
+	*envp = NULL;
+	if (!is_id(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if ((fd = openat(spool->outboxfd, id, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	if (fstat(fd, &st) == -1) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	if (finished_leftover(spool, id, &st, &where)) {
+		close(fd);
+		log_warnx("%s: already in %s/, removing the copy left in "
+		          "outbox/ by an interrupted move",
+		    id, where);
+		if (spool_discard(spool, id) == -1 && errno != ENOENT)
+			return -1;
+		errno = ENOENT;
+		return -1;
+	}
+	rc = read_envelope(fd, id, envp);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
+FILE *
+spool_open_message(struct spool *spool, const struct envelope *env)
+{
+	struct envelope *cur = NULL;
+	FILE *fp;
+	int fd, saved;
+
+	if ((fd = openat(spool->outboxfd, env->id, O_RDONLY | O_CLOEXEC)) == -1)
+		return NULL;
+	/* Find the body in the file as it is now: an update since env was
+	 * loaded may have changed the header's length. */
+	if (read_envelope(fd, env->id, &cur) == -1)
+		goto fail;
+	if (lseek(fd, cur->body_offset, SEEK_SET) == -1)
+		goto fail;
+	envelope_free(cur);
+	cur = NULL;
+	if ((fp = fdopen(fd, "r")) == NULL)
+		goto fail;
+	return fp;
+fail:
+	saved = errno;
+	envelope_free(cur);
+	close(fd);
+	errno = saved;
+	return NULL;
+}
+
+/* ---------------------------------------------------------- rewriting */
+
+/*
+ * Write env's header and the message of outbox/ID into a new file, then
+ * rename it to ID in the folder tofd and fsync that folder.  The queued file
+ * itself is never modified, so a crash leaves either the old or the new
+ * version, both complete.
+ */
+static int
+rewrite(struct spool *spool, const struct envelope *env, int tofd)
+{
+	struct envelope *old = NULL, copy;
+	char tmp[SPOOL_IDLEN + 1], *hdr = NULL;
+	size_t hlen;
+	bool made = false;
+	int in = -1, out = -1, rc = -1, saved;
+
+	if (!is_id(env->id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if ((in = openat(spool->outboxfd, env->id, O_RDONLY | O_CLOEXEC)) == -1)
+		goto out;
+	if (read_envelope(in, env->id, &old) == -1)
+		goto out;
+	/* The message is the one on disk, whatever env->size says. */
+	copy = *env;
+	copy.size = old->size;
+	hdr = envelope_format(&copy, &hlen);
+
+	/* A fresh ID as the temporary name carries our PID, so cleanup by
+	 * another process leaves it alone while we live. */
+	spool_new_id(spool, tmp);
+	out = openat(
+	    spool->inboxfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out == -1)
+		goto out;
+	made = true;
+	if (write_all(out, hdr, hlen) == -1)
+		goto out;
+	if (copy_body(in, old->body_offset, out, old->size) == -1)
+		goto out;
+	if (fsync(out) == -1)
+		goto out;
+	if (close_checked(&out) == -1)
+		goto out;
+	if (renameat(spool->inboxfd, tmp, tofd, env->id) == -1)
+		goto out;
+	made = false;
+	if (fsync(tofd) == -1)
+		goto out;
+	rc = 0;
+out:
+	saved = errno;
+	if (out != -1)
+		close(out);
+	if (made)
+		unlinkat(spool->inboxfd, tmp, 0);
+	if (in != -1)
+		close(in);
+	envelope_free(old);
+	free(hdr);
+	errno = saved;
+	return rc;
+}
+
+int
+spool_update(struct spool *spool, const struct envelope *env)
+{
+	return rewrite(spool, env, spool->outboxfd);
+}
+
+int
+spool_finish(
+    struct spool *spool, const struct envelope *env, enum spool_fate fate)
+{
+	int tofd;
+
+	if (!is_id(env->id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (fate == SPOOL_SENT && !spool->save_sent)
+		return spool_discard(spool, env->id);
+	tofd = fate == SPOOL_SENT ? spool->sentfd : spool->failedfd;
+	/* Final copy first (renamed and its folder fsynced), the queued one
+	 * removed second: a crash in between leaves a duplicate that
+	 * spool_load() recognises, never a lost message. */
+	if (rewrite(spool, env, tofd) == -1)
+		return -1;
+	return spool_discard(spool, env->id);
+}
+
+int
+spool_quarantine(struct spool *spool, const char *id)
+{
+	if (!is_id(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (renameat(spool->outboxfd, id, spool->corruptfd, id) == -1)
+		return -1;
+	/* Destination first: if only outbox/ were synced, a crash could
+	 * lose the file from both folders' view. */
+	if (fsync(spool->corruptfd) == -1)
+		return -1;
+	return fsync(spool->outboxfd);
+}
+
+int
+spool_lock_sender(struct spool *spool)
+{
+	int fd, rc = -1, saved;
+
+	pthread_mutex_lock(&spool->lock);
+	if (spool->lockfd != -1) {
+		rc = 0;
+		goto out;
+	}
+	fd = openat(
+	    spool->dirfd, "sender.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd == -1)
+		goto out;
+	/* flock, not fcntl locks: those are per process and would be lost
+	 * when any descriptor of the file is closed. */
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		goto out;
+	}
+	spool->lockfd = fd;
+	rc = 0;
+out:
+	pthread_mutex_unlock(&spool->lock);
+	return rc;
+}

@@ -1,0 +1,160 @@
+/*
+ * spool: Arnie's on-disk queue, FILES_DIRECTORY/arniefiles/.
+ *
+ *   inbox/     files being written; anything left here at start-up is junk
+ *   outbox/    queued messages, one file each, named by message ID
+ *   sent/      delivered messages, kept only when SAVE_SENT_MAIL is true
+ *   failed/    messages given up on, with the reason in their envelope
+ *   corrupt/   files in outbox/ that did not parse, set aside for a human
+ *   sender.lock  flock(2)ed by the one process that relays this spool
+ *
+ * A file is a versioned text envelope ("arnie-spool 1", key: value lines),
+ * a blank line, then the message exactly as accepted (CRLF line ends).  The
+ * format is documented in docs/spool-format.md.
+ *
+ * Durability: spool_write() writes to inbox/, fsyncs the file and renames it
+ * into outbox/; spool_sync() fsyncs outbox/.  Only after both may a front-end
+ * say 250.  A queued file is never edited in place: a changed envelope is
+ * written to a new file that is renamed over the old one.  Directory file
+ * descriptors stay open for the life of the spool.
+ *
+ * All functions are safe to call from several threads at once.  They return
+ * 0 or -1 with errno set, and never exit or log, except where noted.
+ */
+#ifndef ARNIE_SPOOL_H
+#define ARNIE_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <time.h>
+
+/* IDs: 13 hex digits of microseconds since the epoch (strictly increasing in
+ * a process) + 6 hex digits of the process ID, so they sort by arrival. */
+#define SPOOL_IDLEN 19
+
+enum rcpt_state {
+	RCPT_PENDING,		/* not yet accepted by the upstream */
+	RCPT_SENT,		/* accepted (2xx): never sent again */
+	RCPT_FAILED,		/* refused for good (5xx) or given up */
+};
+
+struct spool_rcpt {
+	char *addr;		/* without angle brackets; owned */
+	enum rcpt_state state;
+	char *reply;		/* last upstream reply for it, or NULL; owned */
+};
+
+/* A message's envelope.  Public because front-ends fill it and the sender
+ * updates it; every pointer in it is owned by the envelope. */
+struct envelope {
+	char id[SPOOL_IDLEN + 1]; /* "" until assigned */
+	char *sender;		/* reverse path without <>, "" for <> */
+	struct spool_rcpt *rcpts;
+	size_t nrcpts;
+	time_t created;		/* arrival */
+	unsigned attempts;	/* attempts spent on this message */
+	time_t next_attempt;	/* not before this time */
+	char *last_reply;	/* latest reply or reason, or NULL */
+	char *origin;		/* for the log: "client=..., helo=..." or NULL */
+	uint64_t size;		/* octets of the message after the blank line */
+	off_t body_offset;	/* where the message starts in the file (load) */
+};
+
+struct envelope *envelope_new(void);
+/* Append a pending recipient (copied). */
+void envelope_add_rcpt(struct envelope *env, const char *addr);
+/* Number of recipients still RCPT_PENDING. */
+size_t envelope_pending(const struct envelope *env);
+void envelope_set_reply(char **slot, const char *reply);
+void envelope_free(struct envelope *env);
+
+/*
+ * Serialise the envelope header, including the blank line that ends it.
+ * Returns an owned string and its length.  Replies are stored on one line:
+ * CR, LF, other control characters and '%' inside them are percent-encoded
+ * (%0D%0A), so they come back from envelope_parse() unchanged.  An empty
+ * reply, last_reply or origin is stored as none (NULL).
+ */
+char *envelope_format(const struct envelope *env, size_t *lenp);
+/*
+ * Parse a spool file's text: header, blank line, message.  len is the size
+ * of the whole file.  Sets *envp (owned) with body_offset and checks that
+ * size matches the bytes present.  -1 with errno EBADMSG when it does not
+ * parse or is truncated.
+ */
+int envelope_parse(const char *data, size_t len, struct envelope **envp);
+
+struct spool;
+
+/* Open (creating with mode 0700 as needed) dir and its sub-folders. */
+struct spool *spool_open(const char *dir, bool save_sent);
+void spool_close(struct spool *spool);
+const char *spool_path(const struct spool *spool);
+/* Absolute path of outbox/, for inotify. */
+const char *spool_outbox_path(const struct spool *spool);
+
+/* Remove leftovers of interrupted writes from inbox/; returns how many, or
+ * -1 with errno. */
+int spool_cleanup_inbox(struct spool *spool);
+
+/* A fresh unique ID; front-ends take one early for their Received: line.
+ * IDs are unique per process whatever the spool, so spool may be NULL. */
+void spool_new_id(struct spool *spool, char id[SPOOL_IDLEN + 1]);
+/* The arrival time encoded in an ID, or -1 if it is not one. */
+time_t spool_id_time(const char *id);
+
+/*
+ * Accept a message: assign env->id if empty, set env->created (if 0),
+ * env->size and env->next_attempt (if 0, to now), write envelope + the
+ * message given as iov into inbox/, fsync, close, rename into outbox/.
+ * Not yet durable until spool_sync().  On failure nothing is left behind.
+ */
+int spool_write(struct spool *spool, struct envelope *env,
+    const struct iovec *iov, int iovcnt);
+/* fsync outbox/: makes every spool_write() that returned before durable. */
+int spool_sync(struct spool *spool);
+/* spool_write() + spool_sync(); if the sync fails, the file is discarded
+ * again so that nothing unacknowledged stays queued. */
+int spool_commit(struct spool *spool, struct envelope *env,
+    const struct iovec *iov, int iovcnt);
+/* Remove outbox/ID and fsync outbox/: for a message whose commit failed
+ * after spool_write() (the client gets 4xx and retries, so keeping it would
+ * send it twice).  errno ENOENT: not there. */
+int spool_discard(struct spool *spool, const char *id);
+
+typedef void spool_scan_fn(const char *id, void *arg);
+/* Call fn for each message in outbox/ (one directory scan). */
+int spool_scan(struct spool *spool, spool_scan_fn *fn, void *arg);
+
+/* Read outbox/ID's envelope.  errno ENOENT: gone; EBADMSG: does not parse
+ * (the caller moves it with spool_quarantine()).  If a crash interrupted
+ * spool_finish() after the final copy reached sent/ or failed/, the queued
+ * copy is removed here with a log line and ENOENT is returned. */
+int spool_load(struct spool *spool, const char *id, struct envelope **envp);
+/* Open the message of a loaded envelope, positioned at body_offset. */
+FILE *spool_open_message(struct spool *spool, const struct envelope *env);
+
+/* Write env's new state: a new file with the same message, renamed over
+ * outbox/ID, then outbox/ fsynced. */
+int spool_update(struct spool *spool, const struct envelope *env);
+
+enum spool_fate {
+	SPOOL_SENT,		/* to sent/ with SAVE_SENT_MAIL, else deleted */
+	SPOOL_FAILED,		/* to failed/, envelope kept with the reason */
+};
+/* Take a message out of the queue for good, with env's final state. */
+int spool_finish(struct spool *spool, const struct envelope *env,
+    enum spool_fate fate);
+/* Move an unreadable outbox/ID to corrupt/. */
+int spool_quarantine(struct spool *spool, const char *id);
+
+/* Try to become the one sender of this spool: a non-blocking flock on
+ * sender.lock, held until spool_close().  -1 with EWOULDBLOCK when another
+ * process holds it. */
+int spool_lock_sender(struct spool *spool);
+
+#endif

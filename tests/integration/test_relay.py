@@ -1,0 +1,389 @@
+"""The sequential relay: what reaches the upstream, batching, and every
+outcome class (2xx, 4xx, 5xx, queue-wide trouble), with the spool's view of
+each message; the failure report; the outbox scan and inotify."""
+
+import os
+import time
+import unittest
+
+import arnietest
+from arnietest import (ArnieTestCase, curl_send, make_message, smtp_send,
+                       swaks_send, wait_for)
+
+FROM = "app@example.com"
+
+
+class RelayTest(ArnieTestCase):
+
+    def send(self, d, test_id, rcpts=("user@example.org",), **kw):
+        code, _ = smtp_send(d.port, FROM, list(rcpts),
+                            make_message(test_id, **kw))
+        self.assertEqual(code, 250)
+
+    # ------------------------------------------------------------ basics
+
+    def test_swaks_curl_and_smtplib_reach_the_upstream(self):
+        up = self.upstream()
+        d = self.arnie(up.port)
+        r = swaks_send(d.port, "sw@example.com", ["to-swaks@example.org"],
+                       "--header", "X-Test-Id: via-swaks",
+                       "--body", "sent by swaks")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        path = os.path.join(self.tmp, "curl.eml")
+        with open(path, "wb") as f:
+            f.write(make_message("via-curl"))
+        r = curl_send(d.port, "curl@example.com", ["to-curl@example.org"],
+                      path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.send(d, "via-smtplib", rcpts=["to-py@example.org"])
+        for tid, sender, rcpt in (
+                ("via-swaks", "sw@example.com", "to-swaks@example.org"),
+                ("via-curl", "curl@example.com", "to-curl@example.org"),
+                ("via-smtplib", FROM, "to-py@example.org")):
+            t = self.assertDeliveredOnce(up, tid)
+            self.assertEqual(t.mail_from, sender)
+            self.assertEqual(t.rcpt_tos, [rcpt])
+        self.assertIn(b"sent by swaks", up.with_test_id("via-swaks")[0].content)
+        wait_for(lambda: d.spool.count("outbox") == 0, what="empty outbox")
+        # SAVE_SENT_MAIL=false: delivered mail is deleted.
+        self.assertEqual(d.spool.list("sent"), [])
+        self.assertEqual(d.spool.list("failed"), [])
+
+    def test_bcc_recipients_reach_the_upstream_envelope(self):
+        up = self.upstream()
+        d = self.arnie(up.port)
+        msg = make_message("bcc", extra_headers=[
+            "Cc: <cc@example.org>", "Bcc: <hidden@example.net>"])
+        rcpts = ["user@example.org", "cc@example.org", "hidden@example.net"]
+        smtp_send(d.port, FROM, rcpts, msg)
+        t = self.assertDeliveredOnce(up, "bcc")
+        self.assertEqual(sorted(t.rcpt_tos), sorted(rcpts))
+        _, rest = arnietest.strip_received(t.content)
+        self.assertEqual(rest, msg)        # the Bcc: header untouched
+        self.assertIn(b"\r\nBcc: <hidden@example.net>\r\n", t.content)
+
+    BODY_8BIT = (b"caf\xc3\xa9 \xe2\x82\xac  trailing blanks   \r\n"
+                 b"\r\n"
+                 b"\t tab line\r\n" + b"y" * 990 + b"\r\n"
+                 b"From the start of a line\r\n"
+                 b"last line\r\n")
+
+    def relay_one(self, msg, test_id):
+        """Send msg, return (upstream copy, its Received:, the rest, the
+        sent/ envelope)."""
+        up = self.upstream()
+        d = self.arnie(up.port, SAVE_SENT_MAIL=True)
+        code, _ = smtp_send(d.port, FROM, ["user@example.org"], msg)
+        self.assertEqual(code, 250)
+        t = self.assertDeliveredOnce(up, test_id)
+        received, rest = arnietest.strip_received(t.content)
+        self.assertIsNotNone(received, t.content[:200])
+        ids = wait_for(lambda: d.spool.list("sent"), what="sent/ file")
+        self.assertEqual(len(ids), 1)
+        return t, received, rest, d.spool.read("sent", ids[0])
+
+    def test_relayed_bytes_equal_sent_bytes_plus_one_received(self):
+        msg = (b"From: =?utf-8?q?Caf=C3=A9?= <app@example.com>\r\n"
+               b"To: user@example.org, other@example.org\r\n"
+               b"Subject: =?utf-8?q?caf=C3=A9?=\r\n"
+               b"Date: Mon, 01 Jan 2024 00:00:00 +0000\r\n"
+               b"Message-ID: <bytes@test.invalid>\r\n"
+               b"X-Test-Id: bytes\r\n"
+               b"X-Folded: first part\r\n"
+               b"\tsecond part\r\n"
+               b"MIME-Version: 1.0\r\n"
+               b"Content-Type: text/plain; charset=utf-8\r\n"
+               b"Content-Transfer-Encoding: 8bit\r\n"
+               b"\r\n" + self.BODY_8BIT)
+        t, received, rest, env = self.relay_one(msg, "bytes")
+        self.assertEqual(rest, msg)
+        self.assertFalse(rest.startswith(b"Received:"))
+        self.assertIn(env.id.encode(), received,
+                      "the Received: header names the message ID")
+        self.assertEqual(env.body, t.content)
+        self.assertEqual(env.rcpt_state("user@example.org"), "sent")
+
+    def test_relay_adds_no_header_to_a_minimal_message(self):
+        # What a web application may hand over: no Date, From or
+        # Message-ID, and a Return-Path.  The relay must still not add,
+        # drop or rewrite any header (relay.h).
+        msg = (b"Return-Path: <bounces@example.com>\r\n"
+               b"To: user@example.org\r\n"
+               b"Subject: minimal\r\n"
+               b"X-Test-Id: minimal\r\n"
+               b"\r\n" + self.BODY_8BIT)
+        t, received, rest, env = self.relay_one(msg, "minimal")
+        self.assertEqual(env.body, received + msg, "spooled copy differs")
+        self.assertEqual(rest, msg)
+
+    def test_messages_queued_together_share_one_connection(self):
+        up = self.upstream()
+        # The first message holds the upstream busy for a while, so the
+        # next five pile up in the queue meanwhile.
+        up.delay_data[b"X-Test-Id: slow\r\n"] = 2.0
+        d = self.arnie(up.port)
+        self.send(d, "slow")
+        wait_for(lambda: up.rcpt_log, what="the upstream busy with 'slow'")
+        for i in range(5):
+            self.send(d, "batch%d" % i)
+        for i in range(5):
+            self.assertDeliveredOnce(up, "batch%d" % i)
+        slow = up.with_test_id("slow")[0]
+        conns = {up.with_test_id("batch%d" % i)[0].conn for i in range(5)}
+        self.assertEqual(len(conns), 1, "5 queued messages went over "
+                         "connections %s" % sorted(conns))
+        self.assertNotEqual(conns, {slow.conn})
+
+    def test_messages_queued_during_outage_go_out_together(self):
+        up = self.upstream()
+        d = self.arnie(up.port)
+        up.stop()
+        for i in range(5):
+            self.send(d, "out%d" % i)
+        self.assertEqual(d.spool.count("outbox"), 5)
+        up.restart()
+        for i in range(5):
+            self.assertDeliveredOnce(up, "out%d" % i)
+        conns = [up.with_test_id("out%d" % i)[0].conn for i in range(5)]
+        # After an outage the queue may be probed with one message first;
+        # the rest must then share one connection.
+        biggest = max(conns.count(c) for c in set(conns))
+        self.assertLessEqual(len(set(conns)), 2, conns)
+        self.assertGreaterEqual(biggest, 4, conns)
+
+    # ------------------------------------------------------------ outcomes
+
+    def test_451_then_250_is_delivered_once(self):
+        up = self.upstream()
+        up.script_data(["451 4.3.0 try later"])
+        d = self.arnie(up.port, SAVE_SENT_MAIL=True)
+        self.send(d, "t451")
+        self.assertDeliveredOnce(up, "t451")
+        self.assertEqual(len(up.with_test_id("t451", accepted_only=False)), 2)
+        ids = wait_for(lambda: d.spool.list("sent"), what="sent/ file")
+        env = d.spool.read("sent", ids[0])
+        self.assertEqual(env.rcpt_state("user@example.org"), "sent")
+        self.assertGreaterEqual(env.attempts, 1, env.header_text())
+        self.assertEqual(d.spool.list("outbox"), [])
+        self.assertEqual(d.spool.list("failed"), [])
+
+    def test_550_goes_to_failed_and_is_never_retried(self):
+        up = self.upstream()
+        d = self.arnie(up.port)
+        self.send(d, "t550", rcpts=["perm@example.org"])
+        ids = self.wait_spool(d, "failed", 1)
+        env = d.spool.read("failed", ids[0])
+        self.assertEqual(env.rcpt_state("perm@example.org"), "failed")
+        self.assertIn("550", env.header_text())
+        self.assertIn("5.1.1", env.rcpt_reply("perm@example.org") or "")
+        self.assertEqual(d.spool.list("outbox"), [])
+        # Two full backoff steps later, still only the one RCPT.
+        time.sleep(2.5)
+        self.assertEqual(len(up.rcpt_attempts("perm@example.org")), 1)
+        self.assertEqual(up.with_test_id("t550", accepted_only=False), [])
+
+    def test_554_after_data_goes_to_failed(self):
+        up = self.upstream()
+        up.script_data(["554 5.7.1 Message rejected: content"])
+        d = self.arnie(up.port)
+        self.send(d, "t554")
+        ids = self.wait_spool(d, "failed", 1)
+        env = d.spool.read("failed", ids[0])
+        self.assertIn("5.7.1", env.header_text())
+        self.assertEqual(env.rcpt_state("user@example.org"), "failed")
+        time.sleep(2.5)
+        self.assertEqual(len(up.with_test_id("t554", accepted_only=False)), 1)
+        self.assertEqual(up.accepted(), [])
+
+    def test_mixed_recipients(self):
+        up = self.upstream()
+        up.script_rcpt("later@example.org", ["451 4.2.0 mailbox busy",
+                                             "451 4.2.0 mailbox busy"])
+        d = self.arnie(up.port)
+        rcpts = ["ok@example.org", "later@example.org", "perm@example.org"]
+        self.send(d, "mixed", rcpts=rcpts)
+        ids = self.wait_spool(d, "failed", 1)
+        env = d.spool.read("failed", ids[0])
+        self.assertEqual(env.rcpt_state("ok@example.org"), "sent")
+        self.assertEqual(env.rcpt_state("later@example.org"), "sent")
+        self.assertEqual(env.rcpt_state("perm@example.org"), "failed")
+        self.assertIn("550", env.rcpt_reply("perm@example.org") or "")
+        self.assertEqual(d.spool.list("outbox"), [])
+        self.assertEqual(len(up.delivered_to("ok@example.org")), 1)
+        self.assertEqual(len(up.delivered_to("later@example.org")), 1)
+        self.assertEqual(up.delivered_to("perm@example.org"), [])
+        # ok was sent once, later three times (451, 451, 250), perm once.
+        self.assertEqual(len(up.rcpt_attempts("ok@example.org")), 1)
+        self.assertEqual(len(up.rcpt_attempts("later@example.org")), 3)
+        self.assertEqual(len(up.rcpt_attempts("perm@example.org")), 1)
+        self.assertEqual(len(up.with_test_id("mixed")), 2)
+
+    def test_max_send_attempts_then_failed(self):
+        up = self.upstream()
+        d = self.arnie(up.port, MAX_SEND_ATTEMPTS=2)
+        self.send(d, "always451", rcpts=["temp@example.org"])
+        ids = self.wait_spool(d, "failed", 1)
+        env = d.spool.read("failed", ids[0])
+        self.assertEqual(env.attempts, 2, env.header_text())
+        self.assertEqual(env.rcpt_state("temp@example.org"), "failed")
+        self.assertIn("451", env.header_text())
+        self.assertEqual(len(up.rcpt_attempts("temp@example.org")), 2)
+        self.assertEqual(d.spool.list("outbox"), [])
+
+    # ------------------------------------------------------------ queue-wide
+
+    def test_upstream_down_for_a_while(self):
+        up = self.upstream()
+        port = up.port
+        up.stop()
+        d = self.arnie(port)
+        for i in range(3):
+            self.send(d, "down%d" % i)
+        # Let a few connection attempts fail (RETRY_DELAY_SECONDS=1).
+        time.sleep(2.5)
+        envs = d.spool.envelopes("outbox")
+        self.assertEqual(len(envs), 3)
+        for env in envs:
+            self.assertEqual(env.attempts, 0, env.header_text())
+        up.restart()
+        for i in range(3):
+            self.assertDeliveredOnce(up, "down%d" % i)
+        wait_for(lambda: d.spool.count("outbox") == 0, what="empty outbox")
+        self.assertEqual(d.spool.list("failed"), [])
+
+    def test_dead_upstream_costs_one_connection_per_backoff_step(self):
+        up = self.upstream()
+        up.connect_reply = "421 4.3.2 Service not available"
+        d = self.arnie(up.port, MAX_SEND_ATTEMPTS=3)
+        for i in range(10):
+            self.send(d, "dead%d" % i)
+        c0 = up.connection_count()
+        window = 6.0
+        time.sleep(window)
+        c1 = up.connection_count()
+        # RETRY 1 s doubling to 2 s: about four probes in six seconds; one
+        # connection per message would be ten per step.
+        self.assertGreaterEqual(c1 - c0, 1, "no probe at all")
+        self.assertLessEqual(c1 - c0, int(window / 1) + 2,
+                             "%d connections in %.0fs" % (c1 - c0, window))
+        self.assertLess(c1, 10, "%d connections for 10 messages" % c1)
+        envs = d.spool.envelopes("outbox")
+        self.assertEqual(len(envs), 10)
+        for env in envs:
+            self.assertEqual(env.attempts, 0, env.header_text())
+        self.assertEqual(d.spool.list("failed"), [])
+        up.connect_reply = None
+        for i in range(10):
+            self.assertDeliveredOnce(up, "dead%d" % i)
+
+    def test_454_throttling_after_data_spends_no_attempts(self):
+        up = self.upstream()
+        throttle = "454 4.7.0 Throttling failure: Maximum sending rate exceeded."
+        up.script_data([throttle] * 3)
+        d = self.arnie(up.port, MAX_SEND_ATTEMPTS=2)
+        self.send(d, "ses")
+        wait_for(lambda: len(up.with_test_id("ses", False)) >= 2,
+                 what="two throttled attempts")
+        for env in d.spool.envelopes("outbox"):
+            self.assertEqual(env.attempts, 0, env.header_text())
+        # Three throttles with MAX_SEND_ATTEMPTS=2: still delivered.
+        self.assertDeliveredOnce(up, "ses", timeout=20)
+        self.assertEqual(len(up.with_test_id("ses", False)), 4)
+        self.assertEqual(d.spool.list("failed"), [])
+
+    # ------------------------------------------------------------ reports
+
+    def test_failure_report_reaches_admin(self):
+        up = self.upstream()
+        admin = "admin@example.net"
+        d = self.arnie(up.port, ADMIN_ADDRESS=admin,
+                       REPORT_INTERVAL_SECONDS=2)
+        self.send(d, "reported", rcpts=["perm@example.org"])
+        ids = self.wait_spool(d, "failed", 1)
+        reports = wait_for(lambda: up.delivered_to(admin),
+                           what="a report to ADMIN_ADDRESS")
+        r = reports[0]
+        self.assertEqual(r.mail_from, admin)
+        text = r.content.decode(errors="replace")
+        self.assertIn(ids[0], text)
+        self.assertIn("550", text)
+        self.assertIn("perm@example.org", text)
+        # The report is about one failure: one report, not one per tick.
+        time.sleep(2.5)
+        self.assertEqual(len(up.delivered_to(admin)), 1)
+
+    # ------------------------------------------------------------ spool scans
+
+    def test_outbox_from_a_previous_run_is_delivered(self):
+        port = arnietest.free_port()
+        d = self.arnie(port)                 # nothing listens on port
+        for i in range(3):
+            self.send(d, "prev%d" % i)
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(d.spool.count("outbox"), 3)
+        up = self.upstream(port=port)
+        d.start()
+        for i in range(3):
+            self.assertDeliveredOnce(up, "prev%d" % i)
+        wait_for(lambda: d.spool.count("outbox") == 0, what="empty outbox")
+
+    def test_corrupt_outbox_file_is_set_aside(self):
+        up = self.upstream()
+        outbox = os.path.join(self.files_dir, "arniefiles", "outbox")
+        os.makedirs(outbox, mode=0o700)
+        bad_id = arnietest.new_spool_id(pid=1)
+        with open(os.path.join(outbox, bad_id), "wb") as f:
+            f.write(b"this is not an arnie spool file\r\n")
+        # A truncated file: the size does not match.
+        trunc_id = arnietest.new_spool_id(pid=2)
+        good = arnietest.format_spool_file(
+            trunc_id, FROM, ["user@example.org"], make_message("trunc"))
+        with open(os.path.join(outbox, trunc_id), "wb") as f:
+            f.write(good[:-10])
+        d = self.arnie(up.port)
+        wait_for(lambda: d.spool.count("corrupt") == 2, what="corrupt/")
+        self.assertEqual(sorted(d.spool.list("corrupt")),
+                         sorted([bad_id, trunc_id]))
+        self.assertTrue(d.running())
+        self.send(d, "after-corrupt")
+        self.assertDeliveredOnce(up, "after-corrupt")
+        self.assertEqual(up.with_test_id("trunc", False), [])
+
+    def test_file_renamed_into_outbox_is_sent_promptly(self):
+        up = self.upstream()
+        d = self.arnie(up.port)
+        root = os.path.join(self.files_dir, "arniefiles")
+        msg_id = arnietest.new_spool_id()
+        data = arnietest.format_spool_file(
+            msg_id, FROM, ["dropped@example.org"], make_message("dropped"))
+        tmp = os.path.join(root, "drop.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        t0 = time.monotonic()
+        os.rename(tmp, os.path.join(root, "outbox", msg_id))
+        t = self.assertDeliveredOnce(up, "dropped", timeout=5)
+        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertEqual(t.rcpt_tos, ["dropped@example.org"])
+        self.assertEqual(t.mail_from, FROM)
+
+    def test_file_made_by_another_arnie_is_picked_up(self):
+        # A queue file written by arnie itself (another spool, upstream
+        # down), moved by rename into a running arnie's outbox/.
+        other_files = os.path.join(self.tmp, "other")
+        os.makedirs(other_files)
+        a = self.arnie(arnietest.free_port(), FILES_DIRECTORY=other_files)
+        self.send(a, "moved")
+        self.assertEqual(a.stop(), 0)
+        names = a.spool.list("outbox")
+        self.assertEqual(len(names), 1)
+        up = self.upstream()
+        d = self.arnie(up.port)
+        src = a.spool.path("outbox", names[0])
+        staging = os.path.join(self.files_dir, "arniefiles", names[0] + ".tmp")
+        os.rename(src, staging)          # same file system
+        os.rename(staging, d.spool.path("outbox", names[0]))
+        self.assertDeliveredOnce(up, "moved", timeout=5)
+
+
+if __name__ == "__main__":
+    arnietest.main()

@@ -1,0 +1,376 @@
+"""Helpers for the arnie-milter tests (run with /usr/bin/python3).
+
+Everything runs on 127.0.0.1 with ports picked at run time, in a temp dir;
+every process started here is stopped by its PID.  Nothing here skips a
+test: a missing tool is an error, as the README's install command provides
+it.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+
+def binary():
+    path = os.environ.get("ARNIE_MILTER_BIN")
+    if not path or not os.access(path, os.X_OK):
+        raise SystemExit("ARNIE_MILTER_BIN is not set to the built "
+                         "milter/arnie-milter (run through make check)")
+    return path
+
+
+def require(*tools):
+    for tool in tools:
+        if shutil.which(tool, path=os.environ.get("PATH", "") +
+                        ":/usr/sbin:/sbin") is None:
+            raise SystemExit("missing tool %s (see the README's test "
+                             "dependencies)" % tool)
+
+
+def free_port():
+    """A port nobody listens on right now (bound, then released)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def await_cond(cond, timeout, what):
+    """Poll cond() until it is true or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s"
+                                 % (timeout, what))
+        time.sleep(0.02)
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Milter:
+    """The real arnie-milter with its own .env and spool under workdir."""
+
+    def __init__(self, workdir, **settings):
+        self.workdir = workdir
+        self.port = free_port()
+        self.spool = os.path.join(workdir, "arniefiles")
+        self.logfile = os.path.join(workdir, "arnie-milter.log")
+        conf = {
+            "OUTBOUND_EMAIL_HOST": "127.0.0.1",
+            # Nobody listens there unless a test says otherwise: queued
+            # files stay in outbox/ to be inspected.
+            "OUTBOUND_EMAIL_HOST_PORT": str(free_port()),
+            "OUTBOUND_EMAIL_USE_TLS": "false",
+            "FILES_DIRECTORY": workdir,
+            "ARNIE_MILTER_SOCKET": "inet:%d@127.0.0.1" % self.port,
+            "ARNIE_LOG_FILE": self.logfile,
+            "RETRY_DELAY_SECONDS": "1",
+            "RETRY_MAX_DELAY_SECONDS": "2",
+        }
+        conf.update({k: str(v) for k, v in settings.items()})
+        self.envfile = os.path.join(workdir, "arnie.env")
+        with open(self.envfile, "w") as f:
+            for k, v in conf.items():
+                f.write("%s=%s\n" % (k, v))
+        self.proc = None
+
+    def start(self):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("ARNIE_", "OUTBOUND_EMAIL_"))
+               or k in ("ARNIE_MILTER_BIN", "ARNIE_SRCDIR", "ARNIE_BIN")}
+        self.proc = subprocess.Popen([binary(), "-v", "-c", self.envfile],
+                                     env=env, cwd=self.workdir,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise AssertionError("arnie-milter exited %s: %s\n%s" % (
+                    self.proc.returncode,
+                    self.proc.stderr.read().decode(errors="replace"),
+                    self.log()))
+            return port_open(self.port)
+        await_cond(listening, 10, "arnie-milter to listen")
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        """Stop by PID; returns the exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("arnie-milter ignored signal %d" % sig)
+
+    def log(self):
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+
+def parse_spool_file(path):
+    """A queued file: (fields, message bytes).  fields maps a key to the
+    list of its values, in order (rcpt repeats)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    head, sep, message = data.partition(b"\n\n")
+    if not sep:
+        raise AssertionError("%s: no blank line after the envelope" % path)
+    lines = head.decode().split("\n")
+    if lines[0] != "arnie-spool 1":
+        raise AssertionError("%s: bad magic %r" % (path, lines[0]))
+    fields = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(": ")
+        fields.setdefault(key, []).append(value)
+    if int(fields["size"][0]) != len(message):
+        raise AssertionError("%s: size %s but %d octets" % (
+            path, fields["size"][0], len(message)))
+    return fields, message
+
+
+def unescape(text):
+    return re.sub(r"%([0-9A-Fa-f]{2})",
+                  lambda m: chr(int(m.group(1), 16)), text)
+
+
+def queued(spool, folder="outbox"):
+    """Messages in spool/folder, oldest first, as dicts."""
+    d = os.path.join(spool, folder)
+    out = []
+    for name in sorted(os.listdir(d)):
+        if name.startswith("."):
+            continue
+        fields, message = parse_spool_file(os.path.join(d, name))
+        out.append({
+            "id": name,
+            "from": unescape(fields["from"][0].strip("<>")),
+            "rcpts": [unescape(v.split(" ", 1)[1].split(" ", 1)[0]
+                               .strip("<>"))
+                      for v in fields.get("rcpt", [])],
+            "origin": fields.get("origin", [""])[0],
+            "message": message,
+        })
+    return out
+
+
+class Upstream:
+    """A fake smarthost (aiosmtpd) that records every envelope it gets."""
+
+    def __init__(self, port=None):
+        from aiosmtpd.controller import Controller
+
+        self.messages = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                with outer.lock:
+                    outer.messages.append({
+                        "from": envelope.mail_from,
+                        "rcpts": list(envelope.rcpt_tos),
+                        "data": envelope.original_content,
+                    })
+                return "250 2.0.0 Ok: queued"
+
+        self.port = port or free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1",
+                                     port=self.port)
+        self.controller.start()
+
+    def count(self):
+        with self.lock:
+            return len(self.messages)
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.messages)
+
+    def stop(self):
+        self.controller.stop()
+
+
+def tempdir(prefix):
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)
+    return d
+
+
+# Services a private Postfix needs; the pipe transports of Debian's
+# master.cf (maildrop, uucp, ...) name users that may not exist.
+POSTFIX_SERVICES = {
+    "pickup", "cleanup", "qmgr", "rewrite", "bounce", "defer", "trace",
+    "verify", "flush", "proxymap", "proxywrite", "smtp", "relay", "showq",
+    "error", "retry", "discard", "local", "virtual", "anvil", "scache",
+    "postlog", "tlsmgr",
+}
+
+
+class PrivatePostfix:
+    """A Postfix instance of its own under workdir, leaving /etc/postfix
+    alone.
+
+    Checked on Debian 12 (Postfix 3.7): as root, `postfix -c DIR start`,
+    `sendmail -C DIR` and `postqueue -c DIR` accept a config directory
+    that is not listed in alternate_config_directories (the default
+    main.cf need not even exist); the queue directory is created by
+    `postfix start` (post-install create-missing) but must exist as an
+    empty folder first.  Start-up errors reach maillog_file (postlogd),
+    so no syslog daemon is needed; maillog_file must match
+    maillog_file_prefixes.  meta_directory stays /etc/postfix, where
+    postfix-files and postfix-script live.  Every service runs
+    unchrooted (column 5 = n), so the milter and relay addresses are the
+    host's.
+    """
+
+    def __init__(self, workdir, smtpd_port, milter, relay_port, extra=None):
+        self.dir = os.path.join(workdir, "postfix")
+        self.queue = os.path.join(self.dir, "queue")
+        self.data = os.path.join(self.dir, "data")
+        self.maillog = os.path.join(self.dir, "maillog")
+        self.port = smtpd_port
+        os.makedirs(self.queue)
+        os.makedirs(self.data)
+        shutil.chown(self.data, "postfix")
+        for d in (workdir, self.dir):
+            os.chmod(d, 0o755)
+        settings = [
+            ("compatibility_level", "3.6"),
+            ("queue_directory", self.queue),
+            ("data_directory", self.data),
+            ("meta_directory", "/etc/postfix"),
+            ("maillog_file", self.maillog),
+            ("maillog_file_prefixes", self.dir),
+            ("myhostname", "postfix.test"),
+            ("mydomain", "test"),
+            ("inet_interfaces", "127.0.0.1"),
+            ("inet_protocols", "ipv4"),
+            ("mydestination", ""),
+            ("mynetworks", "127.0.0.0/8"),
+            # Where Postfix would deliver if it did: a sink that must stay
+            # empty in divert mode.
+            ("relayhost", "[127.0.0.1]:%d" % relay_port),
+            ("smtp_tls_security_level", "none"),
+            ("smtpd_tls_security_level", "none"),
+            ("alias_maps", ""),
+            ("alias_database", ""),
+            ("smtpd_milters", milter),
+            ("non_smtpd_milters", "$smtpd_milters"),
+            ("milter_default_action", "tempfail"),
+            ("milter_connect_timeout", "5s"),
+        ]
+        settings += list((extra or {}).items())
+        with open(os.path.join(self.dir, "main.cf"), "w") as f:
+            for k, v in settings:
+                f.write("%s = %s\n" % (k, v))
+        self._write_master_cf()
+        self.started = False
+
+    def _write_master_cf(self):
+        out = []
+        keep = False
+        with open("/etc/postfix/master.cf") as f:
+            for line in f:
+                if line.startswith("#") or not line.strip():
+                    continue
+                if line[0] in " \t":
+                    if keep:
+                        out.append(line.rstrip("\n"))
+                    continue
+                fields = line.split()
+                keep = fields[0] in POSTFIX_SERVICES
+                if not keep:
+                    continue
+                if fields[0] == "smtp" and fields[1] == "inet":
+                    fields[0] = "127.0.0.1:%d" % self.port
+                if fields[4] in ("y", "-"):
+                    fields[4] = "n"
+                out.append(" ".join(fields))
+        with open(os.path.join(self.dir, "master.cf"), "w") as f:
+            f.write("\n".join(out) + "\n")
+
+    def cmd(self, *args, check=True, input=None, timeout=60):
+        p = subprocess.run(list(args), input=input, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError("%s failed (%d): %s\n--- maillog:\n%s" % (
+                " ".join(args), p.returncode,
+                p.stdout.decode(errors="replace"), self.log()))
+        return p
+
+    def start(self):
+        self.cmd("postfix", "-c", self.dir, "start")
+        self.started = True
+        await_cond(lambda: port_open(self.port), 20, "Postfix smtpd")
+        return self
+
+    def master_pid(self):
+        try:
+            with open(os.path.join(self.queue, "pid", "master.pid")) as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self):
+        if not self.started:
+            return
+        pid = self.master_pid()
+        self.cmd("postfix", "-c", self.dir, "stop", check=False)
+        self.started = False
+        if pid is None:
+            return
+
+        def gone():
+            try:
+                os.kill(pid, 0)
+                return False
+            except ProcessLookupError:
+                return True
+        try:
+            await_cond(gone, 15, "Postfix master to exit")
+        except AssertionError:
+            os.kill(pid, signal.SIGKILL)
+
+    def sendmail(self, args, message):
+        return self.cmd("sendmail", "-C", self.dir, *args, input=message)
+
+    def queue_ids(self):
+        """IDs of messages in any Postfix queue (postqueue -p)."""
+        p = self.cmd("postqueue", "-c", self.dir, "-j")
+        import json
+        return [json.loads(line)["queue_id"]
+                for line in p.stdout.decode().splitlines() if line.strip()]
+
+    def kick_pickup(self):
+        """Make pickup scan maildrop/ now instead of at its next wakeup."""
+        self.cmd("postkick", "-c", self.dir, "public", "pickup", "W",
+                 check=False)
+
+    def log(self):
+        try:
+            with open(self.maillog, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""

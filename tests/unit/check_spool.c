@@ -1,0 +1,1040 @@
+/*
+ * Unit tests for spool (envelope format, IDs, commit, update, finish,
+ * quarantine, inbox cleanup, the sender lock) and commitq (group commit).
+ * Every test works in its own mkdtemp() directory under /tmp and removes it.
+ */
+#include "autoconf.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "commitq.h"
+#include "spool.h"
+#include "xmalloc.h"
+
+/* ------------------------------------------------------------ helpers */
+
+/*
+ * basedir is made once per test case by an unchecked fixture, which runs
+ * in the runner process, so it is removed even when a test fails (Check
+ * skips the checked teardown of a failed test).  Each test gets its own
+ * tmpdir inside it.
+ */
+static char basedir[64];
+static char tmpdir[128];
+static char spooldir[192];
+
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void
+make_base(void)
+{
+	snprintf(basedir, sizeof(basedir), "/tmp/check_spool.XXXXXX");
+	if (mkdtemp(basedir) == NULL) {
+		perror("mkdtemp");
+		abort();
+	}
+}
+
+static void
+remove_base(void)
+{
+	if (basedir[0] != '\0')
+		nftw(basedir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	basedir[0] = '\0';
+}
+
+static void
+setup_dir(void)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "%s/t.XXXXXX", basedir);
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	/* Nested, so spool_open() has to create the parents. */
+	snprintf(spooldir, sizeof(spooldir), "%s/files/arniefiles", tmpdir);
+}
+
+static void
+teardown_dir(void)
+{
+	nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char *
+sub(const char *folder, const char *name)
+{
+	return xasprintf("%s/%s/%s", spooldir, folder, name);
+}
+
+static bool
+exists(const char *folder, const char *name)
+{
+	char *p = sub(folder, name);
+	bool r = access(p, F_OK) == 0;
+
+	free(p);
+	return r;
+}
+
+/* Entries in a spool folder, "." and ".." excluded. */
+static int
+count(const char *folder)
+{
+	char *p = xasprintf("%s/%s", spooldir, folder);
+	struct dirent *de;
+	DIR *d = opendir(p);
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 &&
+		    strcmp(de->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	free(p);
+	return n;
+}
+
+static char *
+slurp(const char *path, size_t *lenp)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf;
+	long n;
+
+	ck_assert_ptr_nonnull(fp);
+	fseek(fp, 0, SEEK_END);
+	n = ftell(fp);
+	fseek(fp, 0, SEEK_SET);
+	buf = xmalloc((size_t)n + 1);
+	ck_assert_uint_eq(fread(buf, 1, (size_t)n, fp), (size_t)n);
+	buf[n] = '\0';
+	fclose(fp);
+	*lenp = (size_t)n;
+	return buf;
+}
+
+static void
+put_file(const char *folder, const char *name, const char *data, size_t len)
+{
+	char *p = sub(folder, name);
+	FILE *fp = fopen(p, "wb");
+
+	ck_assert_ptr_nonnull(fp);
+	ck_assert_uint_eq(fwrite(data, 1, len, fp), len);
+	ck_assert_int_eq(fclose(fp), 0);
+	free(p);
+}
+
+/* The message as read back through spool_open_message(). */
+static char *
+read_message(struct spool *spool, const struct envelope *env, size_t *lenp)
+{
+	FILE *fp = spool_open_message(spool, env);
+	char *buf = NULL;
+	size_t cap = 0, len = 0, n;
+
+	ck_assert_ptr_nonnull(fp);
+	do {
+		if (len == cap) {
+			cap = cap ? cap * 2 : 4096;
+			buf = xreallocarray(buf, cap + 1, 1);
+		}
+		n = fread(buf + len, 1, cap - len, fp);
+		len += n;
+	} while (n > 0);
+	fclose(fp);
+	buf = xreallocarray(buf, len + 1, 1);
+	buf[len] = '\0';
+	*lenp = len;
+	return buf;
+}
+
+static const char msg_head[] = "Subject: test\r\nFrom: a@example.org\r\n\r\n";
+static const char msg_body[] = "Hello.\r\n..dot-stuffed line kept as is\r\n"
+                               "\r\nbye\r\n";
+
+static struct envelope *
+sample_env(const char *sender, int nrcpts)
+{
+	struct envelope *env = envelope_new();
+	char addr[64];
+	int i;
+
+	env->sender = xstrdup(sender);
+	for (i = 0; i < nrcpts; i++) {
+		snprintf(addr, sizeof(addr), "rcpt%d@example.net", i);
+		envelope_add_rcpt(env, addr);
+	}
+	return env;
+}
+
+static void
+commit_sample(struct spool *spool, struct envelope *env)
+{
+	struct iovec iov[2] = {
+	    {(void *)msg_head, sizeof(msg_head) - 1},
+	    {(void *)msg_body, sizeof(msg_body) - 1},
+	};
+
+	ck_assert_int_eq(spool_commit(spool, env, iov, 2), 0);
+}
+
+static void
+assert_str_or_null(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		ck_assert_ptr_eq(a, b);
+	else
+		ck_assert_str_eq(a, b);
+}
+
+static void
+assert_env_eq(const struct envelope *a, const struct envelope *b)
+{
+	size_t i;
+
+	ck_assert_str_eq(a->id, b->id);
+	ck_assert_str_eq(
+	    a->sender ? a->sender : "", b->sender ? b->sender : "");
+	ck_assert_uint_eq(a->nrcpts, b->nrcpts);
+	for (i = 0; i < a->nrcpts; i++) {
+		ck_assert_str_eq(a->rcpts[i].addr, b->rcpts[i].addr);
+		ck_assert_int_eq(a->rcpts[i].state, b->rcpts[i].state);
+		assert_str_or_null(a->rcpts[i].reply, b->rcpts[i].reply);
+	}
+	ck_assert_int_eq(a->created, b->created);
+	ck_assert_uint_eq(a->attempts, b->attempts);
+	ck_assert_int_eq(a->next_attempt, b->next_attempt);
+	assert_str_or_null(a->last_reply, b->last_reply);
+	assert_str_or_null(a->origin, b->origin);
+	ck_assert_uint_eq(a->size, b->size);
+}
+
+/* --------------------------------------------------- format and parse */
+
+static const struct {
+	const char *sender;
+	const char *rcpt;
+	enum rcpt_state state;
+	const char *reply;
+	const char *last_reply;
+	const char *origin;
+} roundtrip_cases[] = {
+    {"a@example.org", "b@example.net", RCPT_PENDING, NULL, NULL, NULL},
+    {"", "postmaster", RCPT_SENT, "250 2.0.0 Ok: queued as X", NULL,
+        "client=localhost[127.0.0.1], helo=web"},
+    {"\"john smith\"@example.org", "\"a>b<c d\"@example.net", RCPT_FAILED,
+        "550-5.1.1 first line\r\n550 5.1.1 second line",
+        "550-5.1.1 first line\r\n550 5.1.1 second line", NULL},
+    {"100%@example.org", "%41%@x", RCPT_PENDING, "451 100% busy %0A",
+        "  leading and trailing blanks  ", "tab\there"},
+    {"j\xc3\xbcrgen@b\xc3\xbc"
+     "cher.example",
+        "\xe7\x94\xa8@x.jp", RCPT_SENT, "250 ok\n", "\r\n", "\x01\x7f ctl"},
+};
+
+START_TEST(test_format_roundtrip)
+{
+	struct envelope *env = envelope_new(), *back = NULL;
+	char *hdr, *file, *again;
+	size_t hlen, alen;
+
+	snprintf(env->id, sizeof(env->id), "%s", "0193A4B5C6D7E00001F");
+	env->id[SPOOL_IDLEN] = '\0';
+	env->sender = xstrdup(roundtrip_cases[_i].sender);
+	envelope_add_rcpt(env, roundtrip_cases[_i].rcpt);
+	env->rcpts[0].state = roundtrip_cases[_i].state;
+	envelope_set_reply(&env->rcpts[0].reply, roundtrip_cases[_i].reply);
+	envelope_add_rcpt(env, "second@example.net");
+	envelope_set_reply(&env->last_reply, roundtrip_cases[_i].last_reply);
+	envelope_set_reply(&env->origin, roundtrip_cases[_i].origin);
+	env->created = 1732520000;
+	env->attempts = 7;
+	env->next_attempt = 1732523600;
+	env->size = sizeof(msg_body) - 1;
+
+	hdr = envelope_format(env, &hlen);
+	/* Every header line is one line: no raw CR inside. */
+	ck_assert_ptr_null(memchr(hdr, '\r', hlen));
+	ck_assert(strncmp(hdr, "arnie-spool 1\n", 14) == 0);
+	file = xasprintf("%s%s", hdr, msg_body);
+	ck_assert_int_eq(envelope_parse(file, strlen(file), &back), 0);
+	ck_assert_int_eq(back->body_offset, (off_t)hlen);
+	assert_env_eq(env, back);
+	/* Stable: formatting the parsed envelope gives the same bytes. */
+	again = envelope_format(back, &alen);
+	ck_assert_uint_eq(alen, hlen);
+	ck_assert(memcmp(again, hdr, hlen) == 0);
+	free(again);
+	free(file);
+	free(hdr);
+	envelope_free(back);
+	envelope_free(env);
+}
+END_TEST
+
+START_TEST(test_format_many_rcpts)
+{
+	struct envelope *env = sample_env("s@example.org", 1000), *back = NULL;
+	char *hdr;
+	size_t hlen, i;
+
+	snprintf(env->id, sizeof(env->id), "%s", "0193A4B5C6D7E000020");
+	env->created = 1;
+	for (i = 0; i < env->nrcpts; i += 3) {
+		env->rcpts[i].state = RCPT_SENT;
+		envelope_set_reply(&env->rcpts[i].reply, "250 ok");
+	}
+	env->size = 0;
+	hdr = envelope_format(env, &hlen);
+	ck_assert_int_eq(envelope_parse(hdr, hlen, &back), 0);
+	assert_env_eq(env, back);
+	ck_assert_uint_eq(envelope_pending(back), 666);
+	free(hdr);
+	envelope_free(back);
+	envelope_free(env);
+}
+END_TEST
+
+#define GOOD_HEAD "arnie-spool 1\nid: 0193A4B5C6D7E000020\ncreated: 1\n"
+#define GOOD_RCPT "from: <a@b>\nrcpt: pending <c@d>\n"
+
+static const struct {
+	const char *what;
+	const char *text;
+	bool ok;
+} parse_cases[] = {
+    {"minimal", GOOD_HEAD GOOD_RCPT "size: 3\n\nabc", true},
+    {"unknown key ignored",
+        GOOD_HEAD GOOD_RCPT "x-future: whatever\nsize: 3\n\nabc", true},
+    {"CRLF header",
+        "arnie-spool 1\r\nid: 0193A4B5C6D7E000020\r\n"
+        "created: 1\r\nfrom: <a@b>\r\nrcpt: pending <c@d>\r\n"
+        "size: 3\r\n\r\nabc",
+        true},
+    {"empty body", GOOD_HEAD GOOD_RCPT "size: 0\n\n", true},
+    {"bad version",
+        "arnie-spool 2\nid: 0193A4B5C6D7E000020\n"
+        "created: 1\n" GOOD_RCPT "size: 3\n\nabc",
+        false},
+    {"no magic",
+        "id: 0193A4B5C6D7E000020\ncreated: 1\n" GOOD_RCPT "size: 3\n\nabc",
+        false},
+    {"truncated body", GOOD_HEAD GOOD_RCPT "size: 10\n\nabc", false},
+    {"bytes appended", GOOD_HEAD GOOD_RCPT "size: 2\n\nabc", false},
+    {"no blank line", GOOD_HEAD GOOD_RCPT "size: 0\n", false},
+    {"truncated header", "arnie-spool 1\nid: 0193A4B5", false},
+    {"garbage", "hello world\n\nabc", false},
+    {"empty", "", false},
+    {"missing id", "arnie-spool 1\ncreated: 1\n" GOOD_RCPT "size: 3\n\nabc",
+        false},
+    {"bad id",
+        "arnie-spool 1\nid: 0193a4b5c6d7e0000020\ncreated: 1\n" GOOD_RCPT
+        "size: 3\n\nabc",
+        false},
+    {"missing created",
+        "arnie-spool 1\nid: 0193A4B5C6D7E000020\n" GOOD_RCPT "size: 3\n\nabc",
+        false},
+    {"missing from", GOOD_HEAD "rcpt: pending <c@d>\nsize: 3\n\nabc", false},
+    {"no rcpt", GOOD_HEAD "from: <a@b>\nsize: 3\n\nabc", false},
+    {"missing size", GOOD_HEAD GOOD_RCPT "\nabc", false},
+    {"two froms", GOOD_HEAD GOOD_RCPT "from: <x@y>\nsize: 3\n\nabc", false},
+    {"from without <>",
+        GOOD_HEAD "from: a@b\nrcpt: pending <c@d>\n"
+                  "size: 3\n\nabc",
+        false},
+    {"bad state",
+        GOOD_HEAD "from: <a@b>\nrcpt: maybe <c@d>\n"
+                  "size: 3\n\nabc",
+        false},
+    {"negative size", GOOD_HEAD GOOD_RCPT "size: -3\n\nabc", false},
+    {"size overflow",
+        GOOD_HEAD GOOD_RCPT "size: 99999999999999999999999\n\nabc", false},
+    {"line without colon", GOOD_HEAD GOOD_RCPT "junk\nsize: 3\n\nabc", false},
+    {"encoded NUL",
+        GOOD_HEAD "from: <a%00b>\nrcpt: pending <c@d>\n"
+                  "size: 3\n\nabc",
+        false},
+};
+
+START_TEST(test_parse_table)
+{
+	struct envelope *env = NULL;
+	const char *text = parse_cases[_i].text;
+	int rc;
+
+	errno = 0;
+	rc = envelope_parse(text, strlen(text), &env);
+	if (parse_cases[_i].ok) {
+		ck_assert_msg(rc == 0, "%s: rejected", parse_cases[_i].what);
+		ck_assert_str_eq(env->rcpts[0].addr, "c@d");
+		envelope_free(env);
+	} else {
+		ck_assert_msg(rc == -1 && errno == EBADMSG,
+		    "%s: accepted or wrong errno", parse_cases[_i].what);
+	}
+}
+END_TEST
+
+START_TEST(test_parse_nul_in_header)
+{
+	static const char text[] =
+	    GOOD_HEAD "origin: a\0b\n" GOOD_RCPT "size: 3\n\nabc";
+	struct envelope *env = NULL;
+
+	errno = 0;
+	ck_assert_int_eq(envelope_parse(text, sizeof(text) - 1, &env), -1);
+	ck_assert_int_eq(errno, EBADMSG);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- IDs */
+
+#define ID_THREADS 4
+#define ID_PER_THREAD 5000
+
+static char ids[ID_THREADS * ID_PER_THREAD][SPOOL_IDLEN + 1];
+
+static void *
+id_thread(void *arg)
+{
+	char(*mine)[SPOOL_IDLEN + 1] = arg;
+	int i;
+
+	for (i = 0; i < ID_PER_THREAD; i++)
+		spool_new_id(NULL, mine[i]);
+	return NULL;
+}
+
+static int
+cmp_id(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+START_TEST(test_ids)
+{
+	pthread_t th[ID_THREADS];
+	char prev[SPOOL_IDLEN + 1], id[SPOOL_IDLEN + 1];
+	time_t now = time(NULL), t;
+	int i, j;
+
+	/* One thread: strictly increasing (as strings, so ls sorts them by
+	 * arrival), well formed, with our PID and the current time. */
+	spool_new_id(NULL, prev);
+	for (i = 0; i < 10000; i++) {
+		spool_new_id(NULL, id);
+		ck_assert_uint_eq(strlen(id), SPOOL_IDLEN);
+		ck_assert_msg(strcmp(prev, id) < 0, "%s !< %s", prev, id);
+		memcpy(prev, id, sizeof(id));
+	}
+	for (j = 0; j < SPOOL_IDLEN; j++)
+		ck_assert(strchr("0123456789ABCDEF", id[j]) != NULL);
+	ck_assert_uint_eq(
+	    strtoul(id + 13, NULL, 16), (unsigned long)getpid() & 0xFFFFFF);
+	t = spool_id_time(id);
+	ck_assert(t >= now - 1 && t <= time(NULL) + 1);
+	ck_assert_int_eq(spool_id_time("0193A4B5C6D7E00001"), -1);
+	ck_assert_int_eq(spool_id_time("0193A4B5C6D7E0000Z1"), -1);
+	ck_assert_int_eq(spool_id_time("0193a4b5c6d7e000001"), -1);
+	ck_assert_int_eq(spool_id_time(".0193A4B5C6D7E00001"), -1);
+
+	/* Several threads: increasing within each, unique across all. */
+	for (i = 0; i < ID_THREADS; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, id_thread,
+		                     ids[i * ID_PER_THREAD]),
+		    0);
+	for (i = 0; i < ID_THREADS; i++)
+		pthread_join(th[i], NULL);
+	for (i = 0; i < ID_THREADS; i++)
+		for (j = 1; j < ID_PER_THREAD; j++)
+			ck_assert(strcmp(ids[i * ID_PER_THREAD + j - 1],
+			              ids[i * ID_PER_THREAD + j]) < 0);
+	qsort(ids, ID_THREADS * ID_PER_THREAD, sizeof(ids[0]), cmp_id);
+	for (i = 1; i < ID_THREADS * ID_PER_THREAD; i++)
+		ck_assert_msg(
+		    strcmp(ids[i - 1], ids[i]) != 0, "duplicate %s", ids[i]);
+}
+END_TEST
+
+/* ------------------------------------------------------- spool files */
+
+START_TEST(test_open_creates_folders)
+{
+	static const char *const folders[] = {
+	    "inbox",
+	    "outbox",
+	    "sent",
+	    "failed",
+	    "corrupt",
+	};
+	struct spool *spool = spool_open(spooldir, false);
+	struct stat st;
+	char *p;
+	size_t i;
+
+	ck_assert_ptr_nonnull(spool);
+	ck_assert_str_eq(spool_path(spool), spooldir);
+	p = xasprintf("%s/outbox", spooldir);
+	ck_assert_str_eq(spool_outbox_path(spool), p);
+	free(p);
+	for (i = 0; i < sizeof(folders) / sizeof(folders[0]); i++) {
+		p = xasprintf("%s/%s", spooldir, folders[i]);
+		ck_assert_int_eq(stat(p, &st), 0);
+		ck_assert(S_ISDIR(st.st_mode));
+		ck_assert_int_eq(st.st_mode & 0777, 0700);
+		free(p);
+	}
+	spool_close(spool);
+	/* Opening again an existing spool works. */
+	spool = spool_open(spooldir, true);
+	ck_assert_ptr_nonnull(spool);
+	spool_close(spool);
+	/* A path through a regular file cannot be a spool. */
+	p = xasprintf("%s/plainfile", tmpdir);
+	ck_assert_int_eq(close(open(p, O_CREAT | O_WRONLY, 0600)), 0);
+	free(p);
+	p = xasprintf("%s/plainfile/arniefiles", tmpdir);
+	errno = 0;
+	ck_assert_ptr_null(spool_open(p, false));
+	ck_assert_int_eq(errno, ENOTDIR);
+	free(p);
+}
+END_TEST
+
+START_TEST(test_commit_load)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 3), *back = NULL;
+	char *path, *file, *msg;
+	size_t flen, mlen;
+	time_t before = time(NULL);
+	struct stat st;
+
+	envelope_set_reply(&env->origin, "client=localhost[127.0.0.1]");
+	commit_sample(spool, env);
+	ck_assert_uint_eq(strlen(env->id), SPOOL_IDLEN);
+	ck_assert(env->created >= before && env->created <= time(NULL));
+	ck_assert_int_eq(env->next_attempt, env->created);
+	ck_assert_uint_eq(
+	    env->size, sizeof(msg_head) - 1 + sizeof(msg_body) - 1);
+	ck_assert_int_eq(count("inbox"), 0);
+	ck_assert(exists("outbox", env->id));
+
+	path = sub("outbox", env->id);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	/* The file is header + the message byte for byte. */
+	file = slurp(path, &flen);
+	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
+	env->body_offset = back->body_offset;
+	assert_env_eq(env, back);
+	ck_assert_uint_eq(flen - (size_t)back->body_offset, env->size);
+	ck_assert(memcmp(file + back->body_offset, msg_head,
+	              sizeof(msg_head) - 1) == 0);
+	msg = read_message(spool, back, &mlen);
+	ck_assert_uint_eq(mlen, env->size);
+	ck_assert(memcmp(msg, msg_head, sizeof(msg_head) - 1) == 0);
+	ck_assert(memcmp(msg + sizeof(msg_head) - 1, msg_body,
+	              sizeof(msg_body) - 1) == 0);
+
+	envelope_free(back);
+	errno = 0;
+	ck_assert_int_eq(spool_load(spool, "0193A4B5C6D7E000020", &back), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	free(msg);
+	free(file);
+	free(path);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+START_TEST(test_update)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 2), *back = NULL;
+	struct envelope *again = NULL;
+	char *msg, *long_reply;
+	size_t mlen;
+	int round;
+
+	commit_sample(spool, env);
+	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
+	/* Twice, with a header that grows: the body must follow, even for
+	 * the stale body_offset of the envelope loaded first. */
+	for (round = 1; round <= 2; round++) {
+		back->attempts = (unsigned)round;
+		back->next_attempt += 60 * round;
+		back->rcpts[0].state = RCPT_SENT;
+		envelope_set_reply(&back->rcpts[0].reply, "250 2.0.0 Ok");
+		long_reply = xasprintf("451-4.7.1 try later (round %d)\r\n"
+		                       "451 4.7.1 %0*d",
+		    round, 200 * round, 0);
+		envelope_set_reply(&back->rcpts[1].reply, long_reply);
+		envelope_set_reply(&back->last_reply, long_reply);
+		free(long_reply);
+		ck_assert_int_eq(spool_update(spool, back), 0);
+		ck_assert_int_eq(count("inbox"), 0);
+		ck_assert_int_eq(spool_load(spool, env->id, &again), 0);
+		back->body_offset = again->body_offset;
+		assert_env_eq(back, again);
+		ck_assert_uint_eq(envelope_pending(again), 1);
+		envelope_free(again);
+		again = NULL;
+		msg = read_message(spool, env, &mlen);
+		ck_assert_uint_eq(mlen, env->size);
+		ck_assert(memcmp(msg + sizeof(msg_head) - 1, msg_body,
+		              sizeof(msg_body) - 1) == 0);
+		free(msg);
+	}
+	ck_assert_int_eq(count("outbox"), 1);
+	envelope_free(back);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+static const struct {
+	bool save_sent;
+	enum spool_fate fate;
+	const char *folder; /* where it ends, NULL: nowhere */
+} finish_cases[] = {
+    {true, SPOOL_SENT, "sent"},
+    {false, SPOOL_SENT, NULL},
+    {false, SPOOL_FAILED, "failed"},
+    {true, SPOOL_FAILED, "failed"},
+};
+
+START_TEST(test_finish)
+{
+	struct spool *spool = spool_open(spooldir, finish_cases[_i].save_sent);
+	struct envelope *env = sample_env("a@example.org", 1), *fin = NULL;
+	const char *folder = finish_cases[_i].folder;
+	char *path, *file;
+	size_t flen;
+
+	commit_sample(spool, env);
+	env->rcpts[0].state =
+	    finish_cases[_i].fate == SPOOL_SENT ? RCPT_SENT : RCPT_FAILED;
+	envelope_set_reply(&env->rcpts[0].reply,
+	    finish_cases[_i].fate == SPOOL_SENT
+	        ? "250 ok"
+	        : "550 5.1.1 <rcpt0@example.net>: no such user");
+	envelope_set_reply(&env->last_reply, env->rcpts[0].reply);
+	env->attempts = 1;
+	ck_assert_int_eq(spool_finish(spool, env, finish_cases[_i].fate), 0);
+	ck_assert(!exists("outbox", env->id));
+	ck_assert_int_eq(count("inbox"), 0);
+	ck_assert_int_eq(count("sent") + count("failed"), folder ? 1 : 0);
+	if (folder != NULL) {
+		path = sub(folder, env->id);
+		file = slurp(path, &flen);
+		ck_assert_int_eq(envelope_parse(file, flen, &fin), 0);
+		env->body_offset = fin->body_offset;
+		assert_env_eq(env, fin);
+		ck_assert(memcmp(file + fin->body_offset, msg_head,
+		              sizeof(msg_head) - 1) == 0);
+		envelope_free(fin);
+		free(file);
+		free(path);
+	}
+	/* Finishing what is gone is an error, not a crash. */
+	errno = 0;
+	ck_assert_int_eq(spool_finish(spool, env, SPOOL_FAILED), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+/* A crash between the final copy and the unlink of outbox/ID. */
+START_TEST(test_finish_leftover)
+{
+	struct spool *spool = spool_open(spooldir, true);
+	struct envelope *env = sample_env("a@example.org", 1), *back = NULL;
+	struct timespec old[2] = {{1000000, 0}, {1000000, 0}};
+	char *path, *file;
+	size_t flen;
+
+	commit_sample(spool, env);
+	path = sub("outbox", env->id);
+	file = slurp(path, &flen);
+	/* An older copy in failed/ (an operator's retry by cp): kept. */
+	put_file("failed", env->id, file, flen);
+	free(path);
+	path = sub("failed", env->id);
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, old, 0), 0);
+	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
+	envelope_free(back);
+	back = NULL;
+	/* A copy in sent/ at least as new: the move was interrupted. */
+	put_file("sent", env->id, file, flen);
+	errno = 0;
+	ck_assert_int_eq(spool_load(spool, env->id, &back), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	ck_assert(!exists("outbox", env->id));
+	ck_assert(exists("sent", env->id));
+	free(path);
+	free(file);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+static void
+count_fn(const char *id, void *arg)
+{
+	(void)id;
+	(*(int *)arg)++;
+}
+
+START_TEST(test_quarantine_and_scan)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env[3], *back = NULL;
+	char bad[SPOOL_IDLEN + 1];
+	static const char garbage[] = "arnie-spool 1\nthis is not\n\n";
+	int i, seen = 0;
+
+	for (i = 0; i < 3; i++) {
+		env[i] = sample_env("a@example.org", 1);
+		commit_sample(spool, env[i]);
+	}
+	spool_new_id(spool, bad);
+	put_file("outbox", bad, garbage, sizeof(garbage) - 1);
+	put_file("outbox", ".hidden", "x", 1);
+	put_file("outbox", "README", "x", 1);
+	put_file("outbox", "0193A4B5C6D7E000020.tmp", "x", 1);
+	ck_assert_int_eq(spool_scan(spool, count_fn, &seen), 0);
+	ck_assert_int_eq(seen, 4);
+
+	errno = 0;
+	ck_assert_int_eq(spool_load(spool, bad, &back), -1);
+	ck_assert_int_eq(errno, EBADMSG);
+	ck_assert_int_eq(spool_quarantine(spool, bad), 0);
+	ck_assert(!exists("outbox", bad));
+	ck_assert(exists("corrupt", bad));
+	seen = 0;
+	ck_assert_int_eq(spool_scan(spool, count_fn, &seen), 0);
+	ck_assert_int_eq(seen, 3);
+	/* A file whose name differs from its id line is not trusted. */
+	{
+		char *p = sub("outbox", env[0]->id), *data;
+		size_t len;
+
+		data = slurp(p, &len);
+		spool_new_id(spool, bad);
+		put_file("outbox", bad, data, len);
+		errno = 0;
+		ck_assert_int_eq(spool_load(spool, bad, &back), -1);
+		ck_assert_int_eq(errno, EBADMSG);
+		free(data);
+		free(p);
+	}
+	for (i = 0; i < 3; i++)
+		envelope_free(env[i]);
+	spool_close(spool);
+}
+END_TEST
+
+/* An ID with a given time (seconds ago) and PID. */
+static void
+make_id(char id[SPOOL_IDLEN + 1], long ago, pid_t pid)
+{
+	struct timespec ts;
+	unsigned long long us;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	us = ((unsigned long long)ts.tv_sec - (unsigned long long)ago) *
+	         1000000ULL +
+	     (unsigned long long)ts.tv_nsec / 1000;
+	snprintf(
+	    id, SPOOL_IDLEN + 1, "%013llX%06X", us, (unsigned)pid & 0xFFFFFFu);
+}
+
+START_TEST(test_cleanup_inbox)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	char dead_id[SPOOL_IDLEN + 1], live_id[SPOOL_IDLEN + 1];
+	char old_live[SPOOL_IDLEN + 1], own_old[SPOOL_IDLEN + 1];
+	char own_new[SPOOL_IDLEN + 1];
+	pid_t dead, live;
+	int status;
+
+	/* A PID that was alive and is now gone (reaped). */
+	if ((dead = fork()) == 0)
+		_exit(0);
+	ck_assert_int_gt(dead, 0);
+	ck_assert_int_eq(waitpid(dead, &status, 0), dead);
+	/* A live foreign writer: a child that sleeps until we kill it. */
+	if ((live = fork()) == 0) {
+		pause();
+		_exit(0);
+	}
+	ck_assert_int_gt(live, 0);
+
+	make_id(own_old, 3600, getpid()); /* before our first ID: stale */
+	spool_new_id(spool, own_new);     /* ours, in progress */
+	make_id(dead_id, 5, dead);
+	make_id(live_id, 5, live);
+	make_id(old_live, 3 * 24 * 3600, live); /* PID reused long after */
+	put_file("inbox", own_old, "x", 1);
+	put_file("inbox", own_new, "x", 1);
+	put_file("inbox", dead_id, "x", 1);
+	put_file("inbox", live_id, "x", 1);
+	put_file("inbox", old_live, "x", 1);
+	put_file("inbox", "junk.tmp", "x", 1);
+	put_file("inbox", ".dotfile", "x", 1);
+
+	ck_assert_int_eq(spool_cleanup_inbox(spool), 5);
+	ck_assert(exists("inbox", own_new));
+	ck_assert(exists("inbox", live_id));
+	ck_assert_int_eq(count("inbox"), 2);
+	/* Once the writer is gone its file is junk too. */
+	kill(live, SIGKILL);
+	ck_assert_int_eq(waitpid(live, &status, 0), live);
+	ck_assert_int_eq(spool_cleanup_inbox(spool), 1);
+	ck_assert(exists("inbox", own_new));
+	ck_assert_int_eq(count("inbox"), 1);
+	spool_close(spool);
+}
+END_TEST
+
+START_TEST(test_write_fails_no_outbox)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 1);
+	struct iovec iov = {(void *)msg_body, sizeof(msg_body) - 1};
+	char *p = xasprintf("%s/outbox", spooldir);
+
+	/* The open descriptor now names a deleted folder: the rename fails
+	 * even for root, which chmod would not stop. */
+	ck_assert_int_eq(rmdir(p), 0);
+	errno = 0;
+	ck_assert_int_eq(spool_commit(spool, env, &iov, 1), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	ck_assert_int_eq(count("inbox"), 0);
+	free(p);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+START_TEST(test_write_fails_file_too_big)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 1);
+	static char big[64 * 1024];
+	struct iovec iov = {big, sizeof(big)};
+	struct rlimit old, lim;
+	void (*oldsig)(int);
+	int rc, err, lifted;
+
+	/* A write that fails half-way, as on a full disk: the file size
+	 * limit makes write() fail with EFBIG, root or not. */
+	memset(big, 'x', sizeof(big));
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 4096;
+	oldsig = signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	/* No ck_assert until the limit is lifted: Check writes its own
+	 * files too. */
+	errno = 0;
+	rc = spool_commit(spool, env, &iov, 1);
+	err = errno;
+	lifted = setrlimit(RLIMIT_FSIZE, &old);
+	signal(SIGXFSZ, oldsig);
+	ck_assert_int_eq(lifted, 0);
+	ck_assert_int_eq(rc, -1);
+	ck_assert_int_eq(err, EFBIG);
+	ck_assert_int_eq(count("inbox"), 0);
+	ck_assert_int_eq(count("outbox"), 0);
+	/* And the same envelope commits once the disk is fine again. */
+	ck_assert_int_eq(spool_commit(spool, env, &iov, 1), 0);
+	ck_assert_int_eq(count("outbox"), 1);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+START_TEST(test_lock_sender)
+{
+	struct spool *a = spool_open(spooldir, false);
+	struct spool *b = spool_open(spooldir, false);
+
+	ck_assert_int_eq(spool_lock_sender(a), 0);
+	ck_assert_int_eq(spool_lock_sender(a), 0); /* already ours */
+	errno = 0;
+	ck_assert_int_eq(spool_lock_sender(b), -1);
+	ck_assert_int_eq(errno, EWOULDBLOCK);
+	spool_close(a);
+	ck_assert_int_eq(spool_lock_sender(b), 0);
+	spool_close(b);
+}
+END_TEST
+
+/* ------------------------------------------------------------ commitq */
+
+#define CQ_THREADS 5
+#define CQ_PER_THREAD 20
+
+struct cq_job {
+	struct envelope *env;
+	char body[64];
+	struct iovec iov;
+	int error;
+	bool called;
+};
+
+static pthread_mutex_t cq_lock = PTHREAD_MUTEX_INITIALIZER;
+static int cq_done;
+static struct cq_job cq_jobs[CQ_THREADS * CQ_PER_THREAD];
+static struct commitq *cq;
+
+static void
+cq_done_fn(void *arg, int error)
+{
+	struct cq_job *j = arg;
+
+	pthread_mutex_lock(&cq_lock);
+	j->error = error;
+	j->called = true;
+	cq_done++;
+	pthread_mutex_unlock(&cq_lock);
+}
+
+static void *
+cq_thread(void *arg)
+{
+	struct cq_job *mine = arg;
+	int i;
+
+	for (i = 0; i < CQ_PER_THREAD; i++)
+		commitq_submit(
+		    cq, mine[i].env, &mine[i].iov, 1, cq_done_fn, &mine[i]);
+	return NULL;
+}
+
+START_TEST(test_commitq)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *back = NULL, *bad = envelope_new();
+	struct cq_job badjob = {0};
+	pthread_t th[CQ_THREADS];
+	char *msg;
+	size_t mlen;
+	int i;
+
+	for (i = 0; i < CQ_THREADS * CQ_PER_THREAD; i++) {
+		cq_jobs[i].env = sample_env("a@example.org", 2);
+		snprintf(cq_jobs[i].body, sizeof(cq_jobs[i].body),
+		    "Subject: %d\r\n\r\nmessage %d\r\n", i, i);
+		cq_jobs[i].iov.iov_base = cq_jobs[i].body;
+		cq_jobs[i].iov.iov_len = strlen(cq_jobs[i].body);
+		cq_jobs[i].error = -1;
+	}
+	cq = commitq_new(spool, NULL);
+	for (i = 0; i < CQ_THREADS; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, cq_thread,
+		                     &cq_jobs[i * CQ_PER_THREAD]),
+		    0);
+	/* A job that fails (no recipients) fails alone. */
+	badjob.iov = (struct iovec){(void *)msg_body, 3};
+	commitq_submit(cq, bad, &badjob.iov, 1, cq_done_fn, &badjob);
+	for (i = 0; i < CQ_THREADS; i++)
+		pthread_join(th[i], NULL);
+	commitq_free(cq); /* drains every submitted job */
+
+	ck_assert_int_eq(cq_done, CQ_THREADS * CQ_PER_THREAD + 1);
+	ck_assert(badjob.called);
+	ck_assert_int_eq(badjob.error, EINVAL);
+	ck_assert_int_eq(count("outbox"), CQ_THREADS * CQ_PER_THREAD);
+	ck_assert_int_eq(count("inbox"), 0);
+	for (i = 0; i < CQ_THREADS * CQ_PER_THREAD; i++) {
+		ck_assert(cq_jobs[i].called);
+		ck_assert_int_eq(cq_jobs[i].error, 0);
+		ck_assert_int_eq(
+		    spool_load(spool, cq_jobs[i].env->id, &back), 0);
+		msg = read_message(spool, back, &mlen);
+		ck_assert_uint_eq(mlen, strlen(cq_jobs[i].body));
+		ck_assert(memcmp(msg, cq_jobs[i].body, mlen) == 0);
+		free(msg);
+		envelope_free(back);
+		envelope_free(cq_jobs[i].env);
+	}
+	envelope_free(bad);
+	spool_close(spool);
+}
+END_TEST
+
+/* ------------------------------------------------------------- suite */
+
+static Suite *
+spool_suite(void)
+{
+	Suite *s = suite_create("spool");
+	TCase *tc;
+
+	tc = tcase_create("envelope");
+	tcase_add_loop_test(tc, test_format_roundtrip, 0,
+	    sizeof(roundtrip_cases) / sizeof(roundtrip_cases[0]));
+	tcase_add_test(tc, test_format_many_rcpts);
+	tcase_add_loop_test(tc, test_parse_table, 0,
+	    sizeof(parse_cases) / sizeof(parse_cases[0]));
+	tcase_add_test(tc, test_parse_nul_in_header);
+	tcase_add_test(tc, test_ids);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("files");
+	tcase_add_unchecked_fixture(tc, make_base, remove_base);
+	tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_open_creates_folders);
+	tcase_add_test(tc, test_commit_load);
+	tcase_add_test(tc, test_update);
+	tcase_add_loop_test(
+	    tc, test_finish, 0, sizeof(finish_cases) / sizeof(finish_cases[0]));
+	tcase_add_test(tc, test_finish_leftover);
+	tcase_add_test(tc, test_quarantine_and_scan);
+	tcase_add_test(tc, test_cleanup_inbox);
+	tcase_add_test(tc, test_write_fails_no_outbox);
+	tcase_add_test(tc, test_write_fails_file_too_big);
+	tcase_add_test(tc, test_lock_sender);
+	tcase_add_test(tc, test_commitq);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(spool_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
