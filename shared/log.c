@@ -1,7 +1,9 @@
 /*
  * log: see log.h.  Keeps one file descriptor; a line is built in a stack
  * buffer and written at once, so concurrent threads need no lock for output.
- * The lock only guards swapping the descriptor on reopen.
+ * The lock only guards swapping the descriptor on reopen.  It is held
+ * across fork() (pthread_atfork), so that a child process (the relay's
+ * session) never starts with it taken by a thread it does not have.
  */
 #include "autoconf.h"
 
@@ -20,6 +22,7 @@
 #define LOG_LINE_MAX 4096
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t log_atfork_once = PTHREAD_ONCE_INIT;
 static const char *log_progname = "arnie";
 static char *log_path;
 static int log_fd = STDERR_FILENO;
@@ -32,11 +35,31 @@ open_log_file(const char *path)
 	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 }
 
+static void
+log_fork_prepare(void)
+{
+	pthread_mutex_lock(&log_lock);
+}
+
+static void
+log_fork_release(void)
+{
+	pthread_mutex_unlock(&log_lock);
+}
+
+static void
+log_atfork(void)
+{
+	(void)pthread_atfork(
+	    log_fork_prepare, log_fork_release, log_fork_release);
+}
+
 int
 log_init(const char *progname, const char *path, int verbose)
 {
 	int fd;
 
+	pthread_once(&log_atfork_once, log_atfork);
 	log_progname = progname;
 	log_verbose = verbose;
 	log_journal = getenv("JOURNAL_STREAM") != NULL && path == NULL;

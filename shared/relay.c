@@ -2,6 +2,12 @@
  * relay: see relay.h.  One libesmtp session per relay_send(): one
  * connection, every message of the batch on it, then QUIT.
  *
+ * The session runs in a child process (see relay_send() at the bottom):
+ * the parent prepares the messages, logs, forks, reads the child's report
+ * from a pipe under a deadline, and reaps it; the child runs libesmtp, sends
+ * each message's results as soon as they are final, then the session's
+ * status, and exits.  A libesmtp crash or hang thus costs one session.
+ *
  * What this module does: hands libesmtp Arnie's own SSL_CTX (TLS 1.2 or
  * later, system CA store plus OUTBOUND_EMAIL_CA_FILE, the configured host
  * name checked by OpenSSL and sent as SNI), the AUTH credentials (only over
@@ -25,6 +31,8 @@
  *   address) during the handshake when verification is on, so the
  *   SMTP_EV_WRONG_PEER_CERTIFICATE event is overruled.
  * - smtp_set_timeout() takes milliseconds (its minimum is 1000).
+ * - Its I/O loop can deadlock on TLS 1.3 session tickets (see
+ *   make_ssl_ctx()), so TLS is capped at 1.2.
  * - Requesting BODY=8BITMIME makes 8BITMIME a required extension: a server
  *   without it would make the whole session quit.  So no BODY= is sent.
  * - Message headers: libesmtp adds Date:, From: and Message-Id: when the
@@ -35,22 +43,34 @@
  *   that has each of Date, From and Message-Id once and neither of the
  *   dropped headers goes out byte for byte.
  */
-#include "config.h"
+#include "autoconf.h"
 
 #include "relay.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 /* <openssl/ssl.h> first: libesmtp.h declares smtp_starttls_set_ctx() only
  * when it sees OpenSSL's types; auth-client.h before it for
@@ -61,6 +81,7 @@
 #include <auth-client.h>
 #include <libesmtp.h>
 
+#include "config.h"
 #include "log.h"
 #include "spool.h"
 #include "xmalloc.h"
@@ -71,16 +92,19 @@
 struct relay {
 	char *host;
 	int port;
-	char *name;		/* "host:port" */
+	char *name; /* "host:port" */
 	bool use_tls;
 	bool tls_verify;
 	bool host_is_ip;
 	char *username;
-	char *password;		/* secret */
+	char *password; /* secret */
 	char *helo_name;
 	long send_timeout;
-	SSL_CTX *ssl_ctx;	/* NULL without TLS */
-	struct session_state *cur; /* the relay_send() in progress */
+	SSL_CTX *ssl_ctx;           /* NULL without TLS */
+	struct session_state *cur;  /* the session in progress (child only) */
+	pthread_mutex_t child_lock; /* guards child, for relay_abort() */
+	pid_t child;                /* the session process, 0 when none */
+	bool aborted;               /* relay_abort() killed it */
 };
 
 enum auth_state {
@@ -94,14 +118,25 @@ enum auth_state {
 struct body {
 	FILE *fp;
 	off_t offset;
-	uint64_t size;		/* 0: up to end of file */
+	uint64_t size; /* 0: up to end of file */
 	uint64_t done;
-	int error;		/* errno of a failed read, sticky */
+	int error; /* errno of a failed read, sticky */
 };
 
-/* What one session learnt besides libesmtp's statuses. */
+/* What one session learnt besides libesmtp's statuses, and what it needs
+ * to turn them into results.  Lives in the session process only. */
 struct session_state {
 	struct relay *relay;
+	struct relay_msg *msgs;
+	size_t n;
+	smtp_message_t *smsg;     /* NULL: nothing pending, not sent */
+	smtp_recipient_t **srcpt; /* NULL: recipient not pending */
+	bool *reported;           /* its results went to the parent */
+	int fd;                   /* the report pipe */
+	int started;              /* smtp_start_session()'s result */
+	size_t attempted;
+	char sreason[RELAY_REPLY_MAX];
+	char qw_reply[RELAY_REPLY_MAX];
 	bool connected;
 	bool tls_ok;
 	bool starttls_missing;
@@ -266,8 +301,8 @@ verify_cb(int ok, X509_STORE_CTX *xs)
 
 	if (ok)
 		return ok;
-	ssl = X509_STORE_CTX_get_ex_data(xs,
-	    SSL_get_ex_data_X509_STORE_CTX_idx());
+	ssl = X509_STORE_CTX_get_ex_data(
+	    xs, SSL_get_ex_data_X509_STORE_CTX_idx());
 	if (ssl == NULL || (relay = relay_of_ssl(ssl)) == NULL ||
 	    (st = relay->cur) == NULL || !relay->tls_verify ||
 	    st->tls_error[0] != '\0')
@@ -275,8 +310,8 @@ verify_cb(int ok, X509_STORE_CTX *xs)
 	err = X509_STORE_CTX_get_error(xs);
 	depth = X509_STORE_CTX_get_error_depth(xs);
 	if ((cert = X509_STORE_CTX_get_current_cert(xs)) != NULL)
-		X509_NAME_oneline(X509_get_subject_name(cert), subject,
-		    sizeof(subject));
+		X509_NAME_oneline(
+		    X509_get_subject_name(cert), subject, sizeof(subject));
 	snprintf(st->tls_error, sizeof(st->tls_error),
 	    "certificate verify failed: %s (depth %d, subject %s)",
 	    X509_verify_cert_error_string(err), depth,
@@ -285,8 +320,7 @@ verify_cb(int ok, X509_STORE_CTX *xs)
 }
 
 static SSL_CTX *
-make_ssl_ctx(struct relay *relay, const char *ca_file, char *err,
-    size_t errlen)
+make_ssl_ctx(struct relay *relay, const char *ca_file, char *err, size_t errlen)
 {
 	SSL_CTX *ctx;
 	X509_VERIFY_PARAM *param;
@@ -298,6 +332,12 @@ make_ssl_ctx(struct relay *relay, const char *ca_file, char *err,
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	/* TLS 1.3 servers send session tickets after the handshake.  When
+	 * they are already in the socket as libesmtp 1.1 polls after queueing
+	 * its EHLO, it reads before it writes, waits for a reply to a command
+	 * it has not sent, and the session dies at the timeout.  TLS 1.2 has
+	 * no post-handshake messages. */
+	SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
 	if (SSL_CTX_set_default_verify_paths(ctx) != 1)
 		log_warnx("relay: cannot load the system CA store");
 	if (ca_file != NULL && *ca_file != '\0' &&
@@ -307,13 +347,15 @@ make_ssl_ctx(struct relay *relay, const char *ca_file, char *err,
 		goto fail;
 	}
 	param = SSL_CTX_get0_param(ctx);
-	X509_VERIFY_PARAM_set_hostflags(param,
-	    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-	if (relay->host_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param,
-	    relay->host) != 1 : X509_VERIFY_PARAM_set1_host(param, relay->host,
-	    0) != 1) {
-		snprintf(err, errlen, "OUTBOUND_EMAIL_HOST %s: not usable for "
-		    "certificate checks", relay->host);
+	X509_VERIFY_PARAM_set_hostflags(
+	    param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if (relay->host_is_ip
+	        ? X509_VERIFY_PARAM_set1_ip_asc(param, relay->host) != 1
+	        : X509_VERIFY_PARAM_set1_host(param, relay->host, 0) != 1) {
+		snprintf(err, errlen,
+		    "OUTBOUND_EMAIL_HOST %s: not usable for "
+		    "certificate checks",
+		    relay->host);
 		goto fail;
 	}
 	SSL_CTX_set_verify(ctx,
@@ -404,7 +446,7 @@ monitor_line(struct session_state *st, const char *line, size_t len)
 	    !isdigit((unsigned char)line[2]))
 		return;
 	if (len > 3 && line[3] != ' ')
-		return;		/* not the last line of the reply */
+		return; /* not the last line of the reply */
 	code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
 	one_line(text, sizeof(text), line);
 	st->last_code = code;
@@ -474,34 +516,82 @@ monitor_cb(const char *buf, int buflen, int writing, void *arg)
 	}
 }
 
+static void message_ended(struct session_state *st, smtp_message_t msg);
+
+/*
+ * libesmtp writes a message in several write(2)s and never sets TCP_NODELAY,
+ * so Nagle's algorithm holds the last piece until the server's delayed ACK,
+ * 40 ms per message: 22 instead of 3,000 messages a second over loopback.
+ * libesmtp does not show its socket, but this process closed every socket
+ * it inherited (child_setup()), so the only one open now is the upstream's.
+ */
+static void
+set_upstream_nodelay(void)
+{
+	struct dirent *de;
+	struct stat sb;
+	int one = 1;
+	DIR *dir;
+	int fd;
+
+	if ((dir = opendir("/proc/self/fd")) == NULL)
+		return;
+	while ((de = readdir(dir)) != NULL) {
+		fd = atoi(de->d_name);
+		if (fd > STDERR_FILENO && fd != dirfd(dir) &&
+		    fstat(fd, &sb) == 0 && S_ISSOCK(sb.st_mode))
+			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+			    sizeof(one));
+	}
+	closedir(dir);
+}
+
 static void
 event_cb(smtp_session_t session, int event_no, void *arg, ...)
 {
 	struct session_state *st = arg;
 	struct relay *relay = st->relay;
+	const smtp_status_t *mst;
+	smtp_message_t msg;
 	va_list ap;
 	int *ok;
 	long vfy;
 	int bits;
 	const char *s;
+	SSL *ssl;
 
 	(void)session;
 	va_start(ap, arg);
 	switch (event_no) {
+	case SMTP_EV_MAILSTATUS:
+		/* A refused MAIL ends the message: libesmtp goes on to the
+		 * next one without a MESSAGESENT event. */
+		(void)va_arg(ap, const char *);
+		msg = va_arg(ap, smtp_message_t);
+		mst = smtp_reverse_path_status(msg);
+		if (mst != NULL && mst->code / 100 != 2)
+			message_ended(st, msg);
+		break;
+	case SMTP_EV_MESSAGESENT:
+		/* The reply to DATA or to the end of DATA: final. */
+		message_ended(st, va_arg(ap, smtp_message_t));
+		break;
 	case SMTP_EV_CONNECT:
 		st->connected = true;
+		set_upstream_nodelay();
 		log_debug("relay %s: connected", relay->name);
 		break;
 	case SMTP_EV_DISCONNECT:
 		log_debug("relay %s: disconnected", relay->name);
 		break;
 	case SMTP_EV_STARTTLS_OK:
-		(void)va_arg(ap, void *);
+		ssl = va_arg(ap, SSL *);
 		s = va_arg(ap, const char *);
 		bits = va_arg(ap, int);
 		st->tls_ok = true;
-		log_debug("relay %s: TLS established (%s, %d bits)",
-		    relay->name, s != NULL ? s : "?", bits);
+		log_debug("relay %s: TLS established (%s, %s, %d bits)",
+		    relay->name, ssl != NULL ? SSL_get_version(ssl) : "?",
+		    s != NULL ? s : "?", bits);
 		break;
 	case SMTP_EV_EXTNA_STARTTLS:
 		st->starttls_missing = true;
@@ -563,8 +653,8 @@ event_cb(smtp_session_t session, int event_no, void *arg, ...)
 		    "unusable client certificate in libesmtp's user folder");
 		break;
 	case SMTP_EV_UNUSABLE_CA_LIST:
-		snprintf(st->tls_error, sizeof(st->tls_error),
-		    "unusable CA list");
+		snprintf(
+		    st->tls_error, sizeof(st->tls_error), "unusable CA list");
 		break;
 	default:
 		break;
@@ -586,26 +676,30 @@ relay_new(const struct config *cfg, char *err, size_t errlen)
 		return NULL;
 	}
 	if (cfg->outbound_port == 465) {
-		snprintf(err, errlen, "OUTBOUND_EMAIL_HOST_PORT=465 needs "
+		snprintf(err, errlen,
+		    "OUTBOUND_EMAIL_HOST_PORT=465 needs "
 		    "implicit TLS, which Arnie does not support: use port 587 "
 		    "(STARTTLS)");
 		return NULL;
 	}
 	if (cfg->outbound_port < 1 || cfg->outbound_port > 65535) {
-		snprintf(err, errlen, "OUTBOUND_EMAIL_HOST_PORT=%d is not a "
-		    "port", cfg->outbound_port);
+		snprintf(err, errlen,
+		    "OUTBOUND_EMAIL_HOST_PORT=%d is not a "
+		    "port",
+		    cfg->outbound_port);
 		return NULL;
 	}
 	if (strchr(cfg->outbound_host, ':') != NULL) {
 		/* libesmtp splits "host:port" at the first colon. */
-		snprintf(err, errlen, "OUTBOUND_EMAIL_HOST %s: IPv6 addresses "
+		snprintf(err, errlen,
+		    "OUTBOUND_EMAIL_HOST %s: IPv6 addresses "
 		    "are not supported, use a host name",
 		    cfg->outbound_host);
 		return NULL;
 	}
-	if (cfg->username != NULL && *cfg->username != '\0' &&
-	    !cfg->use_tls) {
-		snprintf(err, errlen, "OUTBOUND_EMAIL_USERNAME is set but "
+	if (cfg->username != NULL && *cfg->username != '\0' && !cfg->use_tls) {
+		snprintf(err, errlen,
+		    "OUTBOUND_EMAIL_USERNAME is set but "
 		    "OUTBOUND_EMAIL_USE_TLS is false: credentials are only "
 		    "sent over TLS");
 		return NULL;
@@ -620,18 +714,18 @@ relay_new(const struct config *cfg, char *err, size_t errlen)
 	relay->use_tls = cfg->use_tls;
 	relay->tls_verify = cfg->tls_verify;
 	relay->host_is_ip = inet_pton(AF_INET, relay->host, &a4) == 1 ||
-	    inet_pton(AF_INET6, relay->host, &a6) == 1;
+	                    inet_pton(AF_INET6, relay->host, &a6) == 1;
 	if (cfg->username != NULL && *cfg->username != '\0') {
 		relay->username = xstrdup(cfg->username);
-		relay->password = xstrdup(cfg->password != NULL ?
-		    cfg->password : "");
+		relay->password =
+		    xstrdup(cfg->password != NULL ? cfg->password : "");
 	}
 	if (cfg->helo_name != NULL && *cfg->helo_name != '\0')
 		relay->helo_name = xstrdup(cfg->helo_name);
 	relay->send_timeout = cfg->send_timeout > 0 ? cfg->send_timeout : 60;
-	if (relay->use_tls &&
-	    (relay->ssl_ctx = make_ssl_ctx(relay, cfg->ca_file, err,
-	    errlen)) == NULL) {
+	pthread_mutex_init(&relay->child_lock, NULL);
+	if (relay->use_tls && (relay->ssl_ctx = make_ssl_ctx(
+	                           relay, cfg->ca_file, err, errlen)) == NULL) {
 		relay_free(relay);
 		return NULL;
 	}
@@ -644,6 +738,7 @@ relay_free(struct relay *relay)
 	if (relay == NULL)
 		return;
 	SSL_CTX_free(relay->ssl_ctx);
+	pthread_mutex_destroy(&relay->child_lock);
 	free(relay->host);
 	free(relay->name);
 	free(relay->username);
@@ -673,11 +768,11 @@ relay_msg_clear(struct relay_msg *msg)
 static void
 header_check(const struct relay_msg *m)
 {
-	static const char *const managed[] = { "Date", "From", "Message-Id",
-		"Sender", "To", "Cc", "Bcc", "Reply-To",
-		"Disposition-Notification-To" };
+	static const char *const managed[] = {"Date", "From", "Message-Id",
+	    "Sender", "To", "Cc", "Bcc", "Reply-To",
+	    "Disposition-Notification-To"};
 	enum { NMANAGED = sizeof(managed) / sizeof(managed[0]) };
-	unsigned seen[NMANAGED] = { 0 };
+	unsigned seen[NMANAGED] = {0};
 	char line[128], what[256] = "";
 	size_t i, wlen = 0;
 	bool dropped = false;
@@ -696,9 +791,10 @@ header_check(const struct relay_msg *m)
 		    (colon = strchr(line, ':')) != NULL) {
 			size_t nlen = (size_t)(colon - line);
 
-			if ((nlen == 11 && strncasecmp(line, "Return-Path",
-			    11) == 0) || (nlen == 18 && strncasecmp(line,
-			    "Original-Recipient", 18) == 0))
+			if ((nlen == 11 &&
+			        strncasecmp(line, "Return-Path", 11) == 0) ||
+			    (nlen == 18 && strncasecmp(line,
+			                       "Original-Recipient", 18) == 0))
 				dropped = true;
 			for (i = 0; i < NMANAGED; i++)
 				if (strlen(managed[i]) == nlen &&
@@ -721,11 +817,23 @@ header_check(const struct relay_msg *m)
 		if (seen[i] > 1)
 			dropped = true;
 	if (wlen > 0)
-		log_info("%s: relay adds missing header(s): %s", m->env->id,
-		    what);
+		log_info(
+		    "%s: relay adds missing header(s): %s", m->env->id, what);
 	if (dropped)
 		log_info("%s: relay drops Return-Path/Original-Recipient or "
-		    "repeated address headers", m->env->id);
+		         "repeated address headers",
+		    m->env->id);
+}
+
+/* snprintf() for reasons, which may be cut: their start says enough. */
+static void __attribute__((format(printf, 3, 4)))
+reasonf(char *dst, size_t dstlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(dst, dstlen, fmt, ap);
+	va_end(ap);
 }
 
 /* The reason for a session that did not get as far as the messages, or
@@ -740,46 +848,58 @@ session_reason(const struct relay *relay, const struct session_state *st,
 	int err = smtp_errno();
 
 	if (st->tls_error[0] != '\0') {
-		snprintf(reason, reasonlen, "TLS with %s failed: %s",
+		reasonf(reason, reasonlen, "TLS with %s failed: %s",
 		    relay->name, st->tls_error);
 		return;
 	}
 	if (st->starttls_missing) {
-		snprintf(reason, reasonlen, "upstream does not offer STARTTLS");
+		reasonf(reason, reasonlen, "upstream does not offer STARTTLS");
 		return;
 	}
 	if (st->auth == AUTH_REFUSED) {
-		snprintf(reason, reasonlen, "AUTH refused: %s", st->auth_reply);
+		reasonf(reason, reasonlen, "AUTH refused: %s", st->auth_reply);
 		return;
 	}
 	if (st->first_421[0] != '\0') {
-		snprintf(reason, reasonlen, "%s", st->first_421);
+		reasonf(reason, reasonlen, "%s", st->first_421);
 		return;
 	}
 	if (st->connected && st->last_code >= 400) {
-		snprintf(reason, reasonlen, "upstream refused the session: %s",
+		reasonf(reason, reasonlen, "upstream refused the session: %s",
 		    st->last_reply);
 		return;
 	}
 	if (st->ext_missing) {
-		snprintf(reason, reasonlen, "upstream lacks a required SMTP "
+		reasonf(reason, reasonlen,
+		    "upstream lacks a required SMTP "
 		    "extension");
 		return;
 	}
 	if (relay->use_tls && st->connected && !st->tls_ok &&
 	    (ossl = ERR_peek_last_error()) != 0) {
-		snprintf(reason, reasonlen, "TLS with %s failed: %s",
-		    relay->name, ERR_reason_error_string(ossl) != NULL ?
-		    ERR_reason_error_string(ossl) : "handshake failed");
+		reasonf(reason, reasonlen, "TLS with %s failed: %s",
+		    relay->name,
+		    ERR_reason_error_string(ossl) != NULL
+		        ? ERR_reason_error_string(ossl)
+		        : "handshake failed");
+		return;
+	}
+	if (err == SMTP_ERR_DROPPED_CONNECTION && st->connected) {
+		/* libesmtp reports its timeouts as a dropped connection. */
+		reasonf(reason, reasonlen,
+		    "connection to %s %s: closed by "
+		    "the upstream or no reply within %ld s",
+		    relay->name, started ? "broke off" : "failed",
+		    relay->send_timeout);
 		return;
 	}
 	if (err != 0)
 		e = smtp_strerror(err, ebuf, sizeof(ebuf));
 	if (!st->connected)
-		snprintf(reason, reasonlen, "cannot connect to %s: %s",
+		reasonf(reason, reasonlen, "cannot connect to %s: %s",
 		    relay->name, e != NULL ? e : "unknown error");
 	else
-		snprintf(reason, reasonlen, "connection to %s %s: %s",
+		reasonf(reason, reasonlen, "connection to %s %s: %s",
 		    relay->name, started ? "broke off" : "failed",
 		    e != NULL ? e : "no reply");
 }
@@ -787,8 +907,8 @@ session_reason(const struct relay *relay, const struct session_state *st,
 /* The first reply of msg that is about the upstream rather than the
  * message (see code_is_queue_wide()). */
 static void
-first_queue_wide(const struct relay_msg *m, smtp_recipient_t *rc, char *dst,
-    size_t dstlen)
+first_queue_wide(
+    const struct relay_msg *m, smtp_recipient_t *rc, char *dst, size_t dstlen)
 {
 	size_t j;
 
@@ -803,33 +923,223 @@ first_queue_wide(const struct relay_msg *m, smtp_recipient_t *rc, char *dst,
 		}
 }
 
-enum relay_status
-relay_send(struct relay *relay, struct relay_msg *msgs, size_t n,
+/* --------------------------------------------------- the report pipe */
+
+/*
+ * The session process reports to the parent over a pipe, as it learns
+ * things: one WIRE_MSG record per message once its results are final, then
+ * one WIRE_END record with the session's status and reason.  Both ends are
+ * the same program image (fork without exec), so records are the structs as
+ * they lie in memory; the parent still checks indexes and counts and
+ * terminates every string it receives.
+ */
+enum wire_kind {
+	WIRE_MSG = 1, /* res = data, then nrcpts relay_results follow */
+	WIRE_END,     /* res.status = the session's, res.reply = reason */
+};
+
+struct wire_head {
+	uint32_t kind;
+	uint32_t index;  /* WIRE_MSG: which message */
+	uint32_t nrcpts; /* WIRE_MSG: env->nrcpts */
+	uint8_t attempted;
+	uint8_t queue_wide;
+	struct relay_result res;
+};
+
+/* Loop on short writes.  A failure means the parent is gone or stopped
+ * reading; the records are lost either way, so it only stops writing. */
+static void
+write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	ssize_t w;
+
+	while (len > 0) {
+		if ((w = write(fd, p, len)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+}
+
+static void
+report_message(int fd, size_t i, const struct relay_msg *m)
+{
+	struct wire_head h;
+
+	memset(&h, 0, sizeof(h));
+	h.kind = WIRE_MSG;
+	h.index = (uint32_t)i;
+	h.nrcpts = (uint32_t)m->env->nrcpts;
+	h.attempted = m->attempted;
+	h.queue_wide = m->queue_wide;
+	h.res = m->data;
+	write_all(fd, &h, sizeof(h));
+	write_all(fd, m->rcpt, m->env->nrcpts * sizeof(*m->rcpt));
+}
+
+static void
+report_end(int fd, enum relay_status status, const char *reason)
+{
+	struct wire_head h;
+
+	memset(&h, 0, sizeof(h));
+	h.kind = WIRE_END;
+	h.res.status = status;
+	one_line(h.res.reply, sizeof(h.res.reply), reason);
+	write_all(fd, &h, sizeof(h));
+}
+
+/* ------------------------------------------- in the session process */
+
+/*
+ * Turn libesmtp's statuses for message i into its results and send them to
+ * the parent: from the event that ends the message, or after the session
+ * for those that never got that far.  A message whose MAIL FROM got no
+ * reply was not tried; its results say why but it stays as it was.
+ */
+static void
+finish_message(struct session_state *st, size_t i)
+{
+	struct relay *relay = st->relay;
+	struct relay_msg *m = &st->msgs[i];
+	struct envelope *env = m->env;
+	smtp_recipient_t *rc = st->srcpt[i];
+	const smtp_status_t *mail, *data, *rs;
+	struct relay_result dres;
+	bool qw = false;
+	size_t j;
+
+	/* Whole structs go to the parent: no stray stack bytes in them. */
+	memset(&dres, 0, sizeof(dres));
+	st->reported[i] = true;
+	mail = smtp_reverse_path_status(st->smsg[i]);
+	if (mail == NULL || mail->code == 0) {
+		if (st->sreason[0] == '\0')
+			session_reason(relay, st, st->started, st->sreason,
+			    sizeof(st->sreason));
+		set_result(&m->data, RELAY_TEMPFAIL, 0, st->sreason);
+		for (j = 0; j < env->nrcpts; j++)
+			if (rc[j] != NULL)
+				m->rcpt[j] = m->data;
+		goto report;
+	}
+	m->attempted = true;
+	st->attempted++;
+	if (mail->code / 100 != 2) {
+		set_result_status(&m->data, mail);
+		qw = code_is_queue_wide(mail->code);
+		for (j = 0; j < env->nrcpts; j++)
+			if (rc[j] != NULL)
+				m->rcpt[j] = m->data;
+		goto message_done;
+	}
+
+	data = smtp_message_transfer_status(st->smsg[i]);
+	if (data != NULL && data->code != 0) {
+		set_result_status(&dres, data);
+		qw = code_is_queue_wide(data->code);
+	} else {
+		if (st->sreason[0] == '\0')
+			session_reason(relay, st, st->started, st->sreason,
+			    sizeof(st->sreason));
+		set_result(&dres, RELAY_TEMPFAIL, 0, st->sreason);
+	}
+	m->data = dres;
+	for (j = 0; j < env->nrcpts; j++) {
+		struct relay_result *r = &m->rcpt[j];
+
+		if (rc[j] == NULL)
+			continue;
+		rs = smtp_recipient_status(rc[j]);
+		if (rs == NULL || rs->code == 0) {
+			/* Connection gone before its RCPT reply. */
+			if (st->sreason[0] == '\0')
+				session_reason(relay, st, st->started,
+				    st->sreason, sizeof(st->sreason));
+			set_result(r, RELAY_TEMPFAIL, 0, st->sreason);
+		} else if (rs->code / 100 != 2) {
+			set_result_status(r, rs);
+			if (code_is_queue_wide(rs->code))
+				qw = true;
+		} else {
+			/* Accepted at RCPT: the end of DATA decides, and its
+			 * reply (the upstream's queue ID) is what the log
+			 * keeps. */
+			*r = dres;
+		}
+	}
+message_done:
+	/* After a refused AUTH libesmtp carries on unauthenticated; whatever
+	 * the upstream then refused is our standing with it, not the
+	 * message's fault. */
+	if (st->auth == AUTH_REFUSED)
+		for (j = 0; j < env->nrcpts; j++)
+			if (rc[j] != NULL &&
+			    m->rcpt[j].status == RELAY_PERMFAIL) {
+				m->rcpt[j].status = RELAY_TEMPFAIL;
+				qw = true;
+			}
+	if (qw) {
+		m->queue_wide = true;
+		for (j = 0; j < env->nrcpts; j++)
+			if (rc[j] != NULL &&
+			    m->rcpt[j].status == RELAY_PERMFAIL)
+				m->rcpt[j].status = RELAY_TEMPFAIL;
+		if (m->data.status == RELAY_PERMFAIL)
+			m->data.status = RELAY_TEMPFAIL;
+		if (st->qw_reply[0] == '\0')
+			first_queue_wide(
+			    m, rc, st->qw_reply, sizeof(st->qw_reply));
+	}
+report:
+	report_message(st->fd, i, m);
+}
+
+static void
+message_ended(struct session_state *st, smtp_message_t msg)
+{
+	size_t i;
+
+	for (i = 0; i < st->n; i++)
+		if (st->smsg[i] == msg && !st->reported[i]) {
+			finish_message(st, i);
+			return;
+		}
+}
+
+/*
+ * The libesmtp session, as one whole: every pending message of msgs on one
+ * connection.  Results go to the parent through st.fd as they become final;
+ * the return value and reason are the session's.
+ */
+static enum relay_status
+session_run(struct relay *relay, struct relay_msg *msgs, size_t n, int fd,
     char *reason, size_t reasonlen)
 {
 	struct session_state st;
 	smtp_session_t session = NULL;
 	auth_context_t actx = NULL;
-	smtp_message_t *smsg = NULL;
-	smtp_recipient_t **srcpt = NULL;
-	struct body *bodies = NULL;
+	struct body *bodies;
 	enum relay_status ret = RELAY_OK;
-	char qw_reply[RELAY_REPLY_MAX] = "";
-	char sreason[RELAY_REPLY_MAX] = "";
-	size_t i, j, queued = 0, attempted = 0;
+	size_t i, j, queued = 0;
 	long ms;
-	int started;
-	static const int timeouts[] = { Timeout_GREETING, Timeout_ENVELOPE,
-		Timeout_DATA, Timeout_TRANSFER, Timeout_DATA2 };
+	static const int timeouts[] = {Timeout_GREETING, Timeout_ENVELOPE,
+	    Timeout_DATA, Timeout_TRANSFER, Timeout_DATA2};
 
-	if (reasonlen > 0)
-		reason[0] = '\0';
 	memset(&st, 0, sizeof(st));
 	st.relay = relay;
-
-	smsg = xcalloc(n ? n : 1, sizeof(*smsg));
-	srcpt = xcalloc(n ? n : 1, sizeof(*srcpt));
-	bodies = xcalloc(n ? n : 1, sizeof(*bodies));
+	st.msgs = msgs;
+	st.n = n;
+	st.fd = fd;
+	st.smsg = xcalloc(n, sizeof(*st.smsg));
+	st.srcpt = xcalloc(n, sizeof(*st.srcpt));
+	st.reported = xcalloc(n, sizeof(*st.reported));
+	bodies = xcalloc(n, sizeof(*bodies));
 
 	if ((session = smtp_create_session()) == NULL)
 		arnie_panic("relay: smtp_create_session failed");
@@ -837,8 +1147,8 @@ relay_send(struct relay *relay, struct relay_msg *msgs, size_t n,
 		arnie_panic("relay: smtp_set_server(%s) failed", relay->name);
 	if (relay->helo_name != NULL)
 		smtp_set_hostname(session, relay->helo_name);
-	ms = relay->send_timeout > LONG_MAX / 1000 ? LONG_MAX :
-	    relay->send_timeout * 1000;
+	ms = relay->send_timeout > LONG_MAX / 1000 ? LONG_MAX
+	                                           : relay->send_timeout * 1000;
 	for (i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++)
 		smtp_set_timeout(session,
 		    timeouts[i] | Timeout_OVERRIDE_RFC2822_MINIMUM, ms);
@@ -859,177 +1169,465 @@ relay_send(struct relay *relay, struct relay_msg *msgs, size_t n,
 	}
 
 	for (i = 0; i < n; i++) {
-		struct relay_msg *m = &msgs[i];
-		struct envelope *env = m->env;
+		struct envelope *env = msgs[i].env;
 
-		relay_msg_clear(m);
-		m->attempted = false;
-		m->queue_wide = false;
-		memset(&m->data, 0, sizeof(m->data));
-		m->rcpt = xcalloc(env->nrcpts ? env->nrcpts : 1,
-		    sizeof(*m->rcpt));
-		srcpt[i] = xcalloc(env->nrcpts ? env->nrcpts : 1,
-		    sizeof(**srcpt));
+		st.srcpt[i] =
+		    xcalloc(env->nrcpts ? env->nrcpts : 1, sizeof(**st.srcpt));
 		if (envelope_pending(env) == 0)
 			continue;
-		bodies[i].fp = m->body;
+		bodies[i].fp = msgs[i].body;
 		bodies[i].offset = env->body_offset;
 		bodies[i].size = env->size;
-		header_check(m);
-		if ((smsg[i] = smtp_add_message(session)) == NULL)
+		if ((st.smsg[i] = smtp_add_message(session)) == NULL)
 			arnie_panic("relay: smtp_add_message failed");
-		smtp_set_reverse_path(smsg[i], env->sender != NULL ?
-		    env->sender : "");
-		smtp_set_messagecb(smsg[i], body_cb, &bodies[i]);
+		smtp_set_reverse_path(
+		    st.smsg[i], env->sender != NULL ? env->sender : "");
+		smtp_set_messagecb(st.smsg[i], body_cb, &bodies[i]);
 		if (env->size > 0 && env->size <= ULONG_MAX)
-			smtp_size_set_estimate(smsg[i],
-			    (unsigned long)env->size);
+			smtp_size_set_estimate(
+			    st.smsg[i], (unsigned long)env->size);
 		for (j = 0; j < env->nrcpts; j++) {
 			if (env->rcpts[j].state != RCPT_PENDING)
 				continue;
-			srcpt[i][j] = smtp_add_recipient(smsg[i],
-			    env->rcpts[j].addr);
-			if (srcpt[i][j] == NULL)
+			st.srcpt[i][j] =
+			    smtp_add_recipient(st.smsg[i], env->rcpts[j].addr);
+			if (st.srcpt[i][j] == NULL)
 				arnie_panic("relay: smtp_add_recipient failed");
 		}
 		queued++;
 	}
 
-	if (queued == 0) {
-		snprintf(reason, reasonlen, "nothing to send");
-		goto out;
-	}
-
 	ERR_clear_error();
 	relay->cur = &st;
-	log_debug("relay %s: session with %zu message(s)", relay->name,
-	    queued);
-	started = smtp_start_session(session);
+	log_debug("relay %s: session with %zu message(s)", relay->name, queued);
+	/* Messages that end while it runs are reported from the event
+	 * callback, with the session still counted as started. */
+	st.started = 1;
+	st.started = smtp_start_session(session);
 	relay->cur = NULL;
 
-	/* Per message.  A message whose MAIL FROM got no reply was not
-	 * tried; its results say why but it stays as it was. */
-	for (i = 0; i < n; i++) {
-		struct relay_msg *m = &msgs[i];
-		struct envelope *env = m->env;
-		const smtp_status_t *mail, *data, *rs;
-		struct relay_result dres;
-		bool qw = false;
-
-		if (smsg[i] == NULL)
-			continue;
-		mail = smtp_reverse_path_status(smsg[i]);
-		if (mail == NULL || mail->code == 0) {
-			if (sreason[0] == '\0')
-				session_reason(relay, &st, started, sreason,
-				    sizeof(sreason));
-			set_result(&m->data, RELAY_TEMPFAIL, 0, sreason);
-			for (j = 0; j < env->nrcpts; j++)
-				if (srcpt[i][j] != NULL)
-					m->rcpt[j] = m->data;
-			continue;
-		}
-		m->attempted = true;
-		attempted++;
-		if (mail->code / 100 != 2) {
-			set_result_status(&m->data, mail);
-			qw = code_is_queue_wide(mail->code);
-			for (j = 0; j < env->nrcpts; j++)
-				if (srcpt[i][j] != NULL)
-					m->rcpt[j] = m->data;
-			goto message_done;
-		}
-
-		data = smtp_message_transfer_status(smsg[i]);
-		if (data != NULL && data->code != 0) {
-			set_result_status(&dres, data);
-			qw = code_is_queue_wide(data->code);
-		} else {
-			if (sreason[0] == '\0')
-				session_reason(relay, &st, started, sreason,
-				    sizeof(sreason));
-			set_result(&dres, RELAY_TEMPFAIL, 0, sreason);
-		}
-		m->data = dres;
-		for (j = 0; j < env->nrcpts; j++) {
-			struct relay_result *r = &m->rcpt[j];
-
-			if (srcpt[i][j] == NULL)
-				continue;
-			rs = smtp_recipient_status(srcpt[i][j]);
-			if (rs == NULL || rs->code == 0) {
-				/* Connection gone before its RCPT reply. */
-				if (sreason[0] == '\0')
-					session_reason(relay, &st, started,
-					    sreason, sizeof(sreason));
-				set_result(r, RELAY_TEMPFAIL, 0, sreason);
-			} else if (rs->code / 100 != 2) {
-				set_result_status(r, rs);
-				if (code_is_queue_wide(rs->code))
-					qw = true;
-			} else {
-				/* Accepted at RCPT: the end of DATA decides,
-				 * and its reply (the upstream's queue ID) is
-				 * what the log keeps. */
-				*r = dres;
-			}
-		}
-message_done:
-		/* After a refused AUTH libesmtp carries on unauthenticated;
-		 * whatever the upstream then refused is our standing with it,
-		 * not the message's fault. */
-		if (st.auth == AUTH_REFUSED)
-			for (j = 0; j < env->nrcpts; j++)
-				if (srcpt[i][j] != NULL &&
-				    m->rcpt[j].status == RELAY_PERMFAIL) {
-					m->rcpt[j].status = RELAY_TEMPFAIL;
-					qw = true;
-				}
-		if (qw) {
-			m->queue_wide = true;
-			for (j = 0; j < env->nrcpts; j++)
-				if (srcpt[i][j] != NULL &&
-				    m->rcpt[j].status == RELAY_PERMFAIL)
-					m->rcpt[j].status = RELAY_TEMPFAIL;
-			if (m->data.status == RELAY_PERMFAIL)
-				m->data.status = RELAY_TEMPFAIL;
-			if (qw_reply[0] == '\0')
-				first_queue_wide(m, srcpt[i], qw_reply,
-				    sizeof(qw_reply));
-		}
-	}
+	for (i = 0; i < n; i++)
+		if (st.smsg[i] != NULL && !st.reported[i])
+			finish_message(&st, i);
 
 	if (st.auth == AUTH_REFUSED || st.tls_error[0] != '\0' ||
 	    st.starttls_missing) {
 		ret = RELAY_TEMPFAIL;
-		session_reason(relay, &st, started, reason, reasonlen);
-	} else if (qw_reply[0] != '\0') {
+		session_reason(relay, &st, st.started, reason, reasonlen);
+	} else if (st.qw_reply[0] != '\0') {
 		ret = RELAY_TEMPFAIL;
-		snprintf(reason, reasonlen, "%s", qw_reply);
-	} else if (attempted < queued) {
+		snprintf(reason, reasonlen, "%s", st.qw_reply);
+	} else if (st.attempted < queued) {
 		/* Refused, timed out, or broke off before the end. */
 		ret = RELAY_TEMPFAIL;
-		if (sreason[0] == '\0')
-			session_reason(relay, &st, started, sreason,
-			    sizeof(sreason));
-		if (attempted == 0)
-			snprintf(reason, reasonlen, "%s", sreason);
+		if (st.sreason[0] == '\0')
+			session_reason(relay, &st, st.started, st.sreason,
+			    sizeof(st.sreason));
+		if (st.attempted == 0)
+			snprintf(reason, reasonlen, "%s", st.sreason);
 		else
-			snprintf(reason, reasonlen, "%s (after %zu of %zu "
-			    "messages)", sreason, attempted, queued);
+			reasonf(reason, reasonlen,
+			    "%s (after %zu of %zu messages)", st.sreason,
+			    st.attempted, queued);
 	}
-	if (ret != RELAY_OK)
-		log_debug("relay %s: session trouble: %s", relay->name, reason);
 
-out:
-	if (session != NULL)
-		smtp_destroy_session(session);
+	smtp_destroy_session(session);
 	if (actx != NULL)
 		auth_destroy_context(actx);
 	for (i = 0; i < n; i++)
-		free(srcpt != NULL ? srcpt[i] : NULL);
-	free(srcpt);
-	free(smsg);
+		free(st.srcpt[i]);
+	free(st.srcpt);
+	free(st.smsg);
+	free(st.reported);
 	free(bodies);
 	return ret;
+}
+
+/*
+ * Undo what the process inherited from a multithreaded daemon and does not
+ * want: handlers of the front-end (libevent's would write into the parent's
+ * signal pipe), the sender thread's blocked signals, and sockets (the
+ * listener, client and MTA connections, which must close when the parent
+ * closes them, not when this process ends).
+ */
+static void
+child_setup(int keepfd)
+{
+	struct sigaction sa, old;
+	struct rlimit rl = {0, 0};
+	struct dirent *de;
+	struct stat sb;
+	sigset_t none;
+	DIR *dir;
+	int sig, fd;
+
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	for (sig = 1; sig < NSIG; sig++) {
+		if (sigaction(sig, NULL, &old) == -1)
+			continue;
+		sa.sa_handler = sig == SIGPIPE ? SIG_IGN : SIG_DFL;
+		if (sig == SIGPIPE || sig == SIGTERM || sig == SIGINT ||
+		    sig == SIGHUP || (old.sa_flags & SA_SIGINFO) ||
+		    (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN))
+			(void)sigaction(sig, &sa, NULL);
+	}
+	sigemptyset(&none);
+	pthread_sigmask(SIG_SETMASK, &none, NULL);
+	/* A crash here is libesmtp's, known and logged by the parent; a core
+	 * file at every retry would only fill the disk. */
+	(void)setrlimit(RLIMIT_CORE, &rl);
+	if ((dir = opendir("/proc/self/fd")) == NULL)
+		return;
+	while ((de = readdir(dir)) != NULL) {
+		fd = atoi(de->d_name);
+		if (fd > STDERR_FILENO && fd != keepfd && fd != dirfd(dir) &&
+		    fstat(fd, &sb) == 0 && S_ISSOCK(sb.st_mode))
+			(void)close(fd);
+	}
+	closedir(dir);
+}
+
+static void __attribute__((noreturn))
+child_main(struct relay *relay, struct relay_msg *msgs, size_t n, int fd)
+{
+	char reason[RELAY_REPLY_MAX] = "";
+	enum relay_status ret;
+
+	child_setup(fd);
+	ret = session_run(relay, msgs, n, fd, reason, sizeof(reason));
+	report_end(fd, ret, reason);
+	/* No exit(): atexit handlers and stdio buffers are the parent's. */
+	_exit(0);
+}
+
+/* ------------------------------------------------------ in the parent */
+
+/* What the parent gathered from one session process. */
+struct collect {
+	bool *got; /* a complete WIRE_MSG arrived for this message */
+	size_t ngot;
+	bool complete; /* WIRE_END arrived */
+	bool killed;   /* by us, at the deadline */
+	bool aborted;  /* by relay_abort() */
+	long deadline; /* seconds the child was given */
+	enum relay_status status;
+	char reason[RELAY_REPLY_MAX];
+};
+
+static long
+ms_until(const struct timespec *deadline)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long)(deadline->tv_sec - now.tv_sec) * 1000 +
+	       (deadline->tv_nsec - now.tv_nsec) / 1000000;
+}
+
+/* 1: len bytes read; 0: end of file or an error first; -1: deadline. */
+static int
+read_full(int fd, void *buf, size_t len, const struct timespec *deadline)
+{
+	struct pollfd pfd;
+	char *p = buf;
+	ssize_t r;
+	long ms;
+
+	while (len > 0) {
+		if ((ms = ms_until(deadline)) <= 0)
+			return -1;
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		r = poll(&pfd, 1, ms > INT_MAX ? INT_MAX : (int)ms);
+		if (r == -1 && errno != EINTR)
+			return 0;
+		if (r <= 0)
+			continue;
+		if ((r = read(fd, p, len)) == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return 0;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 1;
+}
+
+/* One record.  1: taken; 0: end of the report (end of file, a torn or
+ * malformed record); -1: deadline. */
+static int
+read_record(int fd, struct relay_msg *msgs, size_t n, struct collect *c,
+    const struct timespec *deadline)
+{
+	struct wire_head h;
+	struct relay_msg *m;
+	size_t j;
+	int r;
+
+	if ((r = read_full(fd, &h, sizeof(h), deadline)) != 1)
+		return r;
+	h.res.reply[sizeof(h.res.reply) - 1] = '\0';
+	if (h.kind == WIRE_END && !c->complete &&
+	    h.res.status <= RELAY_PERMFAIL) {
+		c->complete = true;
+		c->status = h.res.status;
+		snprintf(c->reason, sizeof(c->reason), "%s", h.res.reply);
+		return 1;
+	}
+	if (h.kind != WIRE_MSG || c->complete || h.index >= n ||
+	    c->got[h.index] || h.nrcpts != msgs[h.index].env->nrcpts)
+		return 0;
+	m = &msgs[h.index];
+	if ((r = read_full(
+	         fd, m->rcpt, h.nrcpts * sizeof(*m->rcpt), deadline)) != 1)
+		return r;
+	for (j = 0; j < h.nrcpts; j++)
+		m->rcpt[j].reply[sizeof(m->rcpt[j].reply) - 1] = '\0';
+	m->attempted = h.attempted != 0;
+	m->queue_wide = h.queue_wide != 0;
+	m->data = h.res;
+	c->got[h.index] = true;
+	c->ngot++;
+	return 1;
+}
+
+static void
+kill_child(struct relay *relay, bool abort)
+{
+	pthread_mutex_lock(&relay->child_lock);
+	if (relay->child > 0) {
+		(void)kill(relay->child, SIGKILL);
+		relay->aborted = relay->aborted || abort;
+	}
+	pthread_mutex_unlock(&relay->child_lock);
+}
+
+/* Forget the child before reaping it, so that relay_abort() can never
+ * signal a recycled PID.  Returns the wait status, or -1 if unknown. */
+static int
+reap_child(struct relay *relay, pid_t pid, struct collect *c)
+{
+	int status;
+
+	pthread_mutex_lock(&relay->child_lock);
+	relay->child = 0;
+	c->aborted = relay->aborted;
+	relay->aborted = false;
+	pthread_mutex_unlock(&relay->child_lock);
+	while (waitpid(pid, &status, 0) == -1)
+		if (errno != EINTR)
+			return -1;
+	return status;
+}
+
+/*
+ * The whole session is bounded, whatever libesmtp does: it has no connect
+ * timeout, and a peer that trickles bytes restarts its read timeouts.  Each
+ * message may take a few timeouts (MAIL, RCPTs and DATA, the transfer, the
+ * final reply) and the session a few more (connect, greeting, EHLO,
+ * STARTTLS, AUTH, QUIT); the transfer also gets 1 s per 16 KiB.
+ */
+static long
+session_deadline(
+    const struct relay *relay, const struct relay_msg *msgs, size_t n)
+{
+	uint64_t bytes = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		bytes += msgs[i].env->size;
+	return relay->send_timeout * (6 + 3 * (long)n) + (long)(bytes / 16384);
+}
+
+/* Read the child's report until it ends, or kill the child at the
+ * deadline or on a malformed record; then reap it. */
+static int
+collect_report(struct relay *relay, pid_t pid, int fd, struct relay_msg *msgs,
+    size_t n, struct collect *c)
+{
+	struct timespec deadline;
+	int r;
+
+	c->deadline = session_deadline(relay, msgs, n);
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += c->deadline;
+	while ((r = read_record(fd, msgs, n, c, &deadline)) == 1)
+		continue;
+	if (r == -1 || !c->complete) {
+		/* Also when the pipe closed without an end: the child is
+		 * dead or about to be, and must not linger. */
+		c->killed = r == -1;
+		kill_child(relay, false);
+	}
+	return reap_child(relay, pid, c);
+}
+
+/* A message the session process gave no (complete) result for: not
+ * attempted, so that no attempt is spent on trouble of ours. */
+static void
+set_unreported(struct relay_msg *m, const char *why)
+{
+	size_t j;
+
+	m->attempted = false;
+	m->queue_wide = false;
+	set_result(&m->data, RELAY_TEMPFAIL, 0, why);
+	memset(m->rcpt, 0, m->env->nrcpts * sizeof(*m->rcpt));
+	for (j = 0; j < m->env->nrcpts; j++)
+		if (m->env->rcpts[j].state == RCPT_PENDING)
+			m->rcpt[j] = m->data;
+}
+
+/* Why the report is incomplete, from the child's wait status. */
+static void
+death_reason(const struct collect *c, int status, size_t queued, char *dst,
+    size_t dstlen)
+{
+	char what[128];
+
+	if (c->killed)
+		snprintf(what, sizeof(what),
+		    "relay process killed at the %ld s deadline", c->deadline);
+	else if (c->aborted)
+		snprintf(what, sizeof(what), "relay process stopped");
+	else if (status != -1 && WIFSIGNALED(status))
+		snprintf(what, sizeof(what), "relay process died (signal %d)",
+		    WTERMSIG(status));
+	else if (status != -1 && WIFEXITED(status))
+		snprintf(what, sizeof(what),
+		    "relay process exited (status %d) without a report",
+		    WEXITSTATUS(status));
+	else
+		snprintf(
+		    what, sizeof(what), "relay process ended without a report");
+	snprintf(
+	    dst, dstlen, "%s after %zu of %zu messages", what, c->ngot, queued);
+}
+
+/*
+ * Prepare the parent's copy of msgs: results reset, result arrays
+ * allocated (the child fills its own copies and sends them back), header
+ * changes logged.  Returns the number of messages with pending recipients.
+ */
+static size_t
+prepare_msgs(struct relay_msg *msgs, size_t n)
+{
+	size_t i, queued = 0;
+
+	for (i = 0; i < n; i++) {
+		struct relay_msg *m = &msgs[i];
+
+		relay_msg_clear(m);
+		m->attempted = false;
+		m->queue_wide = false;
+		memset(&m->data, 0, sizeof(m->data));
+		m->rcpt = xcalloc(
+		    m->env->nrcpts ? m->env->nrcpts : 1, sizeof(*m->rcpt));
+		if (envelope_pending(m->env) == 0)
+			continue;
+		header_check(m);
+		queued++;
+	}
+	return queued;
+}
+
+/* Fork the session process, with *fd the read end of its report pipe.
+ * Returns its PID, or -1 with errno. */
+static pid_t
+start_child(struct relay *relay, struct relay_msg *msgs, size_t n, int *fd)
+{
+	int fds[2], saved;
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) == -1)
+		return -1;
+	if ((pid = fork()) == 0) {
+		close(fds[0]);
+		child_main(relay, msgs, n, fds[1]);
+	}
+	saved = errno;
+	close(fds[1]);
+	if (pid == -1) {
+		close(fds[0]);
+		errno = saved;
+		return -1;
+	}
+	/* relay_abort() before this point finds no child and the session
+	 * runs its course, as if the abort had come before relay_send(). */
+	pthread_mutex_lock(&relay->child_lock);
+	relay->child = pid;
+	pthread_mutex_unlock(&relay->child_lock);
+	*fd = fds[0];
+	return pid;
+}
+
+/*
+ * libesmtp 1.1 can crash (a jump through protocol_states[-1] when the
+ * upstream drops a pipelined session), and the listener or the milter live
+ * in this process.  So each session runs in a child of its own, as Postfix
+ * keeps its smtp client apart from its queue manager.  fork() from a
+ * threaded daemon is safe for what the child does: malloc is fork-safe in
+ * glibc, log.c holds its lock across fork(), the SSL_CTX and the relay are
+ * only read, and nothing else runs; a lock left taken by another thread
+ * (OpenSSL, the resolver) would hang the child, which the deadline ends.
+ */
+enum relay_status
+relay_send(struct relay *relay, struct relay_msg *msgs, size_t n, char *reason,
+    size_t reasonlen)
+{
+	struct collect c;
+	enum relay_status ret;
+	size_t i, queued;
+	int fd, status;
+	pid_t pid;
+
+	if (reasonlen > 0)
+		reason[0] = '\0';
+	if ((queued = prepare_msgs(msgs, n)) == 0) {
+		snprintf(reason, reasonlen, "nothing to send");
+		return RELAY_OK;
+	}
+	memset(&c, 0, sizeof(c));
+	c.got = xcalloc(n, sizeof(*c.got));
+
+	if ((pid = start_child(relay, msgs, n, &fd)) == -1) {
+		log_warn(
+		    "relay %s: cannot start the relay process", relay->name);
+		snprintf(c.reason, sizeof(c.reason),
+		    "cannot start the relay process: %s", strerror(errno));
+		ret = RELAY_TEMPFAIL;
+		goto unreported;
+	}
+	status = collect_report(relay, pid, fd, msgs, n, &c);
+	close(fd);
+	if (c.complete) {
+		if (!c.aborted && (status == -1 || !WIFEXITED(status) ||
+		                      WEXITSTATUS(status) != 0))
+			log_warnx("relay %s: relay process ended abnormally "
+			          "(wait status %#x) after its report",
+			    relay->name, (unsigned)status);
+		ret = c.status;
+		goto out;
+	}
+	death_reason(&c, status, queued, c.reason, sizeof(c.reason));
+	log_warnx("relay %s: %s", relay->name, c.reason);
+	ret = RELAY_TEMPFAIL;
+
+unreported:
+	for (i = 0; i < n; i++)
+		if (!c.got[i] && envelope_pending(msgs[i].env) > 0)
+			set_unreported(&msgs[i], c.reason);
+out:
+	snprintf(reason, reasonlen, "%s", c.reason);
+	if (ret != RELAY_OK)
+		log_debug("relay %s: session trouble: %s", relay->name, reason);
+	free(c.got);
+	return ret;
+}
+
+void
+relay_abort(struct relay *relay)
+{
+	kill_child(relay, true);
 }

@@ -6,10 +6,22 @@
  * OUTBOUND_EMAIL_CA_FILE, host name checked, SNI sent), AUTH when a user is
  * configured (only over TLS), then sends every message of the batch on that
  * connection, pipelining where the server offers it, and closes it.  Only
- * recipients still RCPT_PENDING are sent.  Bytes go out exactly as spooled:
- * libesmtp adds, removes and rewrites no header.
+ * recipients still RCPT_PENDING are sent.  Bytes go out exactly as spooled
+ * (dot-stuffed once) when the header section holds Date, From and
+ * Message-Id once each and no Return-Path or Original-Recipient: libesmtp
+ * 1.1 adds the first three when missing and drops the others, and cannot be
+ * told not to (relay_send() logs when it will).  TLS is 1.2 only (libesmtp
+ * 1.1 can stall on TLS 1.3 session tickets, see relay.c).
+ *
+ * Each session runs in a child process (fork, no exec) that reports each
+ * message's results over a pipe as soon as they are final: a crash inside
+ * libesmtp (1.1 can jump through a bad pointer when the upstream drops a
+ * pipelined session) costs that session only, never the daemon.  The child
+ * is bounded by a deadline (see relay_send()) and killed when it passes.
  *
  * It never touches the spool and never logs a password or AUTH payload.
+ * relay_send() calls on one relay must not run concurrently (the sender
+ * thread is its one caller).  relay_abort() may be called from any thread.
  * relay_classify() is the one place that maps an SMTP reply to an outcome.
  */
 #ifndef ARNIE_RELAY_H
@@ -67,9 +79,23 @@ const char *relay_name(const struct relay *relay);
  * queue-wide trouble (connection refused or timed out, TLS or certificate
  * failure, AUTH refused, 421 or 454 at any point), with reason set; results
  * of messages finished before the trouble are still valid.
+ *
+ * Also RELAY_TEMPFAIL when the session process could not start, died (e.g.
+ * "relay process died (signal 11) after 2 of 5 messages"), or was killed:
+ * at the deadline of OUTBOUND_EMAIL_TIMEOUT x (6 + 3 x n) s plus 1 s per
+ * 16 KiB of messages (libesmtp has no connect timeout), or by
+ * relay_abort().  Messages whose results it had reported keep them; the
+ * others are marked not attempted (the failure is ours or the upstream's
+ * state, not theirs), their results carrying the reason.  The bodies'
+ * file positions are undefined afterwards.
  */
 enum relay_status relay_send(struct relay *relay, struct relay_msg *msgs,
     size_t n, char *reason, size_t reasonlen);
+
+/* Kill the session process of a relay_send() in progress (SIGKILL), which
+ * then returns RELAY_TEMPFAIL soon, as above.  Does nothing when no session
+ * runs.  Thread-safe; for a quick shutdown. */
+void relay_abort(struct relay *relay);
 
 /* Release the results relay_send() allocated in msg. */
 void relay_msg_clear(struct relay_msg *msg);

@@ -19,11 +19,14 @@
  *
  * Stopping: libesmtp blocks in its socket calls, bounded by the relay's
  * timeouts.  sender_stop() waits up to SENDER_STOP_WAIT seconds; if a
- * transfer is still running then, the thread is abandoned: when relay_send()
- * returns it sees the flag and exits without touching the spool, so the
- * batch stays in outbox/ untouched and is sent again at the next start (a
- * message the upstream already accepted in it may be delivered twice, never
- * lost).  The sender's memory is then left to the exiting process.
+ * transfer is still running then, it kills the session (relay_abort()) and
+ * waits up to SENDER_ABORT_WAIT more, so that the results the session had
+ * already reported (messages the upstream accepted) are applied.  Only if
+ * the thread is still busy then is it abandoned: when relay_send() returns
+ * it sees the flag and exits without touching the spool, so the batch stays
+ * in outbox/ untouched and is sent again at the next start (a message the
+ * upstream already accepted in it may be delivered twice, never lost).  The
+ * sender's memory is then left to the exiting process.
  *
  * It never exits the process and never logs a password.
  */
@@ -61,8 +64,10 @@
 #define SENDER_LOCK_RETRY_MS 2000
 /* After a disk error on a message, try it again this much later. */
 #define SENDER_DISK_RETRY 5
-/* sender_stop() waits this long for a transfer to end. */
+/* sender_stop() waits this long for a transfer to end, then this long
+ * after killing it. */
 #define SENDER_STOP_WAIT 3
+#define SENDER_ABORT_WAIT 2
 /* The heap's due time for a message known to be due at once: found by a
  * scan or inotify (its envelope not read yet), or sent back untouched by a
  * batch that did not reach it.  Such messages sort before everything else
@@ -819,23 +824,36 @@ sender_start(struct sender *s)
 	return 0;
 }
 
+/* Wait up to secs for the thread to exit; called with s->lock held. */
+static bool
+wait_exit(struct sender *s, int secs)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += secs;
+	while (!s->exited &&
+	       pthread_cond_timedwait(&s->cond, &s->lock, &deadline) == 0)
+		;
+	return s->exited;
+}
+
 void
 sender_stop(struct sender *s)
 {
-	struct timespec deadline;
 	bool done;
 
 	if (s == NULL || !s->started)
 		return;
 	atomic_store(&s->stop, true);
 	sender_wake(s);
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += SENDER_STOP_WAIT;
 	pthread_mutex_lock(&s->lock);
-	while (!s->exited &&
-	       pthread_cond_timedwait(&s->cond, &s->lock, &deadline) == 0)
-		;
-	done = s->exited;
+	if (!(done = wait_exit(s, SENDER_STOP_WAIT))) {
+		/* Kill the session; the thread then applies what it had
+		 * reported (relay_abort() takes no lock of ours). */
+		relay_abort(s->relay);
+		done = wait_exit(s, SENDER_ABORT_WAIT);
+	}
 	if (!done)
 		s->abandoned = true;
 	pthread_mutex_unlock(&s->lock);
