@@ -8,7 +8,12 @@
  * leading space (SMFIP_HDR_LEADSPC) and its folding, with any bare LF inside
  * a folded value (Postfix and Sendmail separate continuation lines with a
  * plain LF) turned into CRLF; then the empty line; then the body chunks
- * exactly as given (the MTA passes body lines with CRLF).
+ * exactly as given (the MTA passes body lines with CRLF).  At
+ * end-of-message, message_fixup() completes the header section as the
+ * standalone listener does (missing Message-ID, Date and From added, fields
+ * libesmtp would not relay left out), so that the spooled bytes are the
+ * relayed bytes.  No Received: field is added: the MTA writes its own
+ * (Postfix keeps it out of what milters see, so none is spooled).
  *
  * This module never writes a file itself: the one spool writer is
  * spool_commit().  It never returns SMFIS_DISCARD or SMFIS_ACCEPT for a
@@ -32,11 +37,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libmilter/mfapi.h>
 
 #include "config.h"
 #include "log.h"
+#include "message.h"
 #include "sender.h"
 #include "spool.h"
 #include "xmalloc.h"
@@ -44,17 +51,17 @@
 /* The transaction in progress: from MAIL to end-of-message or abort. */
 struct msg {
 	struct envelope *env;
-	char *buf;		/* the rebuilt message */
+	char *buf; /* the rebuilt message */
 	size_t len;
 	size_t cap;
-	bool too_big;		/* refused with 552; ignore the rest */
+	bool too_big; /* refused with 552; ignore the rest */
 };
 
 /* One MTA connection; lives from connect (or first use) to close. */
 struct conn {
-	char *client_addr;	/* for the log and the envelope's origin */
-	bool leadspc;		/* header values come with their leading space */
-	struct msg *msg;	/* NULL between transactions */
+	char *client_addr; /* for the log and the envelope's origin */
+	bool leadspc;      /* header values come with their leading space */
+	struct msg *msg;   /* NULL between transactions */
 };
 
 static const struct config *milter_cfg;
@@ -169,8 +176,9 @@ static sfsistat
 refuse_size(SMFICTX *ctx, struct conn *c)
 {
 	log_warnx("milter queue_id=%s client=%s: message larger than "
-	    "MAX_MESSAGE_SIZE=%zu, refused", mta_queue_id(ctx),
-	    nz(c->client_addr), milter_cfg->max_message_size);
+	          "MAX_MESSAGE_SIZE=%zu, refused",
+	    mta_queue_id(ctx), nz(c->client_addr),
+	    milter_cfg->max_message_size);
 	smfi_setreply(ctx, "552", "5.3.4",
 	    "Arnie: message size exceeds fixed maximum message size");
 	msg_free(c->msg);
@@ -186,17 +194,24 @@ tempfail(SMFICTX *ctx, const char *text)
 }
 
 static sfsistat
-cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
-    unsigned long f2, unsigned long f3, unsigned long *pf0,
-    unsigned long *pf1, unsigned long *pf2, unsigned long *pf3)
+cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
+    unsigned long f3, unsigned long *pf0, unsigned long *pf1,
+    unsigned long *pf2, unsigned long *pf3)
 {
 	struct conn *c = conn_get(ctx);
 
 	/* Arnie never changes the message, so it asks for no action except
 	 * choosing its macros. */
 	*pf0 = 0;
-	/* Steps Arnie has no use for are skipped. */
-	*pf1 = f1 & (SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA);
+	/*
+	 * Steps Arnie has no use for are skipped, except DATA: when it is
+	 * skipped, Postfix still sends the DATA macros, in a packet of their
+	 * own that gets no reply, and the first header field then waits for
+	 * their TCP acknowledgement (Nagle against delayed ACK): 40 ms per
+	 * message on loopback.  Answering DATA (libmilter does it for us)
+	 * avoids that.
+	 */
+	*pf1 = f1 & (SMFIP_NOHELO | SMFIP_NOUNKNOWN);
 	/* Without the leading space the header bytes cannot be rebuilt
 	 * exactly; an MTA that cannot send it gets "name: value". */
 	c->leadspc = (f1 & SMFIP_HDR_LEADSPC) != 0;
@@ -212,7 +227,7 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 		    smfi_setsymlist(ctx, SMFIM_ENVFROM, "i") != MI_SUCCESS ||
 		    smfi_setsymlist(ctx, SMFIM_EOM, "i") != MI_SUCCESS)
 			log_warnx("milter: cannot ask for macros; the log "
-			    "may lack the MTA's queue ID");
+			          "may lack the MTA's queue ID");
 	}
 	*pf2 = 0;
 	*pf3 = 0;
@@ -235,11 +250,12 @@ cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
 	/* Fall back to the address the MTA passed with the connect event. */
 	if (hostaddr != NULL && hostaddr->sa_family == AF_INET &&
 	    inet_ntop(AF_INET, &((struct sockaddr_in *)hostaddr)->sin_addr,
-		text, sizeof(text)) != NULL)
+	        text, sizeof(text)) != NULL)
 		c->client_addr = xstrdup(text);
 	else if (hostaddr != NULL && hostaddr->sa_family == AF_INET6 &&
-	    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)hostaddr)->sin6_addr,
-		text, sizeof(text)) != NULL)
+	         inet_ntop(AF_INET6,
+	             &((struct sockaddr_in6 *)hostaddr)->sin6_addr, text,
+	             sizeof(text)) != NULL)
 		c->client_addr = xstrdup(text);
 	else if (hostname != NULL)
 		c->client_addr = xstrdup(hostname);
@@ -256,8 +272,8 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	msg_free(c->msg);
 	c->msg = NULL;
 	if ((from = strip_address(argv != NULL ? argv[0] : NULL)) == NULL) {
-		smfi_setreply(ctx, "553", "5.1.7",
-		    "Arnie: malformed sender address");
+		smfi_setreply(
+		    ctx, "553", "5.1.7", "Arnie: malformed sender address");
 		return SMFIS_REJECT;
 	}
 	c->msg = xcalloc(1, sizeof(*c->msg));
@@ -277,12 +293,13 @@ cb_envrcpt(SMFICTX *ctx, char **argv)
 	if (milter_cfg->max_recipients > 0 &&
 	    c->msg->env->nrcpts >= (size_t)milter_cfg->max_recipients) {
 		/* Refuses this recipient only; the client sends it again. */
-		smfi_setreply(ctx, "452", "4.5.3", "Arnie: too many recipients");
+		smfi_setreply(
+		    ctx, "452", "4.5.3", "Arnie: too many recipients");
 		return SMFIS_TEMPFAIL;
 	}
 	if ((rcpt = strip_address(argv != NULL ? argv[0] : NULL)) == NULL) {
-		smfi_setreply(ctx, "553", "5.1.3",
-		    "Arnie: malformed recipient address");
+		smfi_setreply(
+		    ctx, "553", "5.1.3", "Arnie: malformed recipient address");
 		return SMFIS_REJECT;
 	}
 	envelope_add_rcpt(c->msg->env, rcpt);
@@ -313,7 +330,7 @@ cb_header(SMFICTX *ctx, char *name, char *value)
 			ok = msg_append(m, p, lf - p + 1);
 		else
 			ok = msg_append(m, p, lf - p) &&
-			    msg_append(m, "\r\n", 2);
+			     msg_append(m, "\r\n", 2);
 	}
 	if (ok)
 		ok = msg_append(m, p, strlen(p)) && msg_append(m, "\r\n", 2);
@@ -351,11 +368,16 @@ cb_eom(SMFICTX *ctx)
 {
 	struct conn *c = conn_get(ctx);
 	struct msg *m = c->msg;
-	struct iovec iov;
+	struct message_fix fix;
+	struct iovec *iov = NULL;
 	const char *qid = mta_queue_id(ctx);
+	const char *buf;
 	bool divert = milter_cfg->milter_mode == MILTER_DIVERT;
 	sfsistat rv;
+	int n;
 
+	/* Zeroed first: message_fix_clear() at out: accepts it as is. */
+	memset(&fix, 0, sizeof(fix));
 	if (m == NULL)
 		return tempfail(ctx, "Arnie: message without MAIL");
 	if (m->too_big)
@@ -364,27 +386,40 @@ cb_eom(SMFICTX *ctx)
 		rv = tempfail(ctx, "Arnie: message without recipients");
 		goto out;
 	}
-	m->env->origin = xasprintf("client=%s, queue_id=%s",
-	    nz(c->client_addr), qid);
-	iov.iov_base = m->buf != NULL ? m->buf : "";
-	iov.iov_len = m->len;
+	m->env->origin =
+	    xasprintf("client=%s, queue_id=%s", nz(c->client_addr), qid);
+	/* The ID is taken now because a missing Message-ID is made from it. */
+	spool_new_id(milter_spool, m->env->id);
+	buf = m->buf != NULL ? m->buf : "";
+	/* Add missing Date/Message-ID/From and leave out what libesmtp would
+	 * drop, so that the spool holds the bytes the relay will send. */
+	message_fixup(&fix, buf, m->len, m->env->id, m->env->sender,
+	    milter_cfg->helo_name, time(NULL));
+	n = message_iovcnt(&fix);
+	iov = xreallocarray(NULL, (size_t)n, sizeof(*iov));
+	if ((n = message_iov(&fix, buf, m->len, iov, n)) < 0)
+		arnie_panic("message_iov: iovec array too small");
 	/* Durable (file and outbox/ fsynced) once this returns 0; only then
 	 * may the MTA be told to forget the message. */
-	if (spool_commit(milter_spool, m->env, &iov, 1) == -1) {
-		log_warn("milter queue_id=%s client=%s from=<%s>: "
-		    "cannot queue message", qid, nz(c->client_addr),
-		    m->env->sender);
+	if (spool_commit(milter_spool, m->env, iov, n) == -1) {
+		log_warn("%s: milter queue_id=%s client=%s from=<%s>: "
+		         "cannot queue message",
+		    m->env->id, qid, nz(c->client_addr), m->env->sender);
 		rv = tempfail(ctx, "Arnie: queue file write error");
 		goto out;
 	}
+	message_fix_log(&fix, m->env->id);
+	/* The size queued and relayed: the completed message's. */
+	log_info("%s: milter queue_id=%s client=%s from=<%s> nrcpt=%zu "
+	         "size=%zu (%s)",
+	    m->env->id, qid, nz(c->client_addr), m->env->sender, m->env->nrcpts,
+	    (size_t)m->env->size, divert ? "divert" : "copy");
 	if (milter_sender != NULL)
 		sender_wake(milter_sender);
-	log_info("%s: milter queue_id=%s client=%s from=<%s> nrcpt=%zu "
-	    "size=%zu (%s)", m->env->id, qid, nz(c->client_addr),
-	    m->env->sender, m->env->nrcpts, m->len,
-	    divert ? "divert" : "copy");
 	rv = divert ? SMFIS_DISCARD : SMFIS_ACCEPT;
 out:
+	free(iov);
+	message_fix_clear(&fix);
 	msg_free(c->msg);
 	c->msg = NULL;
 	return rv;
@@ -411,27 +446,27 @@ cb_close(SMFICTX *ctx)
 }
 
 static struct smfiDesc milter_desc = {
-	.xxfi_name = "arnie-milter",
-	.xxfi_version = SMFI_VERSION,
-	.xxfi_flags = 0,
-	.xxfi_connect = cb_connect,
-	.xxfi_helo = NULL,
-	.xxfi_envfrom = cb_envfrom,
-	.xxfi_envrcpt = cb_envrcpt,
-	.xxfi_header = cb_header,
-	.xxfi_eoh = cb_eoh,
-	.xxfi_body = cb_body,
-	.xxfi_eom = cb_eom,
-	.xxfi_abort = cb_abort,
-	.xxfi_close = cb_close,
-	.xxfi_unknown = NULL,
-	.xxfi_data = NULL,
-	.xxfi_negotiate = cb_negotiate,
+    .xxfi_name = "arnie-milter",
+    .xxfi_version = SMFI_VERSION,
+    .xxfi_flags = 0,
+    .xxfi_connect = cb_connect,
+    .xxfi_helo = NULL,
+    .xxfi_envfrom = cb_envfrom,
+    .xxfi_envrcpt = cb_envrcpt,
+    .xxfi_header = cb_header,
+    .xxfi_eoh = cb_eoh,
+    .xxfi_body = cb_body,
+    .xxfi_eom = cb_eom,
+    .xxfi_abort = cb_abort,
+    .xxfi_close = cb_close,
+    .xxfi_unknown = NULL,
+    .xxfi_data = NULL,
+    .xxfi_negotiate = cb_negotiate,
 };
 
 void
-milter_init(const struct config *cfg, struct spool *spool,
-    struct sender *sender)
+milter_init(
+    const struct config *cfg, struct spool *spool, struct sender *sender)
 {
 	milter_cfg = cfg;
 	milter_spool = spool;
@@ -447,7 +482,7 @@ unix_path(const char *conn)
 	if (strncmp(conn, "local:", 6) == 0)
 		return conn + 6;
 	if (strchr(conn, ':') == NULL)
-		return conn;	/* libmilter's default type is unix */
+		return conn; /* libmilter's default type is unix */
 	return NULL;
 }
 
@@ -469,8 +504,8 @@ milter_listen(const char *conn)
 	/* Remove a stale unix socket left by a crash, then bind and listen
 	 * now, so a busy port is reported before anything else starts. */
 	if (smfi_opensocket(path != NULL) != MI_SUCCESS) {
-		log_warnx("cannot listen on %s (in use, or no permission)",
-		    conn);
+		log_warnx(
+		    "cannot listen on %s (in use, or no permission)", conn);
 		return -1;
 	}
 	/* libmilter creates the socket under the umask; the MTA runs as

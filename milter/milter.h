@@ -3,7 +3,8 @@
  *
  * Turns each MTA transaction (MAIL, every accepted RCPT, the header fields
  * and the body exactly as the MTA passes them) into one envelope and one
- * message buffer, and at end-of-message commits them with spool_commit(),
+ * message buffer, and at end-of-message completes the header (message.h)
+ * and commits them with spool_commit(),
  * the same durable path the standalone listener uses.  Only after the commit
  * has returned does it answer SMFIS_DISCARD (divert mode: the MTA keeps
  * nothing) or SMFIS_ACCEPT (copy mode: the MTA delivers too).  Anything that
@@ -27,8 +28,8 @@ struct spool;
  * wake after each commit (NULL: nobody is woken).  All three are borrowed and
  * must outlive smfi_main().  Call once, before milter_listen().
  */
-void milter_init(const struct config *cfg, struct spool *spool,
-    struct sender *sender);
+void milter_init(
+    const struct config *cfg, struct spool *spool, struct sender *sender);
 
 /*
  * Register the callbacks and open the socket named in conn, in libmilter's

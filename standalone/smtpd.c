@@ -41,6 +41,7 @@
 #include "config.h"
 #include "commitq.h"
 #include "log.h"
+#include "message.h"
 #include "smtp_parse.h"
 #include "spool.h"
 #include "xmalloc.h"
@@ -89,8 +90,8 @@ struct session {
 	struct envelope *env;
 	char *received;
 	char *msg;
-	struct iovec iov[2];
-	int commit_error; /* written by the writer thread */
+	struct message_fix fix; /* the header completion of msg */
+	int commit_error;       /* written by the writer thread */
 };
 
 struct smtpd {
@@ -185,6 +186,7 @@ session_destroy(struct session *s)
 	envelope_free(s->env);
 	free(s->received);
 	free(s->msg);
+	message_fix_clear(&s->fix);
 	free(s->helo);
 	free(s);
 	if (sd->stopping && sd->nsessions == 0)
@@ -253,9 +255,9 @@ commit_finished(evutil_socket_t fd, short what, void *arg)
 	struct envelope *env = s->env;
 
 	if (s->commit_error == 0) {
+		message_fix_log(&s->fix, env->id);
 		log_info("%s: from=<%s>, size=%zu, nrcpt=%zu, %s", env->id,
-		    env->sender, s->iov[0].iov_len + s->iov[1].iov_len,
-		    env->nrcpts, env->origin);
+		    env->sender, (size_t)env->size, env->nrcpts, env->origin);
 		reply(s, "250 2.0.0 Ok: queued as %s", env->id);
 	} else {
 		errno = s->commit_error;
@@ -269,6 +271,7 @@ commit_finished(evutil_socket_t fd, short what, void *arg)
 	s->received = NULL;
 	free(s->msg);
 	s->msg = NULL;
+	message_fix_clear(&s->fix);
 	transaction_reset(s);
 	s->state = S_CMD;
 
@@ -290,7 +293,9 @@ commit_start(struct session *s, char *msg, size_t msglen)
 {
 	struct smtpd *sd = s->sd;
 	struct envelope *env;
+	struct iovec *iov;
 	size_t i, rlen;
+	int n;
 
 	env = envelope_new();
 	/* The ID is taken now because the Received: line names it. */
@@ -305,15 +310,23 @@ commit_start(struct session *s, char *msg, size_t msglen)
 	s->env = env;
 	s->msg = msg;
 	s->received = received_header(s, env->id, &rlen);
-	s->iov[0].iov_base = s->received;
-	s->iov[0].iov_len = rlen;
-	s->iov[1].iov_base = msg;
-	s->iov[1].iov_len = msglen;
+	/* Add missing Date/Message-ID/From and leave out what libesmtp would
+	 * drop, so that the spool holds the bytes the relay will send. */
+	message_fixup(&s->fix, msg, msglen, env->id, env->sender, sd->hostname,
+	    time(NULL));
+	n = message_iovcnt(&s->fix) + 1;
+	iov = xreallocarray(NULL, (size_t)n, sizeof(*iov));
+	iov[0].iov_base = s->received;
+	iov[0].iov_len = rlen;
+	if ((n = message_iov(&s->fix, msg, msglen, iov + 1, n - 1)) < 0)
+		arnie_panic("message_iov: iovec array too small");
 	s->commit_error = 0;
 	s->state = S_COMMIT;
 	/* Nothing more is read until the client has its answer. */
 	bufferevent_disable(s->bev, EV_READ);
-	commitq_submit(sd->q, env, s->iov, 2, commit_done, s);
+	/* The queue copies the array; msg, received and fix stay borrowed. */
+	commitq_submit(sd->q, env, iov, n + 1, commit_done, s);
+	free(iov);
 }
 
 /* ---------------------------------------------------------------- commands */
