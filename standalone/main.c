@@ -17,9 +17,7 @@
 #include "autoconf.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +32,7 @@
 
 #include "config.h"
 #include "commitq.h"
+#include "daemon.h"
 #include "log.h"
 #include "sender.h"
 #include "smtpd.h"
@@ -43,28 +42,15 @@
 /* How long running commits may take to finish at shutdown. */
 #define SHUTDOWN_GRACE_SECONDS 5
 
-struct daemon {
+struct loop {
 	struct event_base *base;
 	struct smtpd *smtpd;
 };
 
 static void
-usage(FILE *out)
-{
-	fprintf(out, "usage: " PROGNAME
-	             " [-c FILE] [-v] [--check-config] [--version] [-h]\n");
-}
-
-static void
-warn_key(const char *message)
-{
-	log_warnx("%s", message);
-}
-
-static void
 on_stop(evutil_socket_t sig, short what, void *arg)
 {
-	struct daemon *d = arg;
+	struct loop *d = arg;
 
 	log_info("received signal %d, shutting down", (int)sig);
 #ifdef HAVE_SYSTEMD
@@ -82,88 +68,20 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 		log_info("log file reopened");
 }
 
-/* Threads started while these are blocked keep them blocked, so that the
- * kernel hands SIGTERM, SIGINT and SIGHUP to the event loop's thread. */
-static void
-mask_signals(int how)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	if ((errno = pthread_sigmask(how, &set, NULL)) != 0)
-		fatal(EX_OSERR, "pthread_sigmask");
-}
-
 int
 main(int argc, char *argv[])
 {
-	enum { OPT_CHECK = 256, OPT_VERSION };
-	static const struct option longopts[] = {
-	    {"check-config", no_argument, NULL, OPT_CHECK},
-	    {"version", no_argument, NULL, OPT_VERSION},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	const char *cli_path = NULL;
-	char *path;
 	char err[512];
 	struct config *cfg;
 	struct spool *spool;
 	struct sender *sender;
 	struct commitq *q;
-	struct daemon d = {NULL, NULL};
+	struct loop d = {NULL, NULL};
 	struct event *ev_term, *ev_int, *ev_hup;
-	bool check = false;
-	int verbose = 0, ch, rc;
+	int rc;
 
-	while ((ch = getopt_long(argc, argv, "c:vh", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'c':
-			cli_path = optarg;
-			break;
-		case 'v':
-			verbose++;
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		case OPT_CHECK:
-			check = true;
-			break;
-		case OPT_VERSION:
-			printf(PROGNAME " " PACKAGE_VERSION "\n");
-			return 0;
-		default:
-			usage(stderr);
-			return EX_USAGE;
-		}
-	}
-	if (optind != argc) {
-		usage(stderr);
-		return EX_USAGE;
-	}
+	cfg = daemon_start(PROGNAME, argc, argv);
 
-	log_init(PROGNAME, NULL, verbose);
-	path = config_find_file(cli_path);
-	cfg = config_load(path, warn_key, err, sizeof(err));
-	free(path);
-	if (cfg == NULL)
-		fatalx(EX_CONFIG, "%s", err);
-	if (check) {
-		config_print(cfg, stdout);
-		config_free(cfg);
-		return 0;
-	}
-	if (cfg->log_file != NULL &&
-	    log_init(PROGNAME, cfg->log_file, verbose) == -1)
-		fatal(EX_CANTCREAT, "cannot open ARNIE_LOG_FILE %s",
-		    cfg->log_file);
-
-	/* A client that goes away is an error return, not death. */
-	signal(SIGPIPE, SIG_IGN);
 	/* Before the base exists, so that other threads may wake it. */
 	if (evthread_use_pthreads() == -1)
 		fatalx(EX_SOFTWARE, "libevent has no pthreads support");
@@ -179,14 +97,14 @@ main(int argc, char *argv[])
 
 	/* Bind before the sender starts: a daemon that cannot listen should
 	 * not begin relaying either. */
-	mask_signals(SIG_BLOCK);
+	daemon_mask_signals(SIG_BLOCK);
 	q = commitq_new(spool, sender);
 	if ((d.smtpd = smtpd_new(d.base, cfg, spool, q)) == NULL)
 		fatal(EX_OSERR, "cannot listen on %s port %d",
 		    cfg->listen_address, cfg->listen_port);
 	if (sender_start(sender) == -1)
 		fatal(EX_OSERR, "cannot start the sender thread");
-	mask_signals(SIG_UNBLOCK);
+	daemon_mask_signals(SIG_UNBLOCK);
 
 	ev_term = evsignal_new(d.base, SIGTERM, on_stop, &d);
 	ev_int = evsignal_new(d.base, SIGINT, on_stop, &d);
