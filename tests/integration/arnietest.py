@@ -18,7 +18,6 @@ Only the standard library and aiosmtpd are used.
 """
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import os
@@ -92,6 +91,25 @@ def port_open(port, host="127.0.0.1"):
             return True
     except OSError:
         return False
+
+
+def localhost_addresses():
+    """Loopback addresses "localhost" resolves to here and that can be
+    bound (CI images often list ::1 too; a daemon told "localhost" may try
+    it first)."""
+    out = ["127.0.0.1"]
+    try:
+        infos = socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)
+    except OSError:
+        return out
+    if any(i[4][0] == "::1" for i in infos):
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+                s.bind(("::1", 0))
+            out.append("::1")
+        except OSError:
+            pass
+    return out
 
 
 def clean_env(extra=None):
@@ -218,6 +236,7 @@ class Transaction:
     reply: str              # reply given to the end of DATA
     user: str = None        # authenticated user, if any
     tls: bool = False       # STARTTLS was done on this connection
+    at: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
     def accepted(self):
@@ -312,8 +331,12 @@ class FakeUpstream:
 
     def __init__(self, port=None, tls_context=None, require_starttls=False,
                  auth=None, auth_require_tls=True, pipelining=True,
-                 auth_exclude=()):
+                 auth_exclude=(), serve_localhost=False):
         self.port = port or free_port()
+        # serve_localhost: listen on every address of "localhost", for
+        # tests that give the daemon that name (certificate checks).
+        self.hosts = localhost_addresses() if serve_localhost else \
+            ["127.0.0.1"]
         self.tls_context = tls_context
         self.require_starttls = require_starttls
         self.auth = auth          # (user, password) or None
@@ -439,7 +462,9 @@ class FakeUpstream:
             self.tls_context.sni_callback = sni
 
         self.controller = _Controller(
-            _Handler(self), hostname="127.0.0.1", port=self.port,
+            _Handler(self),
+            hostname=self.hosts if len(self.hosts) > 1 else self.hosts[0],
+            port=self.port,
             server_hostname="upstream.test", **kwargs)
         self.controller.start()
         return self
@@ -497,13 +522,15 @@ class Arnie:
     """One `arnie` process: started from an .env file, stopped by PID."""
 
     def __init__(self, workdir, env_path, listen_port, files_dir,
-                 extra_env=None):
+                 extra_env=None, name="arnie"):
         self.workdir = workdir
+        self.name = name          # log files: NAME-1.log, NAME-2.log...
         self.env_path = env_path
         self.port = listen_port
         self.files_dir = files_dir
         self.extra_env = extra_env or {}
         self.proc = None
+        self.wrapper = []         # argv prefix, e.g. unshare; must exec
         self.logs = []            # one stderr log per start
         self.returncode = None
 
@@ -515,12 +542,14 @@ class Arnie:
         if not ARNIE_BIN or not os.access(ARNIE_BIN, os.X_OK):
             raise AssertionError("ARNIE_BIN (%r) is not an executable; "
                                  "build standalone/arnie first" % ARNIE_BIN)
-        log = os.path.join(self.workdir, "arnie-%d.log" % (len(self.logs) + 1))
+        log = os.path.join(self.workdir, "%s-%d.log" %
+                           (self.name, len(self.logs) + 1))
         self.logs.append(log)
         with open(log, "wb") as f:
             self.proc = subprocess.Popen(
-                [ARNIE_BIN, "-c", self.env_path], stdin=subprocess.DEVNULL,
-                stdout=f, stderr=subprocess.STDOUT, cwd=self.workdir,
+                self.wrapper + [ARNIE_BIN, "-c", self.env_path],
+                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                cwd=self.workdir,
                 env=clean_env(self.extra_env))
         self.returncode = None
         if wait:
@@ -676,7 +705,9 @@ class Spool:
     def __init__(self, root):
         self.root = root
 
-    def path(self, folder, name=""):
+    def path(self, folder, name=None):
+        if name is None:
+            return os.path.join(self.root, folder)
         return os.path.join(self.root, folder, name)
 
     def list(self, folder):
@@ -882,7 +913,8 @@ class ArnieTestCase(unittest.TestCase):
         env_path = write_env(self.tmp, name="arnie-%d.env" %
                              (len(self.daemons) + 1), **keys)
         d = Arnie(self.tmp, env_path, int(keys["ARNIE_LISTEN_PORT"]),
-                  keys["FILES_DIRECTORY"], extra_env)
+                  keys["FILES_DIRECTORY"], extra_env,
+                  name="arnie%d" % (len(self.daemons) + 1))
         d.keys = keys
         self.daemons.append(d)
         self.addCleanup(d.stop)

@@ -3,10 +3,9 @@ about arnie mean nothing.  No arnie is started here."""
 
 import smtplib
 import ssl
-import unittest
 
 import arnietest
-from arnietest import ArnieTestCase, FakeUpstream, make_message, wait_for
+from arnietest import ArnieTestCase, make_message, wait_for
 
 
 class FakeUpstreamTest(ArnieTestCase):

@@ -3,7 +3,6 @@ of DATA (no SMTP smuggling) and dot-unstuffing, against the real arnie."""
 
 import re
 import time
-import unittest
 
 import arnietest
 from arnietest import (ArnieTestCase, RawClient, make_message, smtp_send,

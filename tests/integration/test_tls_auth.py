@@ -6,16 +6,14 @@ queued, the log says why), TLS_VERIFY=false, AUTH PLAIN, a wrong password
 import base64
 import os
 import re
-import time
-import unittest
 
 import arnietest
 from arnietest import ArnieTestCase, make_message, smtp_send, wait_for
 
 USER = "arnie-user"
 PASSWORD = "S3cret-Pw!xyzzy-4711"
-CERT_TROUBLE = re.compile(r"certificate|verif|host ?name|x509|tls|ssl",
-                          re.IGNORECASE)
+CERTIFICATE = re.compile(r"certificate", re.IGNORECASE)
+WRONG_NAME = re.compile(r"certificate.*(host ?name|mismatch)", re.IGNORECASE)
 
 
 class TlsAuthTest(ArnieTestCase):
@@ -29,7 +27,7 @@ class TlsAuthTest(ArnieTestCase):
         cert, key = self.ca.issue(name, sans)
         return self.upstream(
             tls_context=arnietest.TestCA.server_context(cert, key),
-            require_starttls=True, **kw)
+            require_starttls=True, serve_localhost=True, **kw)
 
     def tls_arnie(self, up, **keys):
         conf = dict(OUTBOUND_EMAIL_HOST="localhost",
@@ -65,7 +63,8 @@ class TlsAuthTest(ArnieTestCase):
         self.send(d, "tls-ok")
         t = self.assertDeliveredOnce(up, "tls-ok")
         self.assertTrue(t.tls, "delivered without STARTTLS")
-        self.assertEqual(up.sni_names, ["localhost"], "SNI not sent")
+        self.assertTrue(up.sni_names)
+        self.assertEqual(set(up.sni_names), {"localhost"}, up.sni_names)
 
     def test_starttls_verified_for_an_ip_address_host(self):
         up = self.tls_upstream()
@@ -74,19 +73,20 @@ class TlsAuthTest(ArnieTestCase):
         t = self.assertDeliveredOnce(up, "tls-ip")
         self.assertTrue(t.tls)
         # RFC 6066: no SNI for an IP address.
-        self.assertEqual(up.sni_names, [None])
+        self.assertTrue(up.sni_names)
+        self.assertEqual(set(up.sni_names), {None}, up.sni_names)
 
     def test_wrong_host_name_is_refused_and_mail_stays_queued(self):
         up = self.tls_upstream(sans="DNS:wrong.example", name="wrong")
         d = self.tls_arnie(up)
         self.send(d, "tls-wrong")
-        self.assertStaysQueued(d, up, "tls-wrong", CERT_TROUBLE)
+        self.assertStaysQueued(d, up, "tls-wrong", WRONG_NAME)
 
     def test_unknown_ca_is_refused(self):
         up = self.tls_upstream()
         d = self.tls_arnie(up, OUTBOUND_EMAIL_CA_FILE=None)
         self.send(d, "tls-unknown-ca")
-        self.assertStaysQueued(d, up, "tls-unknown-ca", CERT_TROUBLE)
+        self.assertStaysQueued(d, up, "tls-unknown-ca", CERTIFICATE)
 
     def test_tls_verify_false_accepts_a_wrong_name(self):
         up = self.tls_upstream(sans="DNS:wrong.example", name="wrong")
@@ -101,7 +101,7 @@ class TlsAuthTest(ArnieTestCase):
         d = self.tls_arnie(up)
         self.send(d, "tls-missing")
         self.assertStaysQueued(d, up, "tls-missing",
-                               re.compile(r"starttls|tls", re.IGNORECASE))
+                               re.compile(r"STARTTLS"))
 
     # ------------------------------------------------------------ AUTH
 

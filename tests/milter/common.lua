@@ -1,7 +1,7 @@
 -- Helpers shared by the arnie-milter miltertest scripts.
 --
 -- The runner (protocol.py) starts arnie-milter and passes, with -D:
---   port    the milter's TCP port on 127.0.0.1
+--   sock    the milter's socket: inet:PORT@127.0.0.1 or unix:/path
 --   srcdir  tests/milter, to load this file
 --   mode    "divert" or "copy": the end-of-message reply expected
 -- Each script stops with error() (miltertest then exits non-zero) on the
@@ -15,7 +15,7 @@ end
 
 -- Connect, retrying for up to 10 s while the daemon starts.
 function connect()
-	local conn = mt.connect("inet:" .. port .. "@127.0.0.1", 40, 0.25)
+	local conn = mt.connect(sock, 40, 0.25)
 	check(conn ~= nil, "mt.connect failed")
 	return conn
 end

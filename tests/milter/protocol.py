@@ -5,23 +5,37 @@ spool and an upstream port where nobody listens (so queued files stay in
 outbox/), run the scenario's Lua script with miltertest (the script checks
 the milter's replies), stop the daemon with SIGTERM (it must exit 0), then
 check the queued files and the log here.
+
+Every queued message is checked byte for byte as completed at
+end-of-message (shared/message.h): the header fields as the MTA passed them,
+unchanged and in order; then exactly the fields Arnie adds when missing
+("Message-ID: <ID@ARNIE_HOSTNAME>", "Date: ..." in the daemon's local time,
+"From: SENDER", in that order); then the empty line and the body, unchanged.
 """
 
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import sys
+import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import milterlib  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# ARNIE_HOSTNAME of every run: the right-hand side of added Message-IDs.
+HOST = "arnie.test"
+# The daemon's time zone: half an hour off and east of UTC, so an added
+# Date: must carry the local numeric offset, not UTC's.
+TZ, OFFSET = "ARN-5:30", b"+0530"
 
 
 def run_lua(milter, script, mode="divert"):
     cmd = ["miltertest", "-s", os.path.join(HERE, script),
-           "-D", "port=%d" % milter.port, "-D", "srcdir=%s" % HERE,
+           "-D", "sock=%s" % milter.sock, "-D", "srcdir=%s" % HERE,
            "-D", "mode=%s" % mode]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        timeout=120)
@@ -38,6 +52,15 @@ def expect_log(milter, msg, qid, client, nrcpt, mode="divert"):
     assert line in milter.log(), "log lacks %r:\n%s" % (line, milter.log())
 
 
+def expect(m, msg, header, body, added=milterlib.ADDED_ORDER):
+    """msg, queued by m, is header + exactly the added fields + the empty
+    line + body (see milterlib.expect_completed)."""
+    milterlib.expect_completed(
+        msg["message"], header, body, msg["id"].encode(),
+        msg["from"].encode(), HOST.encode(), added, m.started_at,
+        time.time(), OFFSET)
+
+
 def mine(q, *senders):
     """The queued messages from these senders, in queue order."""
     return [msg for msg in q if msg["from"] in senders]
@@ -49,13 +72,12 @@ def check_one_rcpt(m, q, mode="divert"):
     msg = msgs[0]
     assert msg["rcpts"] == ["bob@example.org"], msg
     assert msg["origin"] == "client=192.0.2.7, queue_id=QID0001", msg
-    assert msg["message"] == (
-        b"From: Alice <alice@example.com>\r\n"
-        b"To: bob@example.org\r\n"
-        b"Subject: one\r\n"
-        b"\r\n"
-        b"Hello Bob.\r\n"
-        b"Bye.\r\n"), msg["message"]
+    # From is there: only Message-ID and Date are added.
+    expect(m, msg,
+           b"From: Alice <alice@example.com>\r\n"
+           b"To: bob@example.org\r\n"
+           b"Subject: one\r\n",
+           b"Hello Bob.\r\nBye.\r\n", ("Message-ID", "Date"))
     expect_log(m, msg, "QID0001", "192.0.2.7", 1, mode)
 
 
@@ -65,6 +87,10 @@ def check_several_rcpts(m, q):
     assert msgs[0]["rcpts"] == ["r1@example.org", "r2@example.net",
                                 "hidden@example.com"], msgs[0]
     assert b"hidden" not in msgs[0]["message"]
+    expect(m, msgs[0],
+           b"From: carol@example.com\r\nTo: r1@example.org\r\n"
+           b"Cc: r2@example.net\r\nSubject: three\r\n",
+           b"Three recipients.\r\n", ("Message-ID", "Date"))
     expect_log(m, msgs[0], "QID0002", "192.0.2.8", 3)
 
 
@@ -76,14 +102,13 @@ def check_several_tx(m, q):
     for i in (1, 2, 3):
         msg = by_from["a%d@example.com" % i]
         assert msg["rcpts"] == ["to%d@example.org" % i], msg
-        assert msg["message"] == b"Subject: tx %d\r\n\r\nBody %d.\r\n" % (
-            i, i), msg
+        expect(m, msg, b"Subject: tx %d\r\n" % i, b"Body %d.\r\n" % i)
         expect_log(m, msg, "QIDA%d" % i, "192.0.2.9", 1)
-    assert by_from["b@example.com"]["message"] == (
-        b"Subject: from b\r\n\r\nB part 1\r\nB part 2\r\n")
+    expect(m, by_from["b@example.com"], b"Subject: from b\r\n",
+           b"B part 1\r\nB part 2\r\n")
     assert by_from["b@example.com"]["rcpts"] == ["tob@example.org"]
-    assert by_from["c@example.com"]["message"] == (
-        b"Subject: from c\r\n\r\nC body\r\n")
+    expect(m, by_from["c@example.com"], b"Subject: from c\r\n",
+           b"C body\r\n")
     expect_log(m, by_from["c@example.com"], "QIDC", "192.0.2.11", 1)
 
 
@@ -92,7 +117,7 @@ def check_abort(m, q):
     msgs = mine(q, "kept@example.com")
     assert len(msgs) == 1, msgs
     assert msgs[0]["rcpts"] == ["kept@example.org"]
-    assert msgs[0]["message"] == b"Subject: after abort\r\n\r\nKept.\r\n"
+    expect(m, msgs[0], b"Subject: after abort\r\n", b"Kept.\r\n")
     assert os.listdir(os.path.join(m.spool, "inbox")) == []
 
 
@@ -100,28 +125,72 @@ def check_headers(m, q):
     by_from = {msg["from"]: msg for msg in
                mine(q, "h@example.com", "old@example.com")}
     name = "Zo\u00eb \u00c6r\u00f8sk\u00f8bing \u65e5\u672c".encode()
-    assert by_from["h@example.com"]["message"] == (
-        b"Received: from client.example (client.example [192.0.2.16])\r\n"
-        b"\tby mx.example (Postfix) with ESMTP id QIDH\r\n"
-        b"\tfor <h@example.org>\r\n"
-        b"X-Folded-CRLF: one\r\n two\r\n\tthree\r\n"
-        b"Subject: =?UTF-8?B?Wm/DqyDDhnLDuHNrw7hiaW5n?=\r\n"
-        b"X-Name: " + name + b"\r\n"
-        b"X-Empty: \r\n"
-        b"X-Trail: value  \t\r\n"
-        b"Subject: second subject\r\n"
-        b"\r\n"
-        b"line 1\r\n.dot line\r\n\r\nlast\r\n"), \
-        by_from["h@example.com"]["message"]
-    assert by_from["old@example.com"]["message"] == (
-        b"Subject: plain\r\nX-Empty:\r\n\r\nold\r\n"), \
-        by_from["old@example.com"]["message"]
+    # The fields as passed, byte for byte (folding, UTF-8, blanks, the
+    # repeated Subject), and only then the three added ones.
+    expect(m, by_from["h@example.com"],
+           b"Received: from client.example (client.example [192.0.2.16])\r\n"
+           b"\tby mx.example (Postfix) with ESMTP id QIDH\r\n"
+           b"\tfor <h@example.org>\r\n"
+           b"X-Folded-CRLF: one\r\n two\r\n\tthree\r\n"
+           b"Subject: =?UTF-8?B?Wm/DqyDDhnLDuHNrw7hiaW5n?=\r\n"
+           b"X-Name: " + name + b"\r\n"
+           b"X-Empty: \r\n"
+           b"X-Trail: value  \t\r\n"
+           b"Subject: second subject\r\n",
+           b"line 1\r\n.dot line\r\n\r\nlast\r\n")
+    expect(m, by_from["old@example.com"], b"Subject: plain\r\nX-Empty:\r\n",
+           b"old\r\n")
+
+
+def fixed_lines(m, msg_id):
+    return [line for line in m.log().splitlines()
+            if (" %s: header fixed: " % msg_id) in line]
+
+
+def check_fixup(m, q):
+    by_from = {msg["from"]: msg for msg in
+               mine(q, "full@example.com", "trim@example.com", "")}
+    assert len(by_from) == 3, sorted(by_from)
+    full = by_from["full@example.com"]
+    assert full["message"] == (
+        b"From: Full <full@example.com>\r\nTo: full@example.org\r\n"
+        b"Date: Tue, 01 Apr 2025 10:00:00 +0000\r\n"
+        b"Message-ID: <full@example.com>\r\nSubject: complete\r\n"
+        b"\r\nNothing to add.\r\n"), full["message"]
+    assert fixed_lines(m, full["id"]) == [], m.log()
+    expect_log(m, full, "QIDFULL", "192.0.2.18", 1)
+
+    trim = by_from["trim@example.com"]
+    assert trim["message"] == (
+        b"From: trim@example.com\r\nTo: one@example.org\r\n"
+        b"Subject: trimmed\r\n"
+        b"Date: Tue, 01 Apr 2025 10:00:00 +0000\r\n"
+        b"Message-ID: <trim@example.com>\r\n"
+        b"\r\nFour fields fewer.\r\n"), trim["message"]
+    got = fixed_lines(m, trim["id"])
+    assert len(got) == 1 and got[0].endswith(
+        " %s: header fixed: dropped Return-Path, repeated To, Original-*, "
+        "Resent-Reply-To" % trim["id"]), got
+    expect_log(m, trim, "QIDTRIM", "192.0.2.18", 1)
+
+    null = by_from[""]
+    assert null["rcpts"] == ["postmaster@example.org"], null
+    expect(m, null, b"Subject: bounce\r\n", b"From the null sender.\r\n")
+    assert b"\r\nFrom: MAILER-DAEMON@arnie.test\r\n" in null["message"]
+    got = fixed_lines(m, null["id"])
+    assert len(got) == 1 and got[0].endswith(
+        " %s: header fixed: added Message-ID, Date, From" % null["id"]), got
+    expect_log(m, null, "QIDNULL", "192.0.2.18", 1)
 
 
 def check_oversize(m, q):
     assert [msg["from"] for msg in q] == ["fit@example.com",
                                           "small@example.com"], q
-    assert len(q[0]["message"]) == 2000, len(q[0]["message"])
+    # The limit applies to the message as the MTA passed it (2000 octets
+    # here); the fields added afterwards may take it beyond.
+    header, body = b"Subject: big\r\n", b"x" * 1982 + b"\r\n"
+    assert len(header) + 2 + len(body) == 2000
+    expect(m, q[0], header, body)
     assert "queue_id=QIDBIG" in m.log() and \
         "MAX_MESSAGE_SIZE=2000" in m.log(), m.log()
 
@@ -138,6 +207,21 @@ def break_inbox(m):
         f.write("not a directory\n")
 
 
+def stale_socket(work):
+    """What a crash leaves: a socket file nobody listens on."""
+    path = os.path.join(work, "milter.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()
+
+
+def check_unix(m, q):
+    st = os.stat(m.path)
+    assert stat.S_ISSOCK(st.st_mode), oct(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o660, oct(st.st_mode)
+    check_one_rcpt(m, q)
+
+
 def check_tempfail(m, q):
     assert q == [], q
     assert "cannot queue message" in m.log(), m.log()
@@ -152,12 +236,16 @@ RUNS = [
         ("several_tx.lua", check_several_tx),
         ("abort.lua", check_abort),
         ("headers.lua", check_headers),
+        ("fixup.lua", check_fixup),
     ]),
     ("copy", {"ARNIE_MILTER_MODE": "copy"}, None, [
         ("one_rcpt.lua", lambda m, q: check_one_rcpt(m, q, "copy")),
     ]),
     ("oversize", {"MAX_MESSAGE_SIZE": 2000}, None, [
         ("oversize.lua", check_oversize),
+    ]),
+    ("unix", {"unix": True}, None, [
+        ("one_rcpt.lua", check_unix),
     ]),
     ("tempfail", {}, break_inbox, [
         ("tempfail.lua", check_tempfail),
@@ -167,7 +255,9 @@ RUNS = [
 
 def run(name, settings, prepare, scripts, work):
     mode = settings.get("ARNIE_MILTER_MODE", "divert")
-    m = milterlib.Milter(work, **settings).start()
+    if settings.get("unix"):
+        stale_socket(work)
+    m = milterlib.Milter(work, ARNIE_HOSTNAME=HOST, **settings).start()
     try:
         if prepare is not None:
             prepare(m)
@@ -193,6 +283,8 @@ def run(name, settings, prepare, scripts, work):
 def main():
     milterlib.binary()
     milterlib.require("miltertest")
+    milterlib.cleanup_on_sigterm()
+    os.environ["TZ"] = TZ  # inherited by arnie-milter
     only = sys.argv[1:]
     failed = 0
     for name, settings, prepare, scripts in RUNS:

@@ -1,0 +1,194 @@
+"""Configuration: --check-config, exit code 78 with the key named, the
+original .env syntax, environment over file, unknown keys."""
+
+import os
+
+import arnietest
+from arnietest import ArnieTestCase, make_message, smtp_send, write_env
+
+EX_CONFIG = 78
+PASSWORD = "Sup3r-Secret-pw#not-in-output"
+
+
+class ConfigTest(ArnieTestCase):
+
+    def env_file(self, text, name="test.env"):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def check(self, path=None, extra_env=None):
+        args = ["--check-config"]
+        if path:
+            args += ["-c", path]
+        return self.run_arnie(args, extra_env=extra_env)
+
+    @staticmethod
+    def values(stdout):
+        out = {}
+        for line in stdout.splitlines():
+            k, sep, v = line.partition("=")
+            if sep:
+                v = v.strip()
+                # Values with blanks are printed quoted, re-readable as .env.
+                if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
+                    v = v[1:-1]
+                out[k.strip()] = v
+        return out
+
+    def test_check_config_prints_effective_config_with_password_masked(self):
+        path = write_env(self.tmp, OUTBOUND_EMAIL_HOST="smtp.example.com",
+                         OUTBOUND_EMAIL_USERNAME="AKIAEXAMPLE",
+                         OUTBOUND_EMAIL_PASSWORD=PASSWORD)
+        r = self.check(path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn(PASSWORD, r.stdout + r.stderr)
+        v = self.values(r.stdout)
+        self.assertEqual(v["OUTBOUND_EMAIL_HOST"], "smtp.example.com")
+        self.assertEqual(v["OUTBOUND_EMAIL_USERNAME"], "AKIAEXAMPLE")
+        self.assertIn("OUTBOUND_EMAIL_PASSWORD", v)
+        self.assertRegex(v["OUTBOUND_EMAIL_PASSWORD"], r"^\*+$")
+        # The defaults of the issue.
+        defaults = {
+            "OUTBOUND_EMAIL_HOST_PORT": "587",
+            "OUTBOUND_EMAIL_TLS_VERIFY": "true",
+            "ARNIE_LISTEN_ADDRESS": "127.0.0.1",
+            "ARNIE_LISTEN_PORT": "8025",
+            "RETRY_DELAY_SECONDS": "60",
+            "RETRY_MAX_DELAY_SECONDS": "3600",
+            "MAX_SEND_ATTEMPTS": "50",
+            "MAX_QUEUE_LIFETIME_SECONDS": "432000",
+            "MAX_MESSAGE_SIZE": "26214400",
+            "MAX_RECIPIENTS": "100",
+            "MAX_CONNECTIONS": "100",
+            "MAX_SEND_RATE": "0",
+            "REPORT_INTERVAL_SECONDS": "3600",
+        }
+        for k, want in defaults.items():
+            self.assertIn(k, v, "%s not printed" % k)
+            self.assertEqual(v[k], want, k)
+
+    def test_missing_host_exits_78_naming_it(self):
+        path = write_env(self.tmp, ADMIN_ADDRESS="ops@example.com")
+        r = self.check(path)
+        self.assertEqual(r.returncode, EX_CONFIG)
+        self.assertIn("OUTBOUND_EMAIL_HOST", r.stderr)
+        # The daemon itself refuses to start the same way.
+        r = self.run_arnie(["-c", path])
+        self.assertEqual(r.returncode, EX_CONFIG)
+        self.assertIn("OUTBOUND_EMAIL_HOST", r.stderr)
+
+    def test_bad_values_exit_78_naming_the_key(self):
+        bad = {
+            "MAX_RECIPIENTS": "abc",
+            "OUTBOUND_EMAIL_USE_TLS": "maybe",
+            "ARNIE_LISTEN_PORT": "70000",
+            "RETRY_DELAY_SECONDS": "-1",
+            "MAX_MESSAGE_SIZE": "10MB",
+            "SAVE_SENT_MAIL": "perhaps",
+        }
+        for key, value in bad.items():
+            with self.subTest(key=key):
+                path = write_env(self.tmp, OUTBOUND_EMAIL_HOST="h.example",
+                                 OUTBOUND_EMAIL_PASSWORD=PASSWORD,
+                                 **{key: value})
+                r = self.check(path)
+                self.assertEqual(r.returncode, EX_CONFIG, r.stdout)
+                self.assertIn(key, r.stderr)
+                self.assertNotIn(PASSWORD, r.stdout + r.stderr)
+
+    def test_port_465_exits_78_suggesting_587(self):
+        path = write_env(self.tmp, OUTBOUND_EMAIL_HOST="h.example",
+                         OUTBOUND_EMAIL_HOST_PORT=465)
+        r = self.check(path)
+        self.assertEqual(r.returncode, EX_CONFIG)
+        self.assertIn("587", r.stderr)
+        self.assertIn("465", r.stderr)
+
+    def test_environment_overrides_the_file(self):
+        path = write_env(self.tmp, OUTBOUND_EMAIL_HOST="file.example",
+                         MAX_RECIPIENTS=10)
+        r = self.check(path, extra_env={"OUTBOUND_EMAIL_HOST": "env.example",
+                                        "MAX_RECIPIENTS": "7"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        v = self.values(r.stdout)
+        self.assertEqual(v["OUTBOUND_EMAIL_HOST"], "env.example")
+        self.assertEqual(v["MAX_RECIPIENTS"], "7")
+
+    def test_environment_overrides_the_file_in_the_daemon(self):
+        up = self.upstream()
+        env_port = arnietest.free_port()
+        d = self.arnie(up.port, start=False)
+        d.extra_env = {"ARNIE_LISTEN_PORT": str(env_port)}
+        d.port = env_port
+        d.start()
+        self.assertFalse(arnietest.port_open(int(d.keys["ARNIE_LISTEN_PORT"])))
+        smtp_send(env_port, "a@example.com", ["b@example.org"],
+                  make_message("envport"))
+        self.assertDeliveredOnce(up, "envport")
+
+    def test_unknown_key_is_warned_about(self):
+        path = self.env_file("OUTBOUND_EMAIL_HOST=h.example\n"
+                             "OUTBOUND_EMAIL_HOSTNAME=typo.example\n")
+        r = self.check(path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("OUTBOUND_EMAIL_HOSTNAME", r.stderr)
+
+    def test_original_env_syntax(self):
+        home = os.path.join(self.tmp, "home")
+        os.makedirs(home)
+        path = self.env_file(
+            "# an original Arnie .env\n"
+            "\n"
+            "export OUTBOUND_EMAIL_HOST=email-smtp.eu-west-1.amazonaws.com\n"
+            "OUTBOUND_EMAIL_HOST_PORT = 587\n"
+            "OUTBOUND_EMAIL_USE_TLS=True\n"
+            "OUTBOUND_EMAIL_USERNAME='AKIA EXAMPLE'\n"
+            "OUTBOUND_EMAIL_PASSWORD=pa#ss\n"
+            'ADMIN_ADDRESS="ops@example.com"  # who gets reports\n'
+            "SAVE_SENT_MAIL=yes\n"
+            "FILES_DIRECTORY=~/arnie\n")
+        r = self.check(path, extra_env={"HOME": home})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        v = self.values(r.stdout)
+        self.assertEqual(v["OUTBOUND_EMAIL_HOST"],
+                         "email-smtp.eu-west-1.amazonaws.com")
+        self.assertEqual(v["OUTBOUND_EMAIL_HOST_PORT"], "587")
+        self.assertEqual(v["OUTBOUND_EMAIL_USE_TLS"], "true")
+        self.assertEqual(v["OUTBOUND_EMAIL_USERNAME"], "AKIA EXAMPLE")
+        self.assertEqual(v["ADMIN_ADDRESS"], "ops@example.com")
+        self.assertEqual(v["SAVE_SENT_MAIL"], "true")
+        self.assertEqual(v["FILES_DIRECTORY"], os.path.join(home, "arnie"))
+        self.assertNotIn("pa#ss", r.stdout + r.stderr)
+
+    def test_dot_env_in_the_working_directory_is_read(self):
+        write_env(self.tmp, name=".env", OUTBOUND_EMAIL_HOST="cwd.example")
+        r = self.check()                   # run_arnie runs in self.tmp
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.values(r.stdout)["OUTBOUND_EMAIL_HOST"],
+                         "cwd.example")
+
+    def test_password_and_password_file_together_is_an_error(self):
+        pw = os.path.join(self.tmp, "pw")
+        with open(pw, "w") as f:
+            f.write(PASSWORD + "\n")
+        path = write_env(self.tmp, OUTBOUND_EMAIL_HOST="h.example",
+                         OUTBOUND_EMAIL_PASSWORD=PASSWORD,
+                         OUTBOUND_EMAIL_PASSWORD_FILE=pw)
+        r = self.check(path)
+        self.assertEqual(r.returncode, EX_CONFIG)
+        self.assertIn("PASSWORD", r.stderr)
+        self.assertNotIn(PASSWORD, r.stdout + r.stderr)
+
+    def test_unreadable_password_file_is_an_error(self):
+        path = write_env(self.tmp, OUTBOUND_EMAIL_HOST="h.example",
+                         OUTBOUND_EMAIL_PASSWORD_FILE=os.path.join(
+                             self.tmp, "missing"))
+        r = self.check(path)
+        self.assertEqual(r.returncode, EX_CONFIG)
+        self.assertIn("OUTBOUND_EMAIL_PASSWORD_FILE", r.stderr)
+
+
+if __name__ == "__main__":
+    arnietest.main()

@@ -1,0 +1,224 @@
+"""The queue as a whole: an upstream that is down, dead or throttling
+costs no message its attempts and one connection per backoff step; queue
+lifetime; MAX_SEND_RATE; the admin report; what the sender finds in
+outbox/ (a previous run's files, corrupt files, files renamed in by another
+process, seen through inotify)."""
+
+import os
+import re
+import time
+
+import arnietest
+from arnietest import ArnieTestCase, make_message, smtp_send, wait_for
+
+FROM = "app@example.com"
+
+
+class QueueTest(ArnieTestCase):
+
+    def send(self, d, test_id, rcpts=("user@example.org",), **kw):
+        code, _ = smtp_send(d.port, FROM, list(rcpts),
+                            make_message(test_id, **kw))
+        self.assertEqual(code, 250)
+
+    # ------------------------------------------------------------ queue-wide
+
+    def test_upstream_down_for_a_while(self):
+        up = self.upstream()
+        port = up.port
+        up.stop()
+        d = self.arnie(port)
+        for i in range(3):
+            self.send(d, "down%d" % i)
+        # Let a few connection attempts fail (RETRY_DELAY_SECONDS=1).
+        time.sleep(2.5)
+        # The log says what is wrong once per backoff step, not once per
+        # message.
+        trouble = [l for l in d.log_text().splitlines()
+                   if re.search(r"(?i)refused|paused", l)]
+        self.assertGreaterEqual(len(trouble), 1, d.log_text())
+        self.assertLessEqual(len(trouble), 4, "\n".join(trouble))
+        envs = d.spool.envelopes("outbox")
+        self.assertEqual(len(envs), 3)
+        for env in envs:
+            self.assertEqual(env.attempts, 0, env.header_text())
+        up.restart()
+        for i in range(3):
+            self.assertDeliveredOnce(up, "down%d" % i)
+        wait_for(lambda: d.spool.count("outbox") == 0, what="empty outbox")
+        self.assertEqual(d.spool.list("failed"), [])
+
+    def test_dead_upstream_costs_one_connection_per_backoff_step(self):
+        up = self.upstream()
+        up.connect_reply = "421 4.3.2 Service not available"
+        d = self.arnie(up.port, MAX_SEND_ATTEMPTS=3)
+        for i in range(10):
+            self.send(d, "dead%d" % i)
+        c0 = up.connection_count()
+        window = 6.0
+        time.sleep(window)
+        c1 = up.connection_count()
+        # RETRY 1 s doubling to 2 s: about four probes in six seconds; one
+        # connection per message would be ten per step.
+        self.assertGreaterEqual(c1 - c0, 1, "no probe at all")
+        self.assertLessEqual(c1 - c0, int(window / 1) + 2,
+                             "%d connections in %.0fs" % (c1 - c0, window))
+        self.assertLess(c1, 10, "%d connections for 10 messages" % c1)
+        envs = d.spool.envelopes("outbox")
+        self.assertEqual(len(envs), 10)
+        for env in envs:
+            self.assertEqual(env.attempts, 0, env.header_text())
+        self.assertEqual(d.spool.list("failed"), [])
+        up.connect_reply = None
+        for i in range(10):
+            self.assertDeliveredOnce(up, "dead%d" % i)
+
+    def test_454_throttling_after_data_spends_no_attempts(self):
+        up = self.upstream()
+        throttle = ("454 4.7.0 Throttling failure: "
+                    "Maximum sending rate exceeded.")
+        up.script_data([throttle] * 3)
+        d = self.arnie(up.port, MAX_SEND_ATTEMPTS=2)
+        self.send(d, "ses")
+        wait_for(lambda: len(up.with_test_id("ses", False)) >= 2,
+                 what="two throttled attempts")
+        for env in d.spool.envelopes("outbox"):
+            self.assertEqual(env.attempts, 0, env.header_text())
+        # Three throttles with MAX_SEND_ATTEMPTS=2: still delivered.
+        self.assertDeliveredOnce(up, "ses", timeout=20)
+        self.assertEqual(len(up.with_test_id("ses", False)), 4)
+        self.assertEqual(d.spool.list("failed"), [])
+
+    def test_421_after_mail_is_queue_wide(self):
+        up = self.upstream()
+        with up.lock:
+            up.mail_replies = ["421 4.7.0 Too many connections, closing"] * 3
+        d = self.arnie(up.port, MAX_SEND_ATTEMPTS=2)
+        self.send(d, "t421")
+        wait_for(lambda: not up.mail_replies, what="three 421 replies")
+        for env in d.spool.envelopes("outbox"):
+            self.assertEqual(env.attempts, 0, env.header_text())
+        self.assertDeliveredOnce(up, "t421")
+        self.assertEqual(d.spool.list("failed"), [])
+
+    def test_queue_lifetime_then_failed(self):
+        up = self.upstream()
+        d = self.arnie(up.port, MAX_QUEUE_LIFETIME_SECONDS=2)
+        self.send(d, "old", rcpts=["temp@example.org"])
+        ids = self.wait_spool(d, "failed", 1)
+        env = d.spool.read("failed", ids[0])
+        self.assertEqual(env.rcpt_state("temp@example.org"), "failed")
+        self.assertEqual(d.spool.list("outbox"), [])
+        self.assertEqual(up.accepted(), [])
+
+    def test_max_send_rate_paces_the_queue(self):
+        up = self.upstream()
+        d = self.arnie(up.port, MAX_SEND_RATE=2)
+        up.stop()
+        n = 6
+        for i in range(n):
+            self.send(d, "rate%d" % i)
+        up.restart()
+        for i in range(n):
+            self.assertDeliveredOnce(up, "rate%d" % i)
+        times = sorted(up.with_test_id("rate%d" % i)[0].at for i in range(n))
+        # 6 messages at 2 per second: at least 2 s from first to last even
+        # if the bucket starts full with one second's worth.
+        self.assertGreaterEqual(times[-1] - times[0], 1.8, times)
+
+    # ------------------------------------------------------------ reports
+
+    def test_failure_report_reaches_admin(self):
+        up = self.upstream()
+        admin = "admin@example.net"
+        d = self.arnie(up.port, ADMIN_ADDRESS=admin,
+                       REPORT_INTERVAL_SECONDS=2)
+        self.send(d, "reported", rcpts=["perm@example.org"])
+        ids = self.wait_spool(d, "failed", 1)
+        reports = wait_for(lambda: up.delivered_to(admin),
+                           what="a report to ADMIN_ADDRESS")
+        r = reports[0]
+        self.assertEqual(r.mail_from, admin)
+        text = r.content.decode(errors="replace")
+        self.assertIn(ids[0], text)
+        self.assertIn("550", text)
+        self.assertIn("perm@example.org", text)
+        # The report is about one failure: one report, not one per tick.
+        time.sleep(2.5)
+        self.assertEqual(len(up.delivered_to(admin)), 1)
+
+    # ------------------------------------------------------------ spool scans
+
+    def test_outbox_from_a_previous_run_is_delivered(self):
+        port = arnietest.free_port()
+        d = self.arnie(port)                 # nothing listens on port
+        for i in range(3):
+            self.send(d, "prev%d" % i)
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(d.spool.count("outbox"), 3)
+        up = self.upstream(port=port)
+        d.start()
+        for i in range(3):
+            self.assertDeliveredOnce(up, "prev%d" % i)
+        wait_for(lambda: d.spool.count("outbox") == 0, what="empty outbox")
+
+    def test_corrupt_outbox_file_is_set_aside(self):
+        up = self.upstream()
+        outbox = os.path.join(self.files_dir, "arniefiles", "outbox")
+        os.makedirs(outbox, mode=0o700)
+        bad_id = arnietest.new_spool_id(pid=1)
+        with open(os.path.join(outbox, bad_id), "wb") as f:
+            f.write(b"this is not an arnie spool file\r\n")
+        # A truncated file: the size does not match.
+        trunc_id = arnietest.new_spool_id(pid=2)
+        good = arnietest.format_spool_file(
+            trunc_id, FROM, ["user@example.org"], make_message("trunc"))
+        with open(os.path.join(outbox, trunc_id), "wb") as f:
+            f.write(good[:-10])
+        d = self.arnie(up.port)
+        wait_for(lambda: d.spool.count("corrupt") == 2, what="corrupt/")
+        self.assertEqual(sorted(d.spool.list("corrupt")),
+                         sorted([bad_id, trunc_id]))
+        self.assertTrue(d.running())
+        self.send(d, "after-corrupt")
+        self.assertDeliveredOnce(up, "after-corrupt")
+        self.assertEqual(up.with_test_id("trunc", False), [])
+
+    def test_file_renamed_into_outbox_is_sent_promptly(self):
+        up = self.upstream()
+        self.arnie(up.port)
+        root = os.path.join(self.files_dir, "arniefiles")
+        msg_id = arnietest.new_spool_id()
+        data = arnietest.format_spool_file(
+            msg_id, FROM, ["dropped@example.org"], make_message("dropped"))
+        tmp = os.path.join(root, "drop.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        t0 = time.monotonic()
+        os.rename(tmp, os.path.join(root, "outbox", msg_id))
+        t = self.assertDeliveredOnce(up, "dropped", timeout=5)
+        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertEqual(t.rcpt_tos, ["dropped@example.org"])
+        self.assertEqual(t.mail_from, FROM)
+
+    def test_file_made_by_another_arnie_is_picked_up(self):
+        # A queue file written by arnie itself (another spool, upstream
+        # down), moved by rename into a running arnie's outbox/.
+        other_files = os.path.join(self.tmp, "other")
+        os.makedirs(other_files)
+        a = self.arnie(arnietest.free_port(), FILES_DIRECTORY=other_files)
+        self.send(a, "moved")
+        self.assertEqual(a.stop(), 0)
+        names = a.spool.list("outbox")
+        self.assertEqual(len(names), 1)
+        up = self.upstream()
+        d = self.arnie(up.port)
+        src = a.spool.path("outbox", names[0])
+        staging = os.path.join(self.files_dir, "arniefiles", names[0] + ".tmp")
+        os.rename(src, staging)          # same file system
+        os.rename(staging, d.spool.path("outbox", names[0]))
+        self.assertDeliveredOnce(up, "moved", timeout=5)
+
+
+if __name__ == "__main__":
+    arnietest.main()
