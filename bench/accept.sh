@@ -27,10 +27,13 @@ ENV
 		-f bench@example.com -t sink@example.com "127.0.0.1:$port"
 	end=$(now)
 	queued=$(count_files "$WORK/spool/arniefiles/outbox")
+	rss=$(peak_rss_kb)
 	stop_arnie
 	[ "$queued" -eq "$count" ] ||
 		{ echo "only $queued of $count messages queued" >&2; exit 1; }
-	awk -v n="$count" -v s="$sessions" -v a="$start" -v b="$end" 'BEGIN {
-		printf "accept: %d sessions, %d messages of 2 KB: %.2f s, %.0f msg/s\n",
-		    s, n, b - a, n / (b - a) }'
+	awk -v n="$count" -v s="$sessions" -v a="$start" -v b="$end" \
+	    -v r="$rss" 'BEGIN {
+		printf "accept: %d sessions, %d messages of 2 KB: %.2f s, " \
+		    "%.0f msg/s, peak RSS %.1f MiB\n", s, n, b - a, n / (b - a),
+		    r / 1024 }'
 done

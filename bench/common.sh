@@ -58,6 +58,11 @@ start_arnie() {
 	PIDS="$PIDS $ARNIE_PID"
 }
 
+# peak_rss_kb: the daemon's peak resident set so far, in KiB.
+peak_rss_kb() {
+	awk '/^VmHWM:/ { print $2 }' "/proc/$ARNIE_PID/status"
+}
+
 stop_arnie() {
 	kill -TERM "$ARNIE_PID"
 	wait "$ARNIE_PID" 2>/dev/null || true

@@ -26,15 +26,18 @@ wait_for_port "$port"
 	-f bench@example.com -t sink@example.com "127.0.0.1:$port"
 stop_arnie
 
-/usr/sbin/smtp-sink -u nobody -c "127.0.0.1:$upstream" 100 &
+/usr/sbin/smtp-sink -u nobody "127.0.0.1:$upstream" 100 &
 PIDS="$PIDS $!"
 wait_for_port "$upstream"
 start=$(now)
 start_arnie "$WORK/.env" "$WORK/deliver.log"
 wait_until_empty "$WORK/spool/arniefiles/outbox" 300
 end=$(now)
-connections=$(grep -c 'status=sent' "$WORK/deliver.log" || true)
-awk -v n="$count" -v a="$start" -v b="$end" -v c="${BATCH:-$count}" 'BEGIN {
-	printf "deliver: %d messages of 2 KB, up to %d per connection: %.2f s, %.0f msg/s\n",
-	    n, c, b - a, n / (b - a) }'
-echo "log lines with status=sent: $connections"
+rss=$(peak_rss_kb)
+sent=$(grep -c "status=sent" "$WORK/deliver.log" || true)
+awk -v n="$count" -v a="$start" -v b="$end" -v c="${BATCH:-$count}" \
+    -v r="$rss" 'BEGIN {
+	printf "deliver: %d messages of 2 KB, up to %d per connection: " \
+	    "%.2f s, %.0f msg/s, peak RSS %.1f MiB\n", n, c, b - a,
+	    n / (b - a), r / 1024 }'
+[ "$sent" -eq "$count" ] || { echo "only $sent of $count logged as sent" >&2; exit 1; }

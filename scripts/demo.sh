@@ -42,7 +42,8 @@ fi
 [ "$(id -u)" -eq 0 ] && sh scripts/install-deps.sh
 sh scripts/build.sh
 
-mkdir -p "$demo/captured"
+mkdir -p "$demo"
+rm -rf "$demo/captured"  # the Maildir handler creates it with tmp/ new/ cur/
 stop_pidfile "$demo/arnie.pid"
 stop_pidfile "$demo/upstream.pid"
 
