@@ -16,4 +16,4 @@ apt-get install -y -q --no-install-recommends \
 	build-essential autoconf automake libtool pkg-config git ca-certificates \
 	libesmtp-dev libmilter-dev libevent-dev libssl-dev libsystemd-dev check \
 	postfix swaks curl miltertest python3 python3-aiosmtpd openssl \
-	busybox-syslogd procps iproute2 valgrind
+	util-linux

@@ -231,6 +231,8 @@ has_control(const char *s)
 	return false;
 }
 
+static const struct keydef *find_key(const char *name);
+
 /* ------------------------------------------------------------ the file */
 
 static bool
@@ -395,8 +397,11 @@ parse_env(
 		key = xstrndup(k, (size_t)(p - k));
 		p = skip_blank(p, end);
 		if (p == end || *p != '=') {
+			/* Named only if it is one of ours: a bare word may be
+			 * the wrapped tail of the password line. */
 			seterr(err, errlen, "%s line %d: expected '=' after %s",
-			    ef->path, start, key);
+			    ef->path, start,
+			    find_key(key) != NULL ? key : "the key");
 			free(key);
 			return -1;
 		}

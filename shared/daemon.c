@@ -7,6 +7,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sysexits.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
@@ -23,6 +25,20 @@ usage(FILE *out, const char *progname)
 {
 	fprintf(out, "usage: %s [-c FILE] [-v] [--check-config] [--version] "
 	    "[-h]\n", progname);
+}
+
+/* Descriptors 0-2 must be open: a client socket, the upstream's socket or
+ * a spool file that got one of them would receive what is written to
+ * standard error (the log).  /dev/null fills the gaps. */
+static void
+fill_stdio(void)
+{
+	int fd;
+
+	while ((fd = open("/dev/null", O_RDWR)) != -1 && fd <= 2)
+		continue;
+	if (fd > 2)
+		close(fd);
 }
 
 static void
@@ -48,6 +64,7 @@ daemon_start(const char *progname, int argc, char *argv[])
 	char err[512];
 	char *path;
 
+	fill_stdio();
 	while ((ch = getopt_long(argc, argv, "c:vh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':

@@ -121,6 +121,10 @@ log_vmsg(int priority, const char *prefix, const char *fmt, va_list ap)
 		n = format_stamp(line, sizeof(line));
 	n += snprintf(line + n, sizeof(line) - n, "%s[%ld]: %s", log_progname,
 	    (long)getpid(), prefix);
+	/* snprintf returns what it would have written: a long program name
+	 * must not send the next write past the buffer. */
+	if (n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
 	r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 	if (r < 0)
 		r = 0;

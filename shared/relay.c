@@ -8,8 +8,8 @@
  * each message's results as soon as they are final, then the session's
  * status, and exits.  A libesmtp crash or hang thus costs one session.
  *
- * What this module does: hands libesmtp Arnie's own SSL_CTX (TLS 1.2 or
- * later, system CA store plus OUTBOUND_EMAIL_CA_FILE, the configured host
+ * What this module does: hands libesmtp Arnie's own SSL_CTX (TLS 1.2
+ * only, system CA store plus OUTBOUND_EMAIL_CA_FILE, the configured host
  * name checked by OpenSSL and sent as SNI), the AUTH credentials (only over
  * TLS), and the spooled bytes through a read callback; afterwards it turns
  * libesmtp's per-message and per-recipient statuses into relay_results.
@@ -64,6 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1251,7 +1252,7 @@ session_run(struct relay *relay, struct relay_msg *msgs, size_t n, int fd,
  * closes them, not when this process ends).
  */
 static void
-child_setup(int keepfd)
+child_setup(int keepfd, pid_t parent)
 {
 	struct sigaction sa, old;
 	struct rlimit rl = {0, 0};
@@ -1274,6 +1275,13 @@ child_setup(int keepfd)
 	}
 	sigemptyset(&none);
 	pthread_sigmask(SIG_SETMASK, &none, NULL);
+	/* Die with the daemon: an orphan would go on delivering messages
+	 * whose results nobody records (so they are sent again after the
+	 * restart) and would keep the spool's sender lock, whose descriptor
+	 * it inherited, away from the new daemon. */
+	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(1);
 	/* A crash here is libesmtp's, known and logged by the parent; a core
 	 * file at every retry would only fill the disk. */
 	(void)setrlimit(RLIMIT_CORE, &rl);
@@ -1289,12 +1297,13 @@ child_setup(int keepfd)
 }
 
 static void __attribute__((noreturn))
-child_main(struct relay *relay, struct relay_msg *msgs, size_t n, int fd)
+child_main(struct relay *relay, struct relay_msg *msgs, size_t n, int fd,
+    pid_t parent)
 {
 	char reason[RELAY_REPLY_MAX] = "";
 	enum relay_status ret;
 
-	child_setup(fd);
+	child_setup(fd, parent);
 	ret = session_run(relay, msgs, n, fd, reason, sizeof(reason));
 	report_end(fd, ret, reason);
 	/* No exit(): atexit handlers and stdio buffers are the parent's. */
@@ -1537,14 +1546,14 @@ prepare_msgs(struct relay_msg *msgs, size_t n)
 static pid_t
 start_child(struct relay *relay, struct relay_msg *msgs, size_t n, int *fd)
 {
+	pid_t pid, parent = getpid();
 	int fds[2], saved;
-	pid_t pid;
 
 	if (pipe2(fds, O_CLOEXEC) == -1)
 		return -1;
 	if ((pid = fork()) == 0) {
 		close(fds[0]);
-		child_main(relay, msgs, n, fds[1]);
+		child_main(relay, msgs, n, fds[1], parent);
 	}
 	saved = errno;
 	close(fds[1]);

@@ -17,7 +17,9 @@
  * message's results over a pipe as soon as they are final: a crash inside
  * libesmtp (1.1 can jump through a bad pointer when the upstream drops a
  * pipelined session) costs that session only, never the daemon.  The child
- * is bounded by a deadline (see relay_send()) and killed when it passes.
+ * is bounded by a deadline (see relay_send()) and killed when it passes,
+ * and it dies with the thread that started it (no orphan goes on sending
+ * after the daemon is gone).
  *
  * It never touches the spool and never logs a password or AUTH payload.
  * relay_send() calls on one relay must not run concurrently (the sender

@@ -16,6 +16,10 @@
  * and the envelope's next-attempt time, read when it is popped, puts it back
  * in its place.  Results are applied only after relay_send() returns, so an
  * interrupted batch leaves every file as it was and is simply sent again.
+ * The one exception: when the disk refuses to record results (ENOSPC), the
+ * envelope is held in memory and written again before its message is looked
+ * at, so recipients the upstream accepted are not sent again every few
+ * seconds while the disk is full.
  *
  * Stopping: libesmtp blocks in its socket calls, bounded by the relay's
  * timeouts.  sender_stop() waits up to SENDER_STOP_WAIT seconds; if a
@@ -77,6 +81,12 @@
  * stepped backwards cannot leave the queue asleep for long. */
 #define SENDER_MAX_SLEEP_MS (600 * 1000)
 
+/* An envelope whose results the disk refused; newer than its file. */
+struct held {
+	struct held *next;
+	struct envelope *env;
+};
+
 struct sender {
 	const struct config *cfg;
 	struct spool *spool;
@@ -85,12 +95,14 @@ struct sender {
 	struct sched *sched;
 	struct sched_rate rate;
 	struct sched_pause pause;
+	char pause_reason[RELAY_REPLY_MAX]; /* last logged, "" when running */
 	int wakefd;
 	int inotifyfd;    /* -1 until the lock is held, or if refused */
 	bool locked;      /* we hold the spool's sender lock */
 	bool told_locked; /* said that another process relays */
 	bool told_lock_error;
 	size_t max_batch;
+	struct held *held; /* few: only messages hit by disk errors */
 
 	pthread_t thread;
 	bool started;
@@ -330,18 +342,74 @@ log_rcpt(struct sender *s, const struct envelope *env,
 	    reply != NULL ? reply : "no reply");
 }
 
+static struct envelope *
+env_copy(const struct envelope *env)
+{
+	struct envelope *c = envelope_new();
+	size_t i;
+
+	*c = *env;
+	c->sender = env->sender != NULL ? xstrdup(env->sender) : NULL;
+	c->last_reply = env->last_reply != NULL ? xstrdup(env->last_reply)
+	                                        : NULL;
+	c->origin = env->origin != NULL ? xstrdup(env->origin) : NULL;
+	c->rcpts = xreallocarray(NULL, env->nrcpts ? env->nrcpts : 1,
+	    sizeof(*c->rcpts));
+	for (i = 0; i < env->nrcpts; i++) {
+		c->rcpts[i].addr = xstrdup(env->rcpts[i].addr);
+		c->rcpts[i].state = env->rcpts[i].state;
+		c->rcpts[i].reply = env->rcpts[i].reply != NULL
+		                        ? xstrdup(env->rcpts[i].reply)
+		                        : NULL;
+	}
+	return c;
+}
+
+/* The disk refused env's new state: keep a copy, retried before its stale
+ * file is ever sent from again (see prepare()). */
+static void
+hold(struct sender *s, const struct envelope *env, time_t now)
+{
+	struct held *h = xcalloc(1, sizeof(*h));
+
+	h->env = env_copy(env);
+	h->next = s->held;
+	s->held = h;
+	sched_add(s->sched, env->id, now + SENDER_DISK_RETRY);
+}
+
+/* The held envelope of id, now owned by the caller, or NULL. */
+static struct envelope *
+unhold(struct sender *s, const char *id)
+{
+	struct held **hp, *h;
+	struct envelope *env;
+
+	for (hp = &s->held; (h = *hp) != NULL; hp = &h->next)
+		if (strcmp(h->env->id, id) == 0) {
+			*hp = h->next;
+			env = h->env;
+			free(h);
+			return env;
+		}
+	return NULL;
+}
+
 /* Take env out of the queue; on a disk error keep it and try again soon. */
 static void
 finish(struct sender *s, struct envelope *env, enum spool_fate fate, time_t now)
 {
 	if (spool_finish(s->spool, env, fate) == -1) {
+		if (errno == ENOENT)
+			return; /* someone took the file away: nothing to do */
 		log_warn("%s: cannot move out of the queue, trying again in "
 		         "%ds",
 		    env->id, SENDER_DISK_RETRY);
-		/* Keep the recipients' new states if the disk lets us, so
-		 * the retry finishes instead of sending again. */
+		/* Keep the recipients' new states (on disk too if it lets
+		 * us, for a crash meanwhile), so that the retry finishes
+		 * instead of sending again. */
 		(void)spool_update(s->spool, env);
-		sched_add(s->sched, env->id, now + SENDER_DISK_RETRY);
+		hold(s, env, now);
 		return;
 	}
 	if (fate == SPOOL_FAILED) {
@@ -524,37 +592,75 @@ apply(struct sender *s, struct relay_msg *m, double nowd)
 		                 s->cfg->retry_max_delay);
 	env->next_attempt = next;
 	if (spool_update(s->spool, env) == -1) {
-		/* The old file stays: its recipients may be sent again, but
-		 * nothing is lost. */
+		if (errno == ENOENT)
+			return; /* someone took the file away */
+		/* The old file stays; our copy keeps the accepted
+		 * recipients from being sent again. */
 		log_warn("%s: cannot update the queue file, trying again in "
 		         "%ds",
 		    env->id, SENDER_DISK_RETRY);
-		next = now + SENDER_DISK_RETRY;
+		hold(s, env, now);
+		return;
 	}
 	sched_add(s->sched, env->id, next);
 }
 
-/* Queue-wide state after a batch; logs only when the state changes. */
+/*
+ * Queue-wide state after a batch.  A dead upstream is probed once per
+ * backoff step; the log says what is wrong when it starts or changes, and
+ * when it is over, not at every probe.
+ */
 static void
 update_pause(struct sender *s, bool trouble, const char *reason, time_t now)
 {
-	bool was_paused = s->pause.failures > 0;
+	time_t since = s->pause.since;
 	long secs;
 
 	if (!trouble) {
 		if (sched_pause_ok(&s->pause)) {
-			log_info("upstream reachable again");
+			log_info("upstream reachable again after %lds",
+			    (long)(now - since));
 			report_recovered(s->report, now);
+			s->pause_reason[0] = '\0';
 		}
 		return;
 	}
 	secs = sched_pause_fail(&s->pause, now);
-	if (was_paused)
-		log_warnx(
-		    "probe failed, queue paused for %lds: %s", secs, reason);
-	else
-		log_warnx("queue paused for %lds: %s", secs, reason);
+	if (strcmp(reason, s->pause_reason) != 0) {
+		log_warnx("queue paused: %s; next probe in %lds, then "
+		    "backing off up to %lds", reason, secs,
+		    (long)s->cfg->retry_max_delay);
+		snprintf(s->pause_reason, sizeof(s->pause_reason), "%s",
+		    reason);
+	} else
+		log_debug("probe failed, queue paused for %lds: %s", secs,
+		    reason);
 	report_trouble(s->report, reason, s->pause.since);
+}
+
+/*
+ * Write a held envelope again, before its stale file is looked at: finish
+ * it if every recipient is done, else update it and queue it for its next
+ * attempt.  While the disk still refuses, it stays held.
+ */
+static void
+flush_held(struct sender *s, struct envelope *env, time_t now)
+{
+	if (envelope_pending(env) == 0) {
+		finish_done(s, env, now);
+		return;
+	}
+	if (spool_update(s->spool, env) == -1) {
+		if (errno == ENOENT)
+			return; /* someone took the file away */
+		log_warn("%s: cannot update the queue file, trying again in "
+		         "%ds",
+		    env->id, SENDER_DISK_RETRY);
+		hold(s, env, now);
+		return;
+	}
+	sched_add(s->sched, env->id,
+	    env->next_attempt > now ? env->next_attempt : now);
 }
 
 /*
@@ -568,6 +674,10 @@ prepare(struct sender *s, const char *id, time_t now, double nowd,
 	struct envelope *env = NULL;
 	char *why;
 
+	if ((env = unhold(s, id)) != NULL) {
+		flush_held(s, env, now);
+		goto done;
+	}
 	if (spool_load(s->spool, id, &env) == -1) {
 		if (errno == ENOENT)
 			return 0;
@@ -710,9 +820,11 @@ maybe_report(struct sender *s)
 		return;
 	if ((id = sched_oldest_id(s->sched)) != NULL)
 		oldest = spool_id_time(id);
-	/* A committed report wakes us through inotify, like any message. */
-	(void)report_send(
-	    s->report, s->spool, now, sched_size(s->sched), oldest);
+	/* A committed report is found through inotify like any message;
+	 * without inotify only a wake-up makes drain() rescan outbox/. */
+	if (report_send(s->report, s->spool, now, sched_size(s->sched),
+	        oldest) == 1)
+		sender_wake(s);
 }
 
 /* Milliseconds until there is something to do. */
@@ -882,6 +994,13 @@ sender_free(struct sender *s)
 		close(s->inotifyfd);
 	if (s->wakefd != -1)
 		close(s->wakefd);
+	while (s->held != NULL) {
+		struct held *h = s->held;
+
+		s->held = h->next;
+		envelope_free(h->env);
+		free(h);
+	}
 	relay_free(s->relay);
 	report_free(s->report);
 	sched_free(s->sched);

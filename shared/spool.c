@@ -950,6 +950,23 @@ fail : {
 
 /* -------------------------------------------------------- committing */
 
+/*
+ * Rename name from one folder to another, never over a file there: a
+ * second message under a queued one's ID (a caller's ID, or two processes
+ * with the same PID in different PID namespaces sharing a spool) must fail
+ * with EEXIST rather than replace a message that was acknowledged.
+ * Filesystems without RENAME_NOREPLACE (EINVAL) get a plain rename.
+ */
+static int
+rename_new(int fromfd, const char *name, int tofd)
+{
+	if (renameat2(fromfd, name, tofd, name, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+	return renameat(fromfd, name, tofd, name);
+}
+
 int
 spool_write(struct spool *spool, struct envelope *env, const struct iovec *iov,
     int iovcnt)
@@ -1003,7 +1020,7 @@ spool_write(struct spool *spool, struct envelope *env, const struct iovec *iov,
 		goto fail;
 	/* Atomic: outbox/ never holds a partial file.  Durable only after
 	 * spool_sync() fsyncs outbox/, which the caller batches. */
-	if (renameat(spool->inboxfd, env->id, spool->outboxfd, env->id) == -1)
+	if (rename_new(spool->inboxfd, env->id, spool->outboxfd) == -1)
 		goto fail;
 	free(all);
 	free(hdr);

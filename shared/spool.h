@@ -112,6 +112,7 @@ time_t spool_id_time(const char *id);
  * env->size and env->next_attempt (if 0, to now), write envelope + the
  * message given as iov into inbox/, fsync, close, rename into outbox/.
  * Not yet durable until spool_sync().  On failure nothing is left behind.
+ * errno EEXIST: a message with that ID is queued already (never replaced).
  */
 int spool_write(struct spool *spool, struct envelope *env,
     const struct iovec *iov, int iovcnt);

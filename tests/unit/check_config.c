@@ -208,6 +208,8 @@ static const struct {
     {"OUTBOUND_EMAIL_PASSWORD=\"" SECRET "\" junk\n", 2},
     {"OUTBOUND_EMAIL_PASSWORD='" SECRET "'x\n", 2},
     {"OUTBOUND_EMAIL_PASSWORD=\"a\\\"\n", 2},
+    /* The tail of a wrapped password line is not echoed as a key. */
+    {"OUTBOUND_EMAIL_PASSWORD=x\n" SECRET "\n", 3},
 };
 
 START_TEST(test_bad_line)

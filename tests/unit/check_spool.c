@@ -879,6 +879,32 @@ START_TEST(test_write_fails_file_too_big)
 }
 END_TEST
 
+/* A second message under a queued message's ID must not replace it: the
+ * first one was acknowledged. */
+START_TEST(test_write_never_replaces)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 1);
+	struct envelope *dup = sample_env("b@example.org", 1), *back = NULL;
+	struct iovec iov = {(void *)msg_body, sizeof(msg_body) - 1};
+
+	commit_sample(spool, env);
+	memcpy(dup->id, env->id, sizeof(dup->id));
+	errno = 0;
+	ck_assert_int_eq(spool_commit(spool, dup, &iov, 1), -1);
+	ck_assert_int_eq(errno, EEXIST);
+	ck_assert_int_eq(count("inbox"), 0);
+	ck_assert_int_eq(count("outbox"), 1);
+	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
+	ck_assert_str_eq(back->sender, "a@example.org");
+	ck_assert_uint_eq(back->size, env->size);
+	envelope_free(back);
+	envelope_free(dup);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
 START_TEST(test_lock_sender)
 {
 	struct spool *a = spool_open(spooldir, false);
@@ -1021,6 +1047,7 @@ spool_suite(void)
 	tcase_add_test(tc, test_cleanup_inbox);
 	tcase_add_test(tc, test_write_fails_no_outbox);
 	tcase_add_test(tc, test_write_fails_file_too_big);
+	tcase_add_test(tc, test_write_never_replaces);
 	tcase_add_test(tc, test_lock_sender);
 	tcase_add_test(tc, test_commitq);
 	suite_add_tcase(s, tc);
