@@ -7,7 +7,8 @@
  * ARNIE_MILTER_MODE), opens the spool, starts the sender thread, listens on
  * the milter socket and hands the main thread to smfi_main(), which serves
  * one thread per MTA connection and stops on SIGTERM, SIGINT or SIGHUP.
- * Then the sender is stopped and the process exits 0.
+ * Then a callback under way (a commit) gets a few seconds to finish, the
+ * sender is stopped and the process exits 0.
  *
  * Exit codes: 0 after a clean stop, 64 usage, 78 configuration, 73 spool
  * cannot be opened, 69 socket cannot be opened, 71 thread cannot start,
@@ -34,6 +35,8 @@
 #include "spool.h"
 
 #define PROGNAME "arnie-milter"
+/* How long a callback under way at a stop may take to finish. */
+#define DRAIN_SECONDS 10
 
 /*
  * libmilter takes SIGHUP, SIGTERM and SIGINT with sigwait() in a thread of
@@ -78,6 +81,13 @@ main(int argc, char *argv[])
 	sd_notify(0, "STOPPING=1");
 #endif
 	log_info("arnie-milter stopping");
+	/* smfi_main() does not wait for the connection threads. */
+	if (milter_drain(DRAIN_SECONDS) == -1) {
+		/* A thread still uses the spool: free nothing under it. */
+		log_warnx(
+		    "a commit still runs after %d s; exiting", DRAIN_SECONDS);
+		return EX_SOFTWARE;
+	}
 	sender_stop(sender);
 	sender_free(sender);
 	spool_close(spool);

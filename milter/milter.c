@@ -12,8 +12,16 @@
  * end-of-message, message_fixup() completes the header section as the
  * standalone listener does (missing Message-ID, Date and From added, fields
  * libesmtp would not relay left out), so that the spooled bytes are the
- * relayed bytes.  No Received: field is added: the MTA writes its own
- * (Postfix keeps it out of what milters see, so none is spooled).
+ * relayed bytes.  Then a Received: field for the hop through the MTA and
+ * Arnie is prepended (message_received(), the standalone listener's shape):
+ * the MTA's own Received: field never reaches the message Arnie relays,
+ * since Postfix keeps it out of what milters see, so without this the hop
+ * would leave no trace (RFC 5321 4.4).  It names the SMTP client as the MTA
+ * saw it (the HELO name, the host name and address from the connect event)
+ * and the MTA's queue ID ({i}).  A local submission (Postfix presents mail
+ * from sendmail(1) as a connection from 127.0.0.1 port 0, Sendmail as one
+ * without an address) has no client: the "from" clause is left out, as
+ * Postfix does for such mail.
  *
  * This module never writes a file itself: the one spool writer is
  * spool_commit().  It never returns SMFIS_DISCARD or SMFIS_ACCEPT for a
@@ -33,6 +41,7 @@
 #include <netinet/in.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -60,6 +69,9 @@ struct msg {
 /* One MTA connection; lives from connect (or first use) to close. */
 struct conn {
 	char *client_addr; /* for the log and the envelope's origin */
+	char *client_name; /* the host name from the connect event */
+	char *helo;        /* the client's HELO/EHLO name, if it sent one */
+	bool local;        /* no network client: a local submission */
 	bool leadspc;      /* header values come with their leading space */
 	struct msg *msg;   /* NULL between transactions */
 };
@@ -67,6 +79,43 @@ struct conn {
 static const struct config *milter_cfg;
 static struct spool *milter_spool;
 static struct sender *milter_sender;
+
+/*
+ * libmilter's smfi_main() returns at SIGTERM without waiting for the
+ * threads that run callbacks (Debian's libmilter serves connections from a
+ * pool of workers; the pool stops taking work at once, but a callback under
+ * way, a commit on a slow disk, runs on).  So main() must not free the
+ * configuration, the spool or the sender while a callback uses them: the
+ * callbacks that do are counted, and milter_drain() waits for them and
+ * turns away later ones.
+ */
+static pthread_mutex_t busy_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t busy_done = PTHREAD_COND_INITIALIZER;
+static int busy;
+static bool busy_closed; /* milter_drain() called */
+
+/* False once milter_drain() has been called: touch nothing shared. */
+static bool
+busy_enter(void)
+{
+	bool ok;
+
+	pthread_mutex_lock(&busy_lock);
+	ok = !busy_closed;
+	if (ok)
+		busy++;
+	pthread_mutex_unlock(&busy_lock);
+	return ok;
+}
+
+static void
+busy_leave(void)
+{
+	pthread_mutex_lock(&busy_lock);
+	if (--busy == 0)
+		pthread_cond_broadcast(&busy_done);
+	pthread_mutex_unlock(&busy_lock);
+}
 
 static void
 msg_free(struct msg *m)
@@ -85,6 +134,8 @@ conn_free(struct conn *c)
 		return;
 	msg_free(c->msg);
 	free(c->client_addr);
+	free(c->client_name);
+	free(c->helo);
 	free(c);
 }
 
@@ -209,9 +260,9 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
 	 * own that gets no reply, and the first header field then waits for
 	 * their TCP acknowledgement (Nagle against delayed ACK): 40 ms per
 	 * message on loopback.  Answering DATA (libmilter does it for us)
-	 * avoids that.
+	 * avoids that.  HELO is wanted: the Received: field names it.
 	 */
-	*pf1 = f1 & (SMFIP_NOHELO | SMFIP_NOUNKNOWN);
+	*pf1 = f1 & SMFIP_NOUNKNOWN;
 	/* Without the leading space the header bytes cannot be rebuilt
 	 * exactly; an MTA that cannot send it gets "name: value". */
 	c->leadspc = (f1 & SMFIP_HDR_LEADSPC) != 0;
@@ -234,6 +285,26 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
 	return SMFIS_CONTINUE;
 }
 
+/*
+ * True when the connect event describes no network client.  Postfix's
+ * cleanup(8) emulates the connection of mail submitted with sendmail(1)
+ * (non_smtpd_milters) as "localhost", 127.0.0.1, port 0; Sendmail gives
+ * local mail no address at all.  No TCP client ever has port 0.
+ */
+static bool
+local_submission(const _SOCK_ADDR *hostaddr)
+{
+	if (hostaddr == NULL)
+		return true;
+	if (hostaddr->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)(const void *)hostaddr)
+		           ->sin_port == 0;
+	if (hostaddr->sa_family == AF_INET6)
+		return ((const struct sockaddr_in6 *)(const void *)hostaddr)
+		           ->sin6_port == 0;
+	return true;
+}
+
 static sfsistat
 cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
 {
@@ -243,6 +314,9 @@ cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
 
 	free(c->client_addr);
 	c->client_addr = NULL;
+	free(c->client_name);
+	c->client_name = hostname != NULL ? xstrdup(hostname) : NULL;
+	c->local = local_submission(hostaddr);
 	if ((addr = smfi_getsymval(ctx, "{client_addr}")) != NULL) {
 		c->client_addr = xstrdup(addr);
 		return SMFIS_CONTINUE;
@@ -259,6 +333,16 @@ cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
 		c->client_addr = xstrdup(text);
 	else if (hostname != NULL)
 		c->client_addr = xstrdup(hostname);
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+cb_helo(SMFICTX *ctx, char *name)
+{
+	struct conn *c = conn_get(ctx);
+
+	free(c->helo);
+	c->helo = name != NULL && *name != '\0' ? xstrdup(name) : NULL;
 	return SMFIS_CONTINUE;
 }
 
@@ -283,7 +367,7 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 }
 
 static sfsistat
-cb_envrcpt(SMFICTX *ctx, char **argv)
+do_envrcpt(SMFICTX *ctx, char **argv)
 {
 	struct conn *c = conn_get(ctx);
 	char *rcpt;
@@ -308,7 +392,7 @@ cb_envrcpt(SMFICTX *ctx, char **argv)
 }
 
 static sfsistat
-cb_header(SMFICTX *ctx, char *name, char *value)
+do_header(SMFICTX *ctx, char *name, char *value)
 {
 	struct conn *c = conn_get(ctx);
 	struct msg *m = c->msg;
@@ -340,7 +424,7 @@ cb_header(SMFICTX *ctx, char *name, char *value)
 }
 
 static sfsistat
-cb_eoh(SMFICTX *ctx)
+do_eoh(SMFICTX *ctx)
 {
 	struct conn *c = conn_get(ctx);
 
@@ -352,7 +436,7 @@ cb_eoh(SMFICTX *ctx)
 }
 
 static sfsistat
-cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+do_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 {
 	struct conn *c = conn_get(ctx);
 
@@ -363,8 +447,41 @@ cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 	return SMFIS_CONTINUE;
 }
 
+/* The Received: field for m (see the top comment), written at when;
+ * owned by the caller. */
+static char *
+received_field(
+    SMFICTX *ctx, const struct conn *c, const struct msg *m, time_t when)
+{
+	struct message_trace t;
+	const char *qid = smfi_getsymval(ctx, "i");
+	char *comment = NULL, *h;
+
+	memset(&t, 0, sizeof(t));
+	if (!c->local) {
+		/* A client without HELO: its name, as Postfix writes. */
+		t.helo = c->helo != NULL ? c->helo : nz(c->client_name);
+		t.client_name = c->client_name;
+		t.client_addr = c->client_addr;
+		t.by_comment = "Arnie milter";
+		/* The milter protocol does not say whether the client said
+		 * HELO or EHLO; Postfix and Sendmail speak ESMTP. */
+		t.with = "ESMTP";
+	} else
+		t.by_comment = "Arnie milter, local submission";
+	t.by = milter_cfg->helo_name;
+	t.id = m->env->id;
+	if (qid != NULL && *qid != '\0')
+		t.comment = comment = xasprintf("MTA queue id %s", qid);
+	t.rcpt = m->env->nrcpts == 1 ? m->env->rcpts[0].addr : NULL;
+	t.when = when;
+	h = message_received(&t);
+	free(comment);
+	return h;
+}
+
 static sfsistat
-cb_eom(SMFICTX *ctx)
+do_eom(SMFICTX *ctx)
 {
 	struct conn *c = conn_get(ctx);
 	struct msg *m = c->msg;
@@ -372,7 +489,9 @@ cb_eom(SMFICTX *ctx)
 	struct iovec *iov = NULL;
 	const char *qid = mta_queue_id(ctx);
 	const char *buf;
+	char *received = NULL;
 	bool divert = milter_cfg->milter_mode == MILTER_DIVERT;
+	time_t now = time(NULL);
 	sfsistat rv;
 	int n;
 
@@ -394,14 +513,18 @@ cb_eom(SMFICTX *ctx)
 	/* Add missing Date/Message-ID/From and leave out what libesmtp would
 	 * drop, so that the spool holds the bytes the relay will send. */
 	message_fixup(&fix, buf, m->len, m->env->id, m->env->sender,
-	    milter_cfg->helo_name, time(NULL));
-	n = message_iovcnt(&fix);
+	    milter_cfg->helo_name, now);
+	/* The trace field first, then the completed message. */
+	received = received_field(ctx, c, m, now);
+	n = message_iovcnt(&fix) + 1;
 	iov = xreallocarray(NULL, (size_t)n, sizeof(*iov));
-	if ((n = message_iov(&fix, buf, m->len, iov, n)) < 0)
+	iov[0].iov_base = received;
+	iov[0].iov_len = strlen(received);
+	if ((n = message_iov(&fix, buf, m->len, iov + 1, n - 1)) < 0)
 		arnie_panic("message_iov: iovec array too small");
 	/* Durable (file and outbox/ fsynced) once this returns 0; only then
 	 * may the MTA be told to forget the message. */
-	if (spool_commit(milter_spool, m->env, iov, n) == -1) {
+	if (spool_commit(milter_spool, m->env, iov, n + 1) == -1) {
 		log_warn("%s: milter queue_id=%s client=%s from=<%s>: "
 		         "cannot queue message",
 		    m->env->id, qid, nz(c->client_addr), m->env->sender);
@@ -419,11 +542,41 @@ cb_eom(SMFICTX *ctx)
 	rv = divert ? SMFIS_DISCARD : SMFIS_ACCEPT;
 out:
 	free(iov);
+	free(received);
 	message_fix_clear(&fix);
 	msg_free(c->msg);
 	c->msg = NULL;
 	return rv;
 }
+
+/* The reply for a callback that comes after milter_drain(). */
+static sfsistat
+shutting_down(SMFICTX *ctx)
+{
+	smfi_setreply(ctx, "421", "4.3.2", "Arnie: service shutting down");
+	return SMFIS_TEMPFAIL;
+}
+
+/* The callbacks that use the configuration, the spool or the sender run
+ * counted (see busy_enter()). */
+#define BUSY_CALLBACK(name, params, args)                                      \
+	static sfsistat cb_##name params                                       \
+	{                                                                      \
+		sfsistat rv;                                                   \
+                                                                               \
+		if (!busy_enter())                                             \
+			return shutting_down(ctx);                             \
+		rv = do_##name args;                                           \
+		busy_leave();                                                  \
+		return rv;                                                     \
+	}
+BUSY_CALLBACK(envrcpt, (SMFICTX * ctx, char **argv), (ctx, argv))
+BUSY_CALLBACK(
+    header, (SMFICTX * ctx, char *name, char *value), (ctx, name, value))
+BUSY_CALLBACK(eoh, (SMFICTX * ctx), (ctx))
+BUSY_CALLBACK(
+    body, (SMFICTX * ctx, unsigned char *chunk, size_t len), (ctx, chunk, len))
+BUSY_CALLBACK(eom, (SMFICTX * ctx), (ctx))
 
 static sfsistat
 cb_abort(SMFICTX *ctx)
@@ -450,7 +603,7 @@ static struct smfiDesc milter_desc = {
     .xxfi_version = SMFI_VERSION,
     .xxfi_flags = 0,
     .xxfi_connect = cb_connect,
-    .xxfi_helo = NULL,
+    .xxfi_helo = cb_helo,
     .xxfi_envfrom = cb_envfrom,
     .xxfi_envrcpt = cb_envrcpt,
     .xxfi_header = cb_header,
@@ -463,6 +616,23 @@ static struct smfiDesc milter_desc = {
     .xxfi_data = NULL,
     .xxfi_negotiate = cb_negotiate,
 };
+
+int
+milter_drain(int seconds)
+{
+	struct timespec deadline;
+	int rc = 0;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += seconds;
+	pthread_mutex_lock(&busy_lock);
+	busy_closed = true;
+	while (busy > 0 && rc == 0)
+		rc = pthread_cond_timedwait(&busy_done, &busy_lock, &deadline);
+	rc = busy == 0 ? 0 : -1;
+	pthread_mutex_unlock(&busy_lock);
+	return rc;
+}
 
 void
 milter_init(

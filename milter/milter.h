@@ -3,8 +3,10 @@
  *
  * Turns each MTA transaction (MAIL, every accepted RCPT, the header fields
  * and the body exactly as the MTA passes them) into one envelope and one
- * message buffer, and at end-of-message completes the header (message.h)
- * and commits them with spool_commit(),
+ * message buffer, and at end-of-message completes the header (message.h),
+ * prepends a Received: field for the hop (message_received(): the client as
+ * the MTA saw it, Arnie's host name and spool ID, the MTA's queue ID; no
+ * "from" clause for a local submission) and commits them with spool_commit(),
  * the same durable path the standalone listener uses.  Only after the commit
  * has returned does it answer SMFIS_DISCARD (divert mode: the MTA keeps
  * nothing) or SMFIS_ACCEPT (copy mode: the MTA delivers too).  Anything that
@@ -40,5 +42,15 @@ void milter_init(
  * logged) on failure.  smfi_main() then serves it.
  */
 int milter_listen(const char *conn);
+
+/*
+ * Call after smfi_main() has returned, before freeing what milter_init()
+ * was given: libmilter does not wait for the threads that run callbacks.
+ * Waits up to seconds for the callbacks under way (a commit) to return;
+ * later ones touch nothing and answer 421 4.3.2 (SMFIS_TEMPFAIL), so the MTA
+ * keeps the mail.  Returns 0 when none is left, -1 when one still runs:
+ * then nothing given to milter_init() may be freed.
+ */
+int milter_drain(int seconds);
 
 #endif

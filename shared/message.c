@@ -432,3 +432,85 @@ message_fix_log(const struct message_fix *fix, const char *id)
 	if (used > 0)
 		log_info("%s: header fixed: %s", id, buf);
 }
+
+/* Characters that would end a token or a comment of a trace field early
+ * (a ';' would even end its list of tokens): not written from outside. */
+#define TRACE_TOKEN " ()[]\\;"
+#define TRACE_COMMENT "()[]\\;"
+
+/* A copy of s where control characters and the octets in bad are '?', so
+ * that it can neither start a new line nor change the field's structure. */
+static char *
+trace_text(const char *s, const char *bad)
+{
+	char *copy = xstrdup(s != NULL ? s : ""), *p;
+
+	for (p = copy; *p != '\0'; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c < 0x20 || c == 0x7f || strchr(bad, c) != NULL)
+			*p = '?';
+	}
+	return copy;
+}
+
+char *
+message_received(const struct message_trace *t)
+{
+	char date[64];
+	char *from = NULL, *by, *third = NULL, *h;
+	char *helo, *name = NULL, *addr, *id, *comment = NULL, *rcpt = NULL;
+	const char *a;
+
+	format_date(date, sizeof(date), t->when);
+	if (t->helo != NULL) {
+		a = t->client_addr != NULL ? t->client_addr : "";
+		/* Postfix's {client_addr} has no "IPv6:" tag; allow one. */
+		if (strncasecmp(a, "IPv6:", 5) == 0)
+			a += 5;
+		/* A HELO may be an address literal: keep its brackets. */
+		helo = trace_text(t->helo, " ()\\;");
+		addr = trace_text(a, TRACE_TOKEN);
+		/* Sendmail names an unresolved client "[ADDR]": the address
+		 * alone says that. */
+		if (t->client_name != NULL && *t->client_name != '\0' &&
+		    *t->client_name != '[')
+			name = trace_text(t->client_name, TRACE_TOKEN);
+		/* RFC 5321 TCP-info: [Domain FWS] address-literal. */
+		from = xasprintf("from %s (%s%s[%s%s])\r\n\t", helo,
+		    name != NULL ? name : "", name != NULL ? " " : "",
+		    strchr(addr, ':') != NULL ? "IPv6:" : "", addr);
+		free(helo);
+		free(name);
+		free(addr);
+	}
+	id = trace_text(t->id, TRACE_TOKEN);
+	by = xasprintf("by %s%s%s%s%s%s id %s",
+	    t->by != NULL && *t->by != '\0' ? t->by : "localhost",
+	    t->by_comment != NULL ? " (" : "",
+	    t->by_comment != NULL ? t->by_comment : "",
+	    t->by_comment != NULL ? ")" : "", t->with != NULL ? " with " : "",
+	    t->with != NULL ? t->with : "", id);
+	if (t->comment != NULL)
+		comment = trace_text(t->comment, TRACE_COMMENT);
+	/* A quoted local part may hold spaces and specials: only controls
+	 * are a danger there. */
+	if (t->rcpt != NULL)
+		rcpt = trace_text(t->rcpt, "");
+	if (comment != NULL || rcpt != NULL)
+		third = xasprintf("\r\n\t%s%s%s%s%s%s%s",
+		    comment != NULL ? "(" : "", comment != NULL ? comment : "",
+		    comment != NULL ? ")" : "",
+		    comment != NULL && rcpt != NULL ? " " : "",
+		    rcpt != NULL ? "for <" : "", rcpt != NULL ? rcpt : "",
+		    rcpt != NULL ? ">" : "");
+	h = xasprintf("Received: %s%s%s; %s\r\n", from != NULL ? from : "", by,
+	    third != NULL ? third : "", date);
+	free(from);
+	free(by);
+	free(third);
+	free(id);
+	free(comment);
+	free(rcpt);
+	return h;
+}

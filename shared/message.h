@@ -76,6 +76,9 @@
  * hash bucket as one (libesmtp then compares beyond the end of its stored
  * name; in practice that never matches).
  *
+ * message_received() writes the Received: trace field that both front-ends
+ * prepend to the completed message, in one shape for both.
+ *
  * Nothing here touches the disk, logs (except message_fix_log()) or fails:
  * memory comes from xmalloc.  The message buffer is borrowed and never
  * modified; a struct message_fix owns its strings until message_fix_clear().
@@ -178,5 +181,44 @@ int message_iov(const struct message_fix *fix, const char *msg, size_t len,
  * a message that needed no change.
  */
 void message_fix_log(const struct message_fix *fix, const char *id);
+
+/*
+ * The parts of a Received: trace field (RFC 5321 4.4) for
+ * message_received().  Every pointer is borrowed; NULL leaves a part out.
+ */
+struct message_trace {
+	const char *helo;        /* the client's HELO/EHLO name; NULL: no
+	                          * "from" clause at all (a local submission,
+	                          * as Postfix writes for sendmail(1) mail) */
+	const char *client_name; /* its host name ("localhost", "unknown");
+	                          * NULL or "": the address alone */
+	const char *client_addr; /* its IP address as text, no brackets */
+	const char *by;          /* Arnie's host name; NULL: "localhost" */
+	const char *by_comment;  /* after the host name: "Arnie", ... */
+	const char *with;        /* "ESMTP", "SMTP", "UTF8SMTP"; NULL: none */
+	const char *id;          /* the spool ID */
+	const char *comment;     /* "(comment)" on the line after the ID */
+	const char *rcpt;        /* the only recipient: "for <rcpt>"; give
+	                          * NULL when there are several, so that a
+	                          * Bcc recipient is not disclosed */
+	time_t when;             /* the arrival time, written in local time */
+};
+
+/*
+ * The Received: field for t, with its CRLF, owned by the caller (free()):
+ *   Received: from HELO (CLIENT_NAME [CLIENT_ADDR])
+ *   <TAB>by BY (BY_COMMENT) with WITH id ID
+ *   <TAB>(COMMENT) for <RCPT>; DATE
+ * The third line only when there is a comment or a recipient; an IPv6
+ * address (one holding ':') is written [IPv6:ADDR]; a client name in
+ * brackets (Sendmail's for a client without a host name) is left out, as
+ * the address says the same; DATE is as in the Date: field message_fixup()
+ * adds.  Text from the client or the MTA cannot break the field: control
+ * characters become '?' everywhere, and so does every octet that would end
+ * a token or a comment early: "()\\;" and the space in HELO, the same and
+ * "[]" in CLIENT_NAME, CLIENT_ADDR and ID, "()[]\\;" in COMMENT.  RCPT keeps
+ * everything else (a quoted local part may hold spaces).  Never fails.
+ */
+char *message_received(const struct message_trace *t);
 
 #endif

@@ -104,7 +104,7 @@ struct smtpd {
 	struct event *resume_ev; /* re-enables accept after an error */
 	char address[INET6_ADDRSTRLEN + 16];
 	const char *hostname;
-	TAILQ_HEAD(, session) sessions;
+	TAILQ_HEAD(session_list, session) sessions;
 	int nsessions;
 	bool stopping;
 };
@@ -213,26 +213,25 @@ session_close(struct session *s)
 static char *
 received_header(struct session *s, const char *id, size_t *lenp)
 {
-	const struct smtpd *sd = s->sd;
-	char date[64], *h;
-	struct tm tm;
-	time_t now = time(NULL);
-	const char *with;
+	struct message_trace t;
+	char *h;
 
-	localtime_r(&now, &tm);
-	if (strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm) == 0)
-		date[0] = '\0';
+	memset(&t, 0, sizeof(t));
+	t.helo = s->helo;
+	/* No DNS lookups here: loopback clients are "localhost". */
+	t.client_name = s->loopback ? "localhost" : "unknown";
+	t.client_addr = s->ip;
+	t.by = s->sd->hostname;
+	t.by_comment = "Arnie";
 	/* RFC 3848 and RFC 6531 WITH protocol types. */
 	if (s->smtputf8)
-		with = "UTF8SMTP";
+		t.with = "UTF8SMTP";
 	else
-		with = s->esmtp ? "ESMTP" : "SMTP";
-	h = xasprintf("Received: from %s (%s [%s%s])\r\n"
-	              "\tby %s (Arnie) with %s id %s%s%s%s; %s\r\n",
-	    s->helo, s->loopback ? "localhost" : "unknown",
-	    s->ipv6 ? "IPv6:" : "", s->ip, sd->hostname, with, id,
-	    s->nrcpts == 1 ? "\r\n\tfor <" : "",
-	    s->nrcpts == 1 ? s->rcpts[0] : "", s->nrcpts == 1 ? ">" : "", date);
+		t.with = s->esmtp ? "ESMTP" : "SMTP";
+	t.id = id;
+	t.rcpt = s->nrcpts == 1 ? s->rcpts[0] : NULL;
+	t.when = time(NULL);
+	h = message_received(&t);
 	*lenp = strlen(h);
 	return h;
 }

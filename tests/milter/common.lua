@@ -36,12 +36,15 @@ function committed_reply()
 	return SMFIR_DISCARD
 end
 
--- connect + client address (the {client_addr} macro and the address).
-function open_session(addr, qid_macro)
+-- connect + client address (the {client_addr} macro and the address),
+-- host name "client.example", then HELO "helo.example": protocol.py
+-- expects these in the Received: field.
+function open_session(addr)
 	local conn = connect()
 	mt.macro(conn, SMFIC_CONNECT, "{client_addr}", addr)
 	step(conn, mt.conninfo(conn, "client.example", addr), SMFIR_CONTINUE,
 	    "conninfo")
+	step(conn, mt.helo(conn, "helo.example"), SMFIR_CONTINUE, "helo")
 	return conn
 end
 

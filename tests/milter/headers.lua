@@ -9,6 +9,13 @@
 -- space before every value passed to mt.header(), so the values below are
 -- written without it and a field without a space after the colon cannot be
 -- sent from here; postfix_e2e.py covers that case with a real Postfix.
+--
+-- The Received: field Arnie prepends: the second connection comes from an
+-- IPv6 address; a third one is a local submission, a connection without an
+-- address as Sendmail presents one (Postfix's port 0 is covered by
+-- postfix_e2e.py): no "from" clause.  HELO is sent explicitly: the HELO
+-- miltertest would send by itself before MAIL comes after the MAIL macros,
+-- and libmilter drops the macros of later stages at HELO (no {i} then).
 dofile(srcdir .. "/common.lua")
 
 local conn = open_session("192.0.2.16")
@@ -29,9 +36,20 @@ local old = connect()
 -- Every step the MTA offers by default except the leading space.
 check(mt.negotiate(old, nil, 0x000FFFFF, nil) == nil, "negotiate failed")
 check(not mt.test_option(old, SMFIP_HDR_LEADSPC), "LEADSPC without offer")
-step(old, mt.conninfo(old, "client.example", "192.0.2.17"), SMFIR_CONTINUE,
-    "conninfo")
+step(old, mt.conninfo(old, "client.example", "2001:db8::17"),
+    SMFIR_CONTINUE, "conninfo")
+step(old, mt.helo(old, "old.example"), SMFIR_CONTINUE, "helo")
 r = send_message(old, "QIDOLD", "<old@example.com>", {"<old@example.org>"},
     {{"Subject", "plain"}, {"X-Empty", ""}}, {"old\r\n"})
 check(r == committed_reply(), "eom old: reply " .. tostring(r))
 mt.disconnect(old)
+
+local loc = connect()
+mt.macro(loc, SMFIC_CONNECT, "{client_addr}", "127.0.0.1")
+step(loc, mt.conninfo(loc, "localhost", "unspec"), SMFIR_CONTINUE,
+    "conninfo local")
+step(loc, mt.helo(loc, "localhost"), SMFIR_CONTINUE, "helo local")
+r = send_message(loc, "QIDL", "<local@example.com>", {"<l@example.org>"},
+    {{"Subject", "local"}}, {"local\r\n"})
+check(r == committed_reply(), "eom local: reply " .. tostring(r))
+mt.disconnect(loc)

@@ -224,16 +224,61 @@ def check_date(value, earliest, latest, offset=None):
             value, offset.decode()))
 
 
-def expect_completed(message, header, body, msg_id, sender, host,
-                     added=ADDED_ORDER, earliest=0, latest=None,
-                     offset=None):
-    """message (bytes) must be, byte for byte: header (the fields the MTA
-    passed, unchanged), then exactly the fields named in added, in
-    ADDED_ORDER, then the empty line, then body (unchanged).  msg_id is the
-    spool ID, sender the envelope sender (b"" for <>), host ARNIE_HOSTNAME;
-    the added Date: is checked with check_date()."""
+def received_line(msg_id, host, qid=None, rcpt=None, helo=None, name=None,
+                  addr=None):
+    """The Received: field arnie-milter prepends (shared/message.h,
+    message_received()), ending in b"; DATE\r\n" where the date goes.
+    helo None: a local submission, without the "from" clause; name None:
+    the client's address alone; qid: the MTA's queue ID ({i}); rcpt: the
+    only recipient."""
+    if helo is None:
+        line = b"Received: by %s (Arnie milter, local submission) id %s" % (
+            host, msg_id)
+    else:
+        literal = b"IPv6:" + addr if b":" in addr else addr
+        line = (b"Received: from %s (%s[%s])\r\n"
+                b"\tby %s (Arnie milter) with ESMTP id %s" % (
+                    helo, name + b" " if name else b"", literal, host,
+                    msg_id))
+    third = []
+    if qid:
+        third.append(b"(MTA queue id %s)" % qid)
+    if rcpt:
+        third.append(b"for <%s>" % rcpt)
+    if third:
+        line += b"\r\n\t" + b" ".join(third)
+    return line + b"; DATE\r\n"
+
+
+def split_received(message, want, earliest=0, latest=None, offset=None):
+    """message must start with want (from received_line()) with a date,
+    checked with check_date(), in place of DATE; returns the rest."""
     if latest is None:
         latest = time.time()
+    prefix = want[:-len(b"DATE\r\n")]
+    if not message.startswith(prefix):
+        raise AssertionError("Received: field differs:\ngot:  %r\n"
+                             "want: %r" % (message[:len(want) + 40], want))
+    end = message.find(b"\r\n", len(prefix))
+    if end < 0:
+        raise AssertionError("Received: field unterminated: %r" % message)
+    check_date(message[len(prefix):end], earliest, latest, offset)
+    return message[end + 2:]
+
+
+def expect_completed(message, header, body, msg_id, sender, host,
+                     added=ADDED_ORDER, earliest=0, latest=None,
+                     offset=None, received=None):
+    """message (bytes) must be, byte for byte: the Received: field
+    received (from received_line(); None: no such check), then header (the
+    fields the MTA passed, unchanged), then exactly the fields named in
+    added, in ADDED_ORDER, then the empty line, then body (unchanged).
+    msg_id is the spool ID, sender the envelope sender (b"" for <>), host
+    ARNIE_HOSTNAME; the dates are checked with check_date()."""
+    if latest is None:
+        latest = time.time()
+    if received is not None:
+        message = split_received(message, received, earliest, latest, offset)
     if not message.startswith(header):
         raise AssertionError("the original header fields changed:\n%r\n"
                              "expected them to start with:\n%r" % (

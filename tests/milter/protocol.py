@@ -7,10 +7,14 @@ the milter's replies), stop the daemon with SIGTERM (it must exit 0), then
 check the queued files and the log here.
 
 Every queued message is checked byte for byte as completed at
-end-of-message (shared/message.h): the header fields as the MTA passed them,
-unchanged and in order; then exactly the fields Arnie adds when missing
-("Message-ID: <ID@ARNIE_HOSTNAME>", "Date: ..." in the daemon's local time,
-"From: SENDER", in that order); then the empty line and the body, unchanged.
+end-of-message (shared/message.h): first the Received: field Arnie
+prepends ("from HELO (CLIENT_NAME [ADDR])", "by ARNIE_HOSTNAME (Arnie
+milter) with ESMTP id ID", "(MTA queue id QID)", "for <RCPT>" with one
+recipient only; no "from" clause for a local submission); then the header
+fields as the MTA passed them, unchanged and in order; then exactly the
+fields Arnie adds when missing ("Message-ID: <ID@ARNIE_HOSTNAME>", "Date:
+..." in the daemon's local time, "From: SENDER", in that order); then the
+empty line and the body, unchanged.
 """
 
 import os
@@ -31,6 +35,8 @@ HOST = "arnie.test"
 # The daemon's time zone: half an hour off and east of UTC, so an added
 # Date: must carry the local numeric offset, not UTC's.
 TZ, OFFSET = "ARN-5:30", b"+0530"
+# What common.lua's open_session() sends: connect host name and HELO.
+NAME, HELO = b"client.example", b"helo.example"
 
 
 def run_lua(milter, script, mode="divert"):
@@ -52,13 +58,30 @@ def expect_log(milter, msg, qid, client, nrcpt, mode="divert"):
     assert line in milter.log(), "log lacks %r:\n%s" % (line, milter.log())
 
 
-def expect(m, msg, header, body, added=milterlib.ADDED_ORDER):
-    """msg, queued by m, is header + exactly the added fields + the empty
+def received(msg, qid, addr, rcpt=True, helo=HELO, name=NAME):
+    """The Received: field expected on msg (milterlib.received_line());
+    rcpt: the "for" clause names msg's only recipient."""
+    return milterlib.received_line(
+        msg["id"].encode(), HOST.encode(), qid.encode(),
+        msg["rcpts"][0].encode() if rcpt else None, helo, name,
+        addr.encode() if addr is not None else None)
+
+
+def strip_received(m, msg, *args, **kwargs):
+    """msg's message after its checked Received: field (see received())."""
+    return milterlib.split_received(
+        msg["message"], received(msg, *args, **kwargs), m.started_at,
+        time.time(), OFFSET)
+
+
+def expect(m, msg, header, body, added=milterlib.ADDED_ORDER, trace=None):
+    """msg, queued by m, is its Received: field (trace: the arguments of
+    received() after msg) + header + exactly the added fields + the empty
     line + body (see milterlib.expect_completed)."""
     milterlib.expect_completed(
         msg["message"], header, body, msg["id"].encode(),
         msg["from"].encode(), HOST.encode(), added, m.started_at,
-        time.time(), OFFSET)
+        time.time(), OFFSET, received(msg, *trace))
 
 
 def mine(q, *senders):
@@ -77,7 +100,8 @@ def check_one_rcpt(m, q, mode="divert"):
            b"From: Alice <alice@example.com>\r\n"
            b"To: bob@example.org\r\n"
            b"Subject: one\r\n",
-           b"Hello Bob.\r\nBye.\r\n", ("Message-ID", "Date"))
+           b"Hello Bob.\r\nBye.\r\n", ("Message-ID", "Date"),
+           ("QID0001", "192.0.2.7"))
     expect_log(m, msg, "QID0001", "192.0.2.7", 1, mode)
 
 
@@ -90,7 +114,8 @@ def check_several_rcpts(m, q):
     expect(m, msgs[0],
            b"From: carol@example.com\r\nTo: r1@example.org\r\n"
            b"Cc: r2@example.net\r\nSubject: three\r\n",
-           b"Three recipients.\r\n", ("Message-ID", "Date"))
+           b"Three recipients.\r\n", ("Message-ID", "Date"),
+           ("QID0002", "192.0.2.8", False))
     expect_log(m, msgs[0], "QID0002", "192.0.2.8", 3)
 
 
@@ -102,13 +127,14 @@ def check_several_tx(m, q):
     for i in (1, 2, 3):
         msg = by_from["a%d@example.com" % i]
         assert msg["rcpts"] == ["to%d@example.org" % i], msg
-        expect(m, msg, b"Subject: tx %d\r\n" % i, b"Body %d.\r\n" % i)
+        expect(m, msg, b"Subject: tx %d\r\n" % i, b"Body %d.\r\n" % i,
+               trace=("QIDA%d" % i, "192.0.2.9"))
         expect_log(m, msg, "QIDA%d" % i, "192.0.2.9", 1)
     expect(m, by_from["b@example.com"], b"Subject: from b\r\n",
-           b"B part 1\r\nB part 2\r\n")
+           b"B part 1\r\nB part 2\r\n", trace=("QIDB", "192.0.2.10"))
     assert by_from["b@example.com"]["rcpts"] == ["tob@example.org"]
     expect(m, by_from["c@example.com"], b"Subject: from c\r\n",
-           b"C body\r\n")
+           b"C body\r\n", trace=("QIDC", "192.0.2.11"))
     expect_log(m, by_from["c@example.com"], "QIDC", "192.0.2.11", 1)
 
 
@@ -117,13 +143,15 @@ def check_abort(m, q):
     msgs = mine(q, "kept@example.com")
     assert len(msgs) == 1, msgs
     assert msgs[0]["rcpts"] == ["kept@example.org"]
-    expect(m, msgs[0], b"Subject: after abort\r\n", b"Kept.\r\n")
+    expect(m, msgs[0], b"Subject: after abort\r\n", b"Kept.\r\n",
+           trace=("QIDY", "192.0.2.12"))
     assert os.listdir(os.path.join(m.spool, "inbox")) == []
 
 
 def check_headers(m, q):
     by_from = {msg["from"]: msg for msg in
-               mine(q, "h@example.com", "old@example.com")}
+               mine(q, "h@example.com", "old@example.com",
+                    "local@example.com")}
     name = "Zo\u00eb \u00c6r\u00f8sk\u00f8bing \u65e5\u672c".encode()
     # The fields as passed, byte for byte (folding, UTF-8, blanks, the
     # repeated Subject), and only then the three added ones.
@@ -137,9 +165,15 @@ def check_headers(m, q):
            b"X-Empty: \r\n"
            b"X-Trail: value  \t\r\n"
            b"Subject: second subject\r\n",
-           b"line 1\r\n.dot line\r\n\r\nlast\r\n")
+           b"line 1\r\n.dot line\r\n\r\nlast\r\n",
+           trace=("QIDH", "192.0.2.16"))
+    # IPv6 (no {client_addr} macro: the connect event's address).
     expect(m, by_from["old@example.com"], b"Subject: plain\r\nX-Empty:\r\n",
-           b"old\r\n")
+           b"old\r\n",
+           trace=("QIDOLD", "2001:db8::17", True, b"old.example"))
+    # A local submission: no "from" clause.
+    expect(m, by_from["local@example.com"], b"Subject: local\r\n",
+           b"local\r\n", trace=("QIDL", None, True, None))
 
 
 def fixed_lines(m, msg_id):
@@ -152,7 +186,7 @@ def check_fixup(m, q):
                mine(q, "full@example.com", "trim@example.com", "")}
     assert len(by_from) == 3, sorted(by_from)
     full = by_from["full@example.com"]
-    assert full["message"] == (
+    assert strip_received(m, full, "QIDFULL", "192.0.2.18") == (
         b"From: Full <full@example.com>\r\nTo: full@example.org\r\n"
         b"Date: Tue, 01 Apr 2025 10:00:00 +0000\r\n"
         b"Message-ID: <full@example.com>\r\nSubject: complete\r\n"
@@ -161,7 +195,7 @@ def check_fixup(m, q):
     expect_log(m, full, "QIDFULL", "192.0.2.18", 1)
 
     trim = by_from["trim@example.com"]
-    assert trim["message"] == (
+    assert strip_received(m, trim, "QIDTRIM", "192.0.2.18") == (
         b"From: trim@example.com\r\nTo: one@example.org\r\n"
         b"Subject: trimmed\r\n"
         b"Date: Tue, 01 Apr 2025 10:00:00 +0000\r\n"
@@ -175,7 +209,8 @@ def check_fixup(m, q):
 
     null = by_from[""]
     assert null["rcpts"] == ["postmaster@example.org"], null
-    expect(m, null, b"Subject: bounce\r\n", b"From the null sender.\r\n")
+    expect(m, null, b"Subject: bounce\r\n", b"From the null sender.\r\n",
+           trace=("QIDNULL", "192.0.2.18"))
     assert b"\r\nFrom: MAILER-DAEMON@arnie.test\r\n" in null["message"]
     got = fixed_lines(m, null["id"])
     assert len(got) == 1 and got[0].endswith(
@@ -187,10 +222,10 @@ def check_oversize(m, q):
     assert [msg["from"] for msg in q] == ["fit@example.com",
                                           "small@example.com"], q
     # The limit applies to the message as the MTA passed it (2000 octets
-    # here); the fields added afterwards may take it beyond.
+    # here); the fields added afterwards (Received: too) may take it beyond.
     header, body = b"Subject: big\r\n", b"x" * 1982 + b"\r\n"
     assert len(header) + 2 + len(body) == 2000
-    expect(m, q[0], header, body)
+    expect(m, q[0], header, body, trace=("QIDFIT", "192.0.2.14"))
     assert "queue_id=QIDBIG" in m.log() and \
         "MAX_MESSAGE_SIZE=2000" in m.log(), m.log()
 

@@ -384,6 +384,68 @@ START_TEST(test_log_line)
 }
 END_TEST
 
+/* The Received: trace field both front-ends prepend: each shape, and text
+ * from outside that would break the field. */
+static const struct {
+	const char *name;
+	struct message_trace t;
+	const char *want;
+} traces[] = {
+    {"standalone, one recipient",
+        {"web1", "localhost", "127.0.0.1", HOST, "Arnie", "ESMTP", ID, NULL,
+            "u@example.org", WHEN},
+        "Received: from web1 (localhost [127.0.0.1])\r\n"
+        "\tby " HOST " (Arnie) with ESMTP id " ID "\r\n"
+        "\tfor <u@example.org>; Tue, 14 Nov 2023 22:13:20 +0000\r\n"},
+    {"several recipients",
+        {"web1", "unknown", "192.0.2.1", HOST, "Arnie", "SMTP", ID, NULL, NULL,
+            WHEN},
+        "Received: from web1 (unknown [192.0.2.1])\r\n"
+        "\tby " HOST " (Arnie) with SMTP id " ID
+        "; Tue, 14 Nov 2023 22:13:20 +0000\r\n"},
+    {"milter, IPv6",
+        {"mx.client.example", "mx.client.example", "2001:db8::1", HOST,
+            "Arnie milter", "ESMTP", ID, "MTA queue id 4XkT2b", "u@example.org",
+            WHEN},
+        "Received: from mx.client.example (mx.client.example "
+        "[IPv6:2001:db8::1])\r\n"
+        "\tby " HOST " (Arnie milter) with ESMTP id " ID "\r\n"
+        "\t(MTA queue id 4XkT2b) for <u@example.org>; "
+        "Tue, 14 Nov 2023 22:13:20 +0000\r\n"},
+    {"address already tagged, name in brackets, literal HELO",
+        {"[192.0.2.9]", "[2001:db8::9]", "IPv6:2001:db8::9", HOST,
+            "Arnie milter", "ESMTP", ID, "MTA queue id Q", NULL, WHEN},
+        "Received: from [192.0.2.9] ([IPv6:2001:db8::9])\r\n"
+        "\tby " HOST " (Arnie milter) with ESMTP id " ID "\r\n"
+        "\t(MTA queue id Q); Tue, 14 Nov 2023 22:13:20 +0000\r\n"},
+    {"local submission",
+        {NULL, "localhost", "127.0.0.1", HOST, "Arnie milter, local submission",
+            NULL, ID, "MTA queue id Q", "u@example.org", WHEN},
+        "Received: by " HOST " (Arnie milter, local submission) id " ID
+        "\r\n\t(MTA queue id Q) for <u@example.org>; "
+        "Tue, 14 Nov 2023 22:13:20 +0000\r\n"},
+    {"no host name", {NULL, NULL, NULL, NULL, NULL, NULL, ID, NULL, NULL, WHEN},
+        "Received: by localhost id " ID
+        "; Tue, 14 Nov 2023 22:13:20 +0000\r\n"},
+    {"hostile text",
+        {"a\r\nX-Evil: 1", "n(a)m;e", "1.2.3.4]", HOST, "Arnie", "ESMTP", ID,
+            "q\r\nid (x)", "\"a b\"\n@example.org", WHEN},
+        "Received: from a??X-Evil:?1 (n?a?m?e [1.2.3.4?])\r\n"
+        "\tby " HOST " (Arnie) with ESMTP id " ID "\r\n"
+        "\t(q??id ?x?) for <\"a b\"?@example.org>; "
+        "Tue, 14 Nov 2023 22:13:20 +0000\r\n"},
+};
+
+START_TEST(test_received)
+{
+	char *h = message_received(&traces[_i].t);
+
+	ck_assert_msg(strcmp(h, traces[_i].want) == 0, "%s:\n%s\nwant:\n%s",
+	    traces[_i].name, h, traces[_i].want);
+	free(h);
+}
+END_TEST
+
 static Suite *
 message_suite(void)
 {
@@ -397,6 +459,8 @@ message_suite(void)
 	tcase_add_test(tc, test_iov_overflow);
 	tcase_add_test(tc, test_date_zones);
 	tcase_add_test(tc, test_log_line);
+	tcase_add_loop_test(
+	    tc, test_received, 0, (int)(sizeof(traces) / sizeof(traces[0])));
 	suite_add_tcase(s, tc);
 	return s;
 }
