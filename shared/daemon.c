@@ -15,16 +15,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "log.h"
+#include "mailq.h"
+#include "spool.h"
 
 static void
 usage(FILE *out, const char *progname)
 {
-	fprintf(out, "usage: %s [-c FILE] [-v] [--check-config] [--version] "
-	    "[-h]\n", progname);
+	fprintf(out, "usage: %s [-c FILE] [-v] [--check-config | --queue] "
+	    "[--version] [-h]\n", progname);
 }
 
 /* Descriptors 0-2 must be open: a client socket, the upstream's socket or
@@ -47,19 +50,39 @@ warn_key(const char *message)
 	log_warnx("%s", message);
 }
 
+/* --queue: list the spool's queue and exit, as mailq(1) does. */
+static void __attribute__((noreturn))
+list_queue(struct config *cfg)
+{
+	struct spool *spool;
+	int n;
+
+	if ((spool = spool_open(cfg->spool_directory, cfg->save_sent_mail)) ==
+	    NULL)
+		fatal(EX_NOINPUT, "cannot open the spool %s",
+		    cfg->spool_directory);
+	n = mailq_print(spool, stdout, time(NULL));
+	if (n == -1)
+		fatal(EX_IOERR, "cannot read %s", spool_outbox_path(spool));
+	spool_close(spool);
+	config_free(cfg);
+	exit(fflush(stdout) == 0 ? 0 : EX_IOERR);
+}
+
 struct config *
 daemon_start(const char *progname, int argc, char *argv[])
 {
-	enum { OPT_CHECK = 256, OPT_VERSION };
+	enum { OPT_CHECK = 256, OPT_QUEUE, OPT_VERSION };
 	static const struct option longopts[] = {
 	    {"check-config", no_argument, NULL, OPT_CHECK},
+	    {"queue", no_argument, NULL, OPT_QUEUE},
 	    {"version", no_argument, NULL, OPT_VERSION},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *cli_path = NULL;
 	struct config *cfg;
-	bool check = false;
+	bool check = false, queue = false;
 	int verbose = 0, ch;
 	char err[512];
 	char *path;
@@ -78,6 +101,9 @@ daemon_start(const char *progname, int argc, char *argv[])
 			exit(0);
 		case OPT_CHECK:
 			check = true;
+			break;
+		case OPT_QUEUE:
+			queue = true;
 			break;
 		case OPT_VERSION:
 			printf("%s %s\n", progname, PACKAGE_VERSION);
@@ -103,6 +129,8 @@ daemon_start(const char *progname, int argc, char *argv[])
 		config_free(cfg);
 		exit(0);
 	}
+	if (queue)
+		list_queue(cfg);
 	if (cfg->log_file != NULL &&
 	    log_init(progname, cfg->log_file, verbose) == -1)
 		fatal(EX_CANTCREAT, "cannot open ARNIE_LOG_FILE %s",

@@ -4,12 +4,13 @@
  * Both daemons take the same command line, read the same configuration and
  * leave the same signals to one thread.  daemon_start() parses
  *
- *   PROG [-c FILE] [-v] [--check-config] [--version] [-h]
+ *   PROG [-c FILE] [-v] [--check-config | --queue] [--version] [-h]
  *
  * finds and loads the configuration and opens the log.  It exits itself, with
- * a sysexits code, where there is nothing to serve: after --help, --version
- * or --check-config (0), on a usage error (64), a configuration error (78,
- * the message names the key) or a log file it cannot open (73).
+ * a sysexits code, where there is nothing to serve: after --help, --version,
+ * --check-config or --queue (0; mailq.h), on a usage error (64), a
+ * configuration error (78, the message names the key), a log file it cannot
+ * open (73) or a spool --queue cannot read (66, 74).
  */
 #ifndef ARNIE_DAEMON_H
 #define ARNIE_DAEMON_H

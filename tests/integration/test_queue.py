@@ -220,5 +220,32 @@ class QueueTest(ArnieTestCase):
         self.assertDeliveredOnce(up, "moved", timeout=5)
 
 
+    # ------------------------------------------------------------ --queue
+
+    def test_queue_listing_shows_each_recipient(self):
+        up = self.upstream()
+        d = self.arnie(up.port, RETRY_DELAY_SECONDS=3600,
+                       RETRY_MAX_DELAY_SECONDS=3600)
+        r = self.run_arnie(["--queue", "-c", d.env_path])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "The queue is empty.\n")
+        self.send(d, "listed", rcpts=("ok@example.org", "temp@example.org"))
+        # After one attempt ok@ is done and temp@ waits an hour.
+        env = wait_for(lambda: [e for e in d.spool.envelopes("outbox")
+                                if e.attempts == 1],
+                       what="the first attempt recorded")[0]
+        r = self.run_arnie(["--queue", "-c", d.env_path])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertTrue(lines[0].startswith("ID "), r.stdout)
+        self.assertRegex(lines[1], r"^%s +\d+ +\S+ \S+ +1 +\S+ \S+ +<%s>$"
+                         % (env.id, FROM))
+        self.assertRegex(lines[2], r"^    <ok@example.org> sent \(250 ")
+        self.assertRegex(lines[3], r"^    <temp@example.org> pending \(4")
+        self.assertRegex(lines[4], r"^-- 1 message, \d+ bytes; the oldest "
+                         r"is \d+s old\.$")
+        self.assertEqual(len(lines), 5, r.stdout)
+
+
 if __name__ == "__main__":
     arnietest.main()
