@@ -243,14 +243,18 @@ report_sender(const struct config *cfg)
 }
 
 /* Something worth a mail: failures, or trouble longer than an interval
- * that no report has mentioned yet. */
+ * that no report has mentioned yet.  Trouble that is over by now counts
+ * too: an outage of almost two intervals can start just after one due time
+ * and end just before the next. */
 static bool
 has_news(const struct report *r, time_t now)
 {
+	time_t end = r->trouble ? now : r->recovered;
+
 	if (r->nfail + r->nmore > 0)
 		return true;
-	return r->trouble && !r->trouble_told &&
-	       now - r->trouble_since >= r->cfg->report_interval;
+	return r->trouble_reason != NULL && !r->trouble_told &&
+	       end - r->trouble_since >= r->cfg->report_interval;
 }
 
 static char *
@@ -272,8 +276,9 @@ format_report(struct report *r, const char *id, time_t now, size_t queue_depth,
 		text_printf(&t, "Subject: Arnie: %zu failed message%s on %s\n",
 		    n, n == 1 ? "" : "s", host);
 	else
-		text_printf(
-		    &t, "Subject: Arnie: upstream unreachable on %s\n", host);
+		text_printf(&t,
+		    "Subject: Arnie: upstream %s unreachable on %s\n",
+		    r->trouble ? "is" : "was", host);
 	text_printf(&t, "Date: %s\n", date);
 	text_printf(&t, "Message-ID: <%s.report@%s>\n", id, host);
 	text_printf(&t, "MIME-Version: 1.0\n");
