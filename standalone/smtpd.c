@@ -51,6 +51,8 @@
 /* Stop reading while this much of our output waits for the client. */
 #define SMTPD_OUTPUT_MAX (64 * 1024)
 #define SMTPD_BACKLOG 128
+/* Tries 100 ms apart while the address is still held (listen_on()). */
+#define SMTPD_BIND_TRIES 50
 
 #define HELP_TEXT                                                              \
 	"214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP "              \
@@ -716,6 +718,35 @@ make_address(
 	return -1;
 }
 
+/*
+ * Bind and listen.  Right after a crash the port can still be held for a
+ * moment: a relay child forked just before the crash keeps a copy of the
+ * listening socket until the kernel has finished killing it.  So an address
+ * in use is tried again for a few seconds before it counts as taken.
+ */
+static struct evconnlistener *
+listen_on(struct event_base *base, struct smtpd *sd,
+    const struct sockaddr_storage *ss, socklen_t sslen)
+{
+	const struct timespec pause = {0, 100 * 1000 * 1000};
+	struct evconnlistener *l;
+	int tries;
+
+	for (tries = 0;; tries++) {
+		l = evconnlistener_new_bind(base, accept_cb, sd,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+		        LEV_OPT_CLOSE_ON_EXEC,
+		    SMTPD_BACKLOG, (const struct sockaddr *)ss, (int)sslen);
+		if (l != NULL || errno != EADDRINUSE ||
+		    tries == SMTPD_BIND_TRIES)
+			return l;
+		if (tries == 0)
+			log_info("%s is in use, trying again for a few seconds",
+			    sd->address);
+		nanosleep(&pause, NULL);
+	}
+}
+
 struct smtpd *
 smtpd_new(struct event_base *base, const struct config *cfg,
     struct spool *spool, struct commitq *q)
@@ -744,9 +775,7 @@ smtpd_new(struct event_base *base, const struct config *cfg,
 	if (r < 0 || (size_t)r >= sizeof(sd->address))
 		arnie_panic("smtpd: address too long");
 
-	sd->listener = evconnlistener_new_bind(base, accept_cb, sd,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-	    SMTPD_BACKLOG, (struct sockaddr *)&ss, (int)sslen);
+	sd->listener = listen_on(base, sd, &ss, sslen);
 	if (sd->listener == NULL) {
 		int saved = errno;
 

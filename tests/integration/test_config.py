@@ -2,6 +2,7 @@
 original .env syntax, environment over file, unknown keys."""
 
 import os
+import socket
 
 import arnietest
 from arnietest import ArnieTestCase, make_message, smtp_send, write_env
@@ -188,6 +189,23 @@ class ConfigTest(ArnieTestCase):
         r = self.check(path)
         self.assertEqual(r.returncode, EX_CONFIG)
         self.assertIn("OUTBOUND_EMAIL_PASSWORD_FILE", r.stderr)
+
+
+    def test_listen_port_in_use_is_a_clear_error(self):
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write_env(self.tmp, OUTBOUND_EMAIL_HOST="127.0.0.1",
+                         OUTBOUND_EMAIL_USE_TLS=False,
+                         FILES_DIRECTORY=self.files_dir,
+                         ARNIE_LISTEN_PORT=port)
+        # It tries for a few seconds (a dying child may still hold the
+        # port after a crash), then gives up with EX_OSERR.
+        r = self.run_arnie(["-c", path], timeout=30)
+        self.assertEqual(r.returncode, 71, r.stderr)
+        self.assertIn("cannot listen on 127.0.0.1 port %d" % port, r.stderr)
 
 
 if __name__ == "__main__":
