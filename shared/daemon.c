@@ -26,8 +26,10 @@
 static void
 usage(FILE *out, const char *progname)
 {
-	fprintf(out, "usage: %s [-c FILE] [-v] [--check-config | --queue] "
-	    "[--version] [-h]\n", progname);
+	fprintf(out,
+	    "usage: %s [-c FILE] [-v] [--check-config | --queue] "
+	    "[--version] [-h]\n",
+	    progname);
 }
 
 /* Descriptors 0-2 must be open: a client socket, the upstream's socket or
@@ -51,8 +53,7 @@ warn_key(const char *message)
 }
 
 /* --queue: list the spool's queue and exit, as mailq(1) does. */
-static void __attribute__((noreturn))
-list_queue(struct config *cfg)
+static void __attribute__((noreturn)) list_queue(struct config *cfg)
 {
 	struct spool *spool;
 	int n;

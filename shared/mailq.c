@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "spool.h"
+#include "timefmt.h"
 #include "xmalloc.h"
 
 struct idlist {
@@ -48,37 +49,6 @@ format_time(time_t t, char *buf, size_t len)
 	return buf;
 }
 
-/* "3d4h", "2h5m", "4m10s", "9s": enough to see what is stuck. */
-static const char *
-format_age(long secs, char *buf, size_t len)
-{
-	if (secs < 0)
-		secs = 0;
-	if (secs >= 86400)
-		snprintf(buf, len, "%ldd%ldh", secs / 86400, secs % 86400 / 3600);
-	else if (secs >= 3600)
-		snprintf(buf, len, "%ldh%ldm", secs / 3600, secs % 3600 / 60);
-	else if (secs >= 60)
-		snprintf(buf, len, "%ldm%lds", secs / 60, secs % 60);
-	else
-		snprintf(buf, len, "%lds", secs);
-	return buf;
-}
-
-static const char *
-state_name(enum rcpt_state state)
-{
-	switch (state) {
-	case RCPT_PENDING:
-		return "pending";
-	case RCPT_SENT:
-		return "sent";
-	case RCPT_FAILED:
-		return "failed";
-	}
-	return "?";
-}
-
 static void
 print_message(FILE *out, const struct envelope *env)
 {
@@ -87,12 +57,11 @@ print_message(FILE *out, const struct envelope *env)
 
 	fprintf(out, "%-*s %9llu  %s  %8u  %s  <%s>\n", SPOOL_IDLEN, env->id,
 	    (unsigned long long)env->size,
-	    format_time(env->created, arrived, sizeof(arrived)),
-	    env->attempts,
+	    format_time(env->created, arrived, sizeof(arrived)), env->attempts,
 	    format_time(env->next_attempt, next, sizeof(next)), env->sender);
 	for (i = 0; i < env->nrcpts; i++) {
 		fprintf(out, "    <%s> %s", env->rcpts[i].addr,
-		    state_name(env->rcpts[i].state));
+		    spool_rcpt_state_name(env->rcpts[i].state));
 		if (env->rcpts[i].reply != NULL)
 			fprintf(out, " (%s)", env->rcpts[i].reply);
 		fputc('\n', out);
@@ -140,9 +109,12 @@ mailq_print(struct spool *spool, FILE *out, time_t now)
 	free(l.ids);
 	if (listed == 0)
 		fprintf(out, "The queue is empty.\n");
-	else
-		fprintf(out, "-- %d message%s, %llu bytes; the oldest is %s "
-		    "old.\n", listed, listed == 1 ? "" : "s", bytes,
-		    format_age((long)(now - oldest), age, sizeof(age)));
+	else {
+		timefmt_age((long)(now - oldest), age, sizeof(age));
+		fprintf(out,
+		    "-- %d message%s, %llu bytes; the oldest is %s "
+		    "old.\n",
+		    listed, listed == 1 ? "" : "s", bytes, age);
+	}
 	return listed;
 }

@@ -20,6 +20,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "timefmt.h"
 #include "xmalloc.h"
 
 enum rule_kind {
@@ -217,37 +218,6 @@ message_scan_clear(struct message_scan *scan)
 	scan->ndrop = 0;
 }
 
-/* RFC 5322 3.3 date-time in local time with a numeric offset; the names
- * come from tables so that no locale can change them. */
-static void
-format_date(char *buf, size_t buflen, time_t when)
-{
-	static const char days[7][4] = {
-	    "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May",
-	    "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	struct tm tm;
-	long off;
-	char sign = '+';
-	int n;
-
-	if (localtime_r(&when, &tm) == NULL) {
-		when = 0;
-		gmtime_r(&when, &tm);
-	}
-	off = tm.tm_gmtoff / 60;
-	if (off < 0) {
-		sign = '-';
-		off = -off;
-	}
-	n = snprintf(buf, buflen, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld",
-	    days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12],
-	    tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec, sign, off / 60,
-	    off % 60);
-	if (n < 0 || (size_t)n >= buflen)
-		arnie_panic("message: date buffer too small");
-}
-
 /* True when s can go into a header field as it is. */
 static bool
 header_safe(const char *s)
@@ -278,7 +248,7 @@ message_fixup(struct message_fix *fix, const char *msg, size_t len,
 	}
 	if (fix->scan.count[MESSAGE_DATE] == 0) {
 		fix->add[MESSAGE_DATE] = true;
-		format_date(date, sizeof(date), when);
+		timefmt_date(when, date, sizeof(date));
 		datel = xasprintf("Date: %s\r\n", date);
 	}
 	if (fix->scan.count[MESSAGE_FROM] == 0) {
@@ -462,7 +432,7 @@ message_received(const struct message_trace *t)
 	char *helo, *name = NULL, *addr, *id, *comment = NULL, *rcpt = NULL;
 	const char *a;
 
-	format_date(date, sizeof(date), t->when);
+	timefmt_date(t->when, date, sizeof(date));
 	if (t->helo != NULL) {
 		a = t->client_addr != NULL ? t->client_addr : "";
 		/* Postfix's {client_addr} has no "IPv6:" tag; allow one. */

@@ -23,6 +23,7 @@
 
 #include "log.h"
 #include "spool.h"
+#include "timefmt.h"
 #include "xmalloc.h"
 
 #define REPORT_MAX_LISTED 500
@@ -201,39 +202,6 @@ text_printf(struct text *t, const char *fmt, ...)
 	free(s);
 }
 
-/* RFC 5322 date in UTC, with English names whatever the locale. */
-static void
-format_date(time_t t, char *buf, size_t len)
-{
-	static const char *const days[] = {
-	    "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May",
-	    "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	snprintf(buf, len, "%s, %02d %s %04d %02d:%02d:%02d +0000",
-	    days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
-	    tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
-/* "2d 3h", "3h 12m", "4m 10s", "9s". */
-static void
-format_age(long secs, char *buf, size_t len)
-{
-	if (secs < 0)
-		secs = 0;
-	if (secs >= 86400)
-		snprintf(
-		    buf, len, "%ldd %ldh", secs / 86400, secs % 86400 / 3600);
-	else if (secs >= 3600)
-		snprintf(buf, len, "%ldh %ldm", secs / 3600, secs % 3600 / 60);
-	else if (secs >= 60)
-		snprintf(buf, len, "%ldm %lds", secs / 60, secs % 60);
-	else
-		snprintf(buf, len, "%lds", secs);
-}
-
 static const char *
 report_sender(const struct config *cfg)
 {
@@ -268,8 +236,8 @@ format_report(struct report *r, const char *id, time_t now, size_t queue_depth,
 	char date[64], from[64], age[32];
 	size_t i, n = r->nfail + r->nmore;
 
-	format_date(now, date, sizeof(date));
-	format_date(r->last_sent, from, sizeof(from));
+	timefmt_date(now, date, sizeof(date));
+	timefmt_date(r->last_sent, from, sizeof(from));
 	text_printf(&t, "From: <%s>\n", report_sender(cfg));
 	text_printf(&t, "To: <%s>\n", cfg->admin_address);
 	if (n > 0)
@@ -318,20 +286,20 @@ format_report(struct report *r, const char *id, time_t now, size_t queue_depth,
 		text_printf(&t, "Queue: %zu message%s waiting.\n", queue_depth,
 		    queue_depth == 1 ? "" : "s");
 	else {
-		format_age((long)(now - oldest), age, sizeof(age));
+		timefmt_age((long)(now - oldest), age, sizeof(age));
 		text_printf(&t,
 		    "Queue: %zu message%s waiting; the oldest "
 		    "arrived %s ago.\n",
 		    queue_depth, queue_depth == 1 ? "" : "s", age);
 	}
 	if (r->trouble) {
-		format_date(r->trouble_since, from, sizeof(from));
-		format_age((long)(now - r->trouble_since), age, sizeof(age));
+		timefmt_date(r->trouble_since, from, sizeof(from));
+		timefmt_age((long)(now - r->trouble_since), age, sizeof(age));
 		text_printf(&t, "Upstream: unreachable since %s (%s): %s\n",
 		    from, age, r->trouble_reason);
 	} else if (r->trouble_reason != NULL) {
-		format_date(r->trouble_since, from, sizeof(from));
-		format_date(r->recovered, date, sizeof(date));
+		timefmt_date(r->trouble_since, from, sizeof(from));
+		timefmt_date(r->recovered, date, sizeof(date));
 		text_printf(&t, "Upstream: was unreachable from %s to %s: %s\n",
 		    from, date, r->trouble_reason);
 	}

@@ -350,11 +350,11 @@ env_copy(const struct envelope *env)
 
 	*c = *env;
 	c->sender = env->sender != NULL ? xstrdup(env->sender) : NULL;
-	c->last_reply = env->last_reply != NULL ? xstrdup(env->last_reply)
-	                                        : NULL;
+	c->last_reply =
+	    env->last_reply != NULL ? xstrdup(env->last_reply) : NULL;
 	c->origin = env->origin != NULL ? xstrdup(env->origin) : NULL;
-	c->rcpts = xreallocarray(NULL, env->nrcpts ? env->nrcpts : 1,
-	    sizeof(*c->rcpts));
+	c->rcpts = xreallocarray(
+	    NULL, env->nrcpts ? env->nrcpts : 1, sizeof(*c->rcpts));
 	for (i = 0; i < env->nrcpts; i++) {
 		c->rcpts[i].addr = xstrdup(env->rcpts[i].addr);
 		c->rcpts[i].state = env->rcpts[i].state;
@@ -393,6 +393,27 @@ unhold(struct sender *s, const char *id)
 			return env;
 		}
 	return NULL;
+}
+
+/*
+ * Write env's new state and queue it for its next attempt.  If the disk
+ * refuses, the old file stays and env is held: our copy keeps the accepted
+ * recipients from being sent again.
+ */
+static void
+requeue(struct sender *s, struct envelope *env, time_t now)
+{
+	if (spool_update(s->spool, env) == -1) {
+		if (errno == ENOENT)
+			return; /* someone took the file away */
+		log_warn("%s: cannot update the queue file, trying again in "
+		         "%ds",
+		    env->id, SENDER_DISK_RETRY);
+		hold(s, env, now);
+		return;
+	}
+	sched_add(s->sched, env->id,
+	    env->next_attempt > now ? env->next_attempt : now);
 }
 
 /* Take env out of the queue; on a disk error keep it and try again soon. */
@@ -591,18 +612,7 @@ apply(struct sender *s, struct relay_msg *m, double nowd)
 		next = now + sched_backoff(env->attempts, s->cfg->retry_delay,
 		                 s->cfg->retry_max_delay);
 	env->next_attempt = next;
-	if (spool_update(s->spool, env) == -1) {
-		if (errno == ENOENT)
-			return; /* someone took the file away */
-		/* The old file stays; our copy keeps the accepted
-		 * recipients from being sent again. */
-		log_warn("%s: cannot update the queue file, trying again in "
-		         "%ds",
-		    env->id, SENDER_DISK_RETRY);
-		hold(s, env, now);
-		return;
-	}
-	sched_add(s->sched, env->id, next);
+	requeue(s, env, now);
 }
 
 /*
@@ -628,13 +638,13 @@ update_pause(struct sender *s, bool trouble, const char *reason, time_t now)
 	secs = sched_pause_fail(&s->pause, now);
 	if (strcmp(reason, s->pause_reason) != 0) {
 		log_warnx("queue paused: %s; next probe in %lds, then "
-		    "backing off up to %lds", reason, secs,
-		    (long)s->cfg->retry_max_delay);
-		snprintf(s->pause_reason, sizeof(s->pause_reason), "%s",
-		    reason);
+		          "backing off up to %lds",
+		    reason, secs, (long)s->cfg->retry_max_delay);
+		snprintf(
+		    s->pause_reason, sizeof(s->pause_reason), "%s", reason);
 	} else
-		log_debug("probe failed, queue paused for %lds: %s", secs,
-		    reason);
+		log_debug(
+		    "probe failed, queue paused for %lds: %s", secs, reason);
 	report_trouble(s->report, reason, s->pause.since);
 }
 
@@ -650,17 +660,7 @@ flush_held(struct sender *s, struct envelope *env, time_t now)
 		finish_done(s, env, now);
 		return;
 	}
-	if (spool_update(s->spool, env) == -1) {
-		if (errno == ENOENT)
-			return; /* someone took the file away */
-		log_warn("%s: cannot update the queue file, trying again in "
-		         "%ds",
-		    env->id, SENDER_DISK_RETRY);
-		hold(s, env, now);
-		return;
-	}
-	sched_add(s->sched, env->id,
-	    env->next_attempt > now ? env->next_attempt : now);
+	requeue(s, env, now);
 }
 
 /*
@@ -822,8 +822,8 @@ maybe_report(struct sender *s)
 		oldest = spool_id_time(id);
 	/* A committed report is found through inotify like any message;
 	 * without inotify only a wake-up makes drain() rescan outbox/. */
-	if (report_send(s->report, s->spool, now, sched_size(s->sched),
-	        oldest) == 1)
+	if (report_send(
+	        s->report, s->spool, now, sched_size(s->sched), oldest) == 1)
 		sender_wake(s);
 }
 

@@ -291,8 +291,8 @@ sb_escaped(struct sbuf *b, const char *s, enum esc_kind kind)
 	}
 }
 
-static const char *
-state_name(enum rcpt_state st)
+const char *
+spool_rcpt_state_name(enum rcpt_state st)
 {
 	switch (st) {
 	case RCPT_PENDING:
@@ -318,7 +318,8 @@ envelope_format(const struct envelope *env, size_t *lenp)
 	sb_escaped(&b, env->sender != NULL ? env->sender : "", ESC_ADDR);
 	sb_str(&b, ">\n");
 	for (i = 0; i < env->nrcpts; i++) {
-		sb_printf(&b, "rcpt: %s <", state_name(env->rcpts[i].state));
+		sb_printf(&b, "rcpt: %s <",
+		    spool_rcpt_state_name(env->rcpts[i].state));
 		sb_escaped(&b, env->rcpts[i].addr, ESC_ADDR);
 		sb_str(&b, ">");
 		if (env->rcpts[i].reply != NULL && *env->rcpts[i].reply) {

@@ -42,6 +42,9 @@ enum rcpt_state {
 	RCPT_FAILED,		/* refused for good (5xx) or given up */
 };
 
+/* "pending", "sent" or "failed", as in the spool file. */
+const char *spool_rcpt_state_name(enum rcpt_state state);
+
 struct spool_rcpt {
 	char *addr;		/* without angle brackets; owned */
 	enum rcpt_state state;
