@@ -20,7 +20,21 @@ def send(d, test_id, rcpts=("user@example.org",), **kw):
     assert code == 250, code
 
 
-class KillTest(ArnieTestCase):
+class DataClientMixin:
+
+    def client_in_data(self, d):
+        """A raw SMTP client that has just been told 354."""
+        c = RawClient(d.port)
+        self.addCleanup(c.close)
+        c.reply()
+        c.cmd("EHLO client.test")
+        c.cmd("MAIL FROM:<%s>" % FROM)
+        c.cmd("RCPT TO:<user@example.org>")
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        return c
+
+
+class KillTest(DataClientMixin, ArnieTestCase):
 
     def test_kill9_with_mail_queued_then_restart(self):
         up = self.upstream()
@@ -73,13 +87,7 @@ class KillTest(ArnieTestCase):
         up.stop()
         d = self.arnie(up.port)
         # A client in the middle of DATA when the daemon dies.
-        c = RawClient(d.port)
-        self.addCleanup(c.close)
-        c.reply()
-        c.cmd("EHLO client.test")
-        c.cmd("MAIL FROM:<%s>" % FROM)
-        c.cmd("RCPT TO:<user@example.org>")
-        self.assertEqual(c.cmd("DATA")[0], 354)
+        c = self.client_in_data(d)
         c.send(make_message("half")[:100])
         send(d, "whole")
         d.kill9()
@@ -150,7 +158,7 @@ class SignalTest(ArnieTestCase):
             return re.findall(r"\b([0-9A-F]{19}): ", f.read())
 
 
-class DiskTest(ArnieTestCase):
+class DiskTest(DataClientMixin, ArnieTestCase):
 
     def test_commit_failure_gives_451_and_stores_nothing(self):
         up = self.upstream()
@@ -163,13 +171,7 @@ class DiskTest(ArnieTestCase):
         os.rmdir(inbox)
         with open(inbox, "w") as f:
             f.write("not a folder\n")
-        c = RawClient(d.port)
-        self.addCleanup(c.close)
-        c.reply()
-        c.cmd("EHLO client.test")
-        c.cmd("MAIL FROM:<%s>" % FROM)
-        c.cmd("RCPT TO:<user@example.org>")
-        self.assertEqual(c.cmd("DATA")[0], 354)
+        c = self.client_in_data(d)
         c.send(make_message("nodisk") + b".\r\n")
         code, lines = c.reply()
         self.assertEqual(code, 451, lines)
@@ -209,13 +211,7 @@ class DiskTest(ArnieTestCase):
                                  (d.pid, d.files_dir))
         self.assertTrue(os.path.isdir(inside.path("outbox")))
         body = ("z" * 76 + "\r\n") * 26000            # about 2 MB
-        c = RawClient(d.port)
-        self.addCleanup(c.close)
-        c.reply()
-        c.cmd("EHLO client.test")
-        c.cmd("MAIL FROM:<%s>" % FROM)
-        c.cmd("RCPT TO:<user@example.org>")
-        self.assertEqual(c.cmd("DATA")[0], 354)
+        c = self.client_in_data(d)
         c.send(make_message("full", body=body) + b".\r\n")
         code, lines = c.reply()
         self.assertEqual(code, 451, lines)

@@ -9,6 +9,7 @@
 #include "autoconf.h"
 
 #include "config.h"
+#include "scratch.h"
 
 #include <check.h>
 #include <errno.h>
@@ -80,11 +81,9 @@ warn_cb(const char *message)
 static void
 setup(void)
 {
-	char tmpl[] = "/tmp/check_config.XXXXXX";
 	size_t i;
 
-	ck_assert_ptr_nonnull(mkdtemp(tmpl));
-	snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+	scratch_make(tmpdir, sizeof(tmpdir), "/tmp/check_config.XXXXXX");
 	snprintf(envpath, sizeof(envpath), "%s/arnie.env", tmpdir);
 	ck_assert_int_eq(chdir(tmpdir), 0);
 	for (i = 0; i < NKEYS; i++)
@@ -95,17 +94,11 @@ setup(void)
 	err[0] = '\0';
 }
 
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
 static void
 teardown(void)
 {
 	(void)!chdir("/");
-	nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	scratch_remove(tmpdir);
 }
 
 /* Write name (relative to the test directory) with exactly these bytes. */

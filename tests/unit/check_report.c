@@ -25,6 +25,7 @@
 #include "config.h"
 #include "log.h"
 #include "report.h"
+#include "scratch.h"
 #include "spool.h"
 #include "xmalloc.h"
 
@@ -50,23 +51,10 @@ static char spooldir[192];
 static struct spool *spool;
 static struct config cfg;
 
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void
 make_base(void)
 {
-	snprintf(basedir, sizeof(basedir), "/tmp/check_report.XXXXXX");
-	if (mkdtemp(basedir) == NULL) {
-		perror("mkdtemp");
-		abort();
-	}
+	scratch_make(basedir, sizeof(basedir), "/tmp/check_report.XXXXXX");
 	snprintf(logpath, sizeof(logpath), "%s/log", basedir);
 	if (log_init("check_report", logpath, 0) == -1) {
 		perror(logpath);
@@ -77,17 +65,17 @@ make_base(void)
 static void
 remove_base(void)
 {
-	if (basedir[0] != '\0')
-		nftw(basedir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-	basedir[0] = '\0';
+	scratch_remove(basedir);
 }
 
 /* A fresh spool and a configuration with reports on and a password set. */
 static void
 setup(void)
 {
-	snprintf(tmpdir, sizeof(tmpdir), "%s/t.XXXXXX", basedir);
-	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	char template[128];
+
+	snprintf(template, sizeof(template), "%s/t.XXXXXX", basedir);
+	scratch_make(tmpdir, sizeof(tmpdir), template);
 	snprintf(spooldir, sizeof(spooldir), "%s/arniefiles", tmpdir);
 	spool = spool_open(spooldir, false);
 	ck_assert_ptr_nonnull(spool);
@@ -107,7 +95,7 @@ teardown(void)
 {
 	spool_close(spool);
 	spool = NULL;
-	nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	scratch_remove(tmpdir);
 }
 
 /*

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "commitq.h"
+#include "scratch.h"
 #include "spool.h"
 #include "xmalloc.h"
 
@@ -37,38 +38,25 @@ static char basedir[64];
 static char tmpdir[128];
 static char spooldir[192];
 
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void
 make_base(void)
 {
-	snprintf(basedir, sizeof(basedir), "/tmp/check_spool.XXXXXX");
-	if (mkdtemp(basedir) == NULL) {
-		perror("mkdtemp");
-		abort();
-	}
+	scratch_make(basedir, sizeof(basedir), "/tmp/check_spool.XXXXXX");
 }
 
 static void
 remove_base(void)
 {
-	if (basedir[0] != '\0')
-		nftw(basedir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-	basedir[0] = '\0';
+	scratch_remove(basedir);
 }
 
 static void
 setup_dir(void)
 {
-	snprintf(tmpdir, sizeof(tmpdir), "%s/t.XXXXXX", basedir);
-	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	char template[128];
+
+	snprintf(template, sizeof(template), "%s/t.XXXXXX", basedir);
+	scratch_make(tmpdir, sizeof(tmpdir), template);
 	/* Nested, so spool_open() has to create the parents. */
 	snprintf(spooldir, sizeof(spooldir), "%s/files/arniefiles", tmpdir);
 }
@@ -76,7 +64,7 @@ setup_dir(void)
 static void
 teardown_dir(void)
 {
-	nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	scratch_remove(tmpdir);
 }
 
 static char *
