@@ -16,4 +16,5 @@ apt-get install -y -q --no-install-recommends \
 	build-essential autoconf automake libtool pkg-config git ca-certificates \
 	libesmtp-dev libmilter-dev libevent-dev libssl-dev libsystemd-dev check \
 	postfix swaks curl miltertest python3 python3-aiosmtpd openssl \
+	clang libclang-rt-14-dev gdb \
 	util-linux

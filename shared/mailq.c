@@ -81,7 +81,9 @@ mailq_print(struct spool *spool, FILE *out, time_t now)
 
 	if (spool_scan(spool, collect_id, &l) == -1)
 		return -1;
-	qsort(l.ids, l.n, sizeof(*l.ids), compare_ids);
+	/* qsort() must not be given NULL, even with no element. */
+	if (l.n > 1)
+		qsort(l.ids, l.n, sizeof(*l.ids), compare_ids);
 	if (l.n > 0)
 		fprintf(out, "%-*s %9s  %-19s  %8s  %-19s  %s\n", SPOOL_IDLEN,
 		    "ID", "Size", "Arrived (UTC)", "Attempts",

@@ -9,7 +9,8 @@
 # configured with CC=clang first if it holds no autoconf.h; binaries, corpora
 # and crash files go to FUZZ_BUILD/fuzz/.  Each harness is linked directly
 # with the sources it tests, with ASan and UBSan.  Exits non-zero if a build
-# fails or a target finds a crash.  Not part of make check.
+# fails or a target finds a crash.  Not part of make check; scripts/check.sh
+# (what CI runs) runs every target for 60 s.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,7 +37,7 @@ sources() {
 	case $1 in
 	spool) echo "$s/spool.c $s/xmalloc.c $s/log.c" ;;
 	smtp_parse) echo "$top/standalone/smtp_parse.c $s/xmalloc.c $s/log.c" ;;
-	message) echo "$s/message.c $s/xmalloc.c $s/log.c" ;;
+	message) echo "$s/message.c $s/timefmt.c $s/xmalloc.c $s/log.c" ;;
 	# fuzz_config.c includes config.c itself.
 	config) echo "$s/xmalloc.c $s/log.c" ;;
 	*) echo "run.sh: unknown target $1" >&2; return 1 ;;
@@ -86,5 +87,12 @@ done
 for p in $pids; do
 	wait "$p" || fail=1
 done
-[ "$fail" -eq 0 ] && echo "run.sh: no crash" || echo "run.sh: CRASH, see $out/artifacts/"
-exit "$fail"
+if [ "$fail" -eq 0 ]; then
+	echo "run.sh: no crash"
+	exit 0
+fi
+echo "run.sh: CRASH.  Each input that crashed is under $out/artifacts/TARGET/;"
+echo "fix the bug, then copy the input into tests/fuzz/seeds/TARGET/ and"
+echo "commit it, so that every later run replays it first."
+ls -l "$out"/artifacts/*/ 2>/dev/null || true
+exit 1
