@@ -525,10 +525,17 @@ do_eom(SMFICTX *ctx)
 	/* Durable (file and outbox/ fsynced) once this returns 0; only then
 	 * may the MTA be told to forget the message. */
 	if (spool_commit(milter_spool, m->env, iov, n + 1) == -1) {
+		struct spool_reply r;
+		char *text;
+
 		log_warn("%s: milter queue_id=%s client=%s from=<%s>: "
 		         "cannot queue message",
 		    m->env->id, qid, nz(c->client_addr), m->env->sender);
-		rv = tempfail(ctx, "Arnie: queue file write error");
+		spool_commit_reply(errno, &r);
+		text = xasprintf("Arnie: %s", r.text);
+		smfi_setreply(ctx, (char *)r.code, (char *)r.enhanced, text);
+		free(text);
+		rv = SMFIS_TEMPFAIL;
 		goto out;
 	}
 	message_fix_log(&fix, m->env->id);

@@ -1044,6 +1044,20 @@ spool_sync(struct spool *spool)
 	return fsync(spool->outboxfd);
 }
 
+void
+spool_commit_reply(int err, struct spool_reply *reply)
+{
+	if (err == ENOSPC || err == EDQUOT) {
+		reply->code = "452";
+		reply->enhanced = "4.3.1";
+		reply->text = "Insufficient system storage";
+	} else {
+		reply->code = "451";
+		reply->enhanced = "4.3.0";
+		reply->text = "Queue file write error";
+	}
+}
+
 int
 spool_discard(struct spool *spool, const char *id)
 {

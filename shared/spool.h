@@ -125,6 +125,19 @@ int spool_sync(struct spool *spool);
  * again so that nothing unacknowledged stays queued. */
 int spool_commit(struct spool *spool, struct envelope *env,
     const struct iovec *iov, int iovcnt);
+/*
+ * The SMTP reply a front-end gives when a commit failed with errno err:
+ * "452 4.3.1 Insufficient system storage" when the disk or the quota is
+ * full (ENOSPC, EDQUOT: RFC 3463 X.3.1, the client may try again later),
+ * else "451 4.3.0 Queue file write error".  Static strings.
+ */
+struct spool_reply {
+	const char *code;     /* "452" */
+	const char *enhanced; /* "4.3.1" */
+	const char *text;     /* "Insufficient system storage" */
+};
+void spool_commit_reply(int err, struct spool_reply *reply);
+
 /* Remove outbox/ID and fsync outbox/: for a message whose commit failed
  * after spool_write() (the client gets 4xx and retries, so keeping it would
  * send it twice).  errno ENOENT: not there. */

@@ -261,10 +261,13 @@ commit_finished(evutil_socket_t fd, short what, void *arg)
 		    env->sender, (size_t)env->size, env->nrcpts, env->origin);
 		reply(s, "250 2.0.0 Ok: queued as %s", env->id);
 	} else {
+		struct spool_reply r;
+
 		errno = s->commit_error;
 		log_warn(
 		    "%s: cannot queue message from %s", env->id, s->client);
-		reply(s, "451 4.3.0 Error: queue file write error");
+		spool_commit_reply(s->commit_error, &r);
+		reply(s, "%s %s %s", r.code, r.enhanced, r.text);
 	}
 	envelope_free(s->env);
 	s->env = NULL;

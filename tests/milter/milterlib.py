@@ -117,6 +117,7 @@ class Milter:
             for k, v in conf.items():
                 f.write("%s=%s\n" % (k, v))
         self.proc = None
+        self.wrapper = []   # argv prefix that ends in exec, e.g. unshare
 
     def start(self):
         # The earliest second a Date: field added by this run may carry.
@@ -124,7 +125,8 @@ class Milter:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("ARNIE_", "OUTBOUND_EMAIL_"))
                or k in ("ARNIE_MILTER_BIN", "ARNIE_SRCDIR", "ARNIE_BIN")}
-        self.proc = subprocess.Popen([binary(), "-v", "-c", self.envfile],
+        self.proc = subprocess.Popen(self.wrapper +
+                                     [binary(), "-v", "-c", self.envfile],
                                      env=env, cwd=self.workdir,
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
@@ -140,6 +142,11 @@ class Milter:
             return port_open(self.port)
         await_cond(listening, 10, "arnie-milter to listen")
         return self
+
+    def live_spool(self):
+        """The spool as the running daemon sees it (through its mount
+        namespace when a wrapper gave it one)."""
+        return "/proc/%d/root%s" % (self.proc.pid, self.spool)
 
     def stop(self, sig=signal.SIGTERM, timeout=10):
         """Stop by PID; returns the exit status."""

@@ -262,6 +262,22 @@ def check_tempfail(m, q):
     assert "cannot queue message" in m.log(), m.log()
 
 
+def tmpfs_spool(m):
+    """Run the daemon with its spool on a 1 MB tmpfs, in a mount namespace
+    of its own (needs root, which the milter tests have)."""
+    os.makedirs(m.spool)
+    m.wrapper = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                 'mount -t tmpfs -o size=1m tmpfs "$0" && exec "$@"',
+                 m.spool]
+
+
+def check_diskfull(m, q):
+    assert [msg["from"] for msg in q] == ["fits@example.com"], q
+    assert m.live_inbox == [], m.live_inbox
+    assert "QIDFULL" in m.log() and "cannot queue message" in m.log() and \
+        "No space left on device" in m.log(), m.log()
+
+
 # One daemon per run (stopping one takes libmilter up to 5 s); the scripts
 # of a run use distinct senders, so each check finds its own messages.
 RUNS = [
@@ -285,6 +301,9 @@ RUNS = [
     ("tempfail", {}, break_inbox, [
         ("tempfail.lua", check_tempfail),
     ]),
+    ("diskfull", {}, tmpfs_spool, [
+        ("diskfull.lua", check_diskfull),
+    ]),
 ]
 
 
@@ -292,17 +311,26 @@ def run(name, settings, prepare, scripts, work):
     mode = settings.get("ARNIE_MILTER_MODE", "divert")
     if settings.get("unix"):
         stale_socket(work)
-    m = milterlib.Milter(work, ARNIE_HOSTNAME=HOST, **settings).start()
+    m = milterlib.Milter(work, ARNIE_HOSTNAME=HOST, **settings)
+    wrapped = prepare is tmpfs_spool
+    if wrapped:
+        prepare(m)
+    m.start()
     try:
-        if prepare is not None:
+        if prepare is not None and not wrapped:
             prepare(m)
         for script, _ in scripts:
             run_lua(m, script, mode)
+        # A spool in the daemon's own mount namespace is gone with it.
+        if wrapped:
+            q = milterlib.queued(m.live_spool())
+            m.live_inbox = os.listdir(os.path.join(m.live_spool(), "inbox"))
     finally:
         rc = m.stop()
     assert rc == 0, "arnie-milter exited %s on SIGTERM" % rc
     assert "arnie-milter stopping" in m.log(), m.log()
-    q = milterlib.queued(m.spool)
+    if not wrapped:
+        q = milterlib.queued(m.spool)
     failed = 0
     for script, check in scripts:
         try:

@@ -8,5 +8,5 @@ local r = send_message(conn, "QIDTF", "<tf@example.com>",
     {"<tf@example.org>"}, {{"Subject", "no disk"}}, {"Keep me.\r\n"})
 check(r == SMFIR_REPLYCODE, "eom: reply " .. tostring(r))
 check(mt.eom_check(conn, MT_SMTPREPLY, "451", "4.3.0",
-    "Arnie: queue file write error"), "eom: not 451 4.3.0")
+    "Arnie: Queue file write error"), "eom: not 451 4.3.0")
 mt.disconnect(conn)

@@ -867,6 +867,32 @@ START_TEST(test_write_fails_file_too_big)
 }
 END_TEST
 
+/* What a front-end tells the client when a commit fails. */
+static const struct {
+	int err;
+	const char *code, *enhanced;
+} commit_replies[] = {
+    {ENOSPC, "452", "4.3.1"},
+    {EDQUOT, "452", "4.3.1"},
+    {EIO, "451", "4.3.0"},
+    {ENOENT, "451", "4.3.0"},
+    {EACCES, "451", "4.3.0"},
+    {EFBIG, "451", "4.3.0"},
+};
+
+START_TEST(test_commit_reply)
+{
+	struct spool_reply r;
+
+	spool_commit_reply(commit_replies[_i].err, &r);
+	ck_assert_str_eq(r.code, commit_replies[_i].code);
+	ck_assert_str_eq(r.enhanced, commit_replies[_i].enhanced);
+	ck_assert_str_eq(r.text, commit_replies[_i].code[2] == '2'
+	                             ? "Insufficient system storage"
+	                             : "Queue file write error");
+}
+END_TEST
+
 /* A second message under a queued message's ID must not replace it: the
  * first one was acknowledged. */
 START_TEST(test_write_never_replaces)
@@ -1019,6 +1045,8 @@ spool_suite(void)
 	    sizeof(parse_cases) / sizeof(parse_cases[0]));
 	tcase_add_test(tc, test_parse_nul_in_header);
 	tcase_add_test(tc, test_ids);
+	tcase_add_loop_test(tc, test_commit_reply, 0,
+	    sizeof(commit_replies) / sizeof(commit_replies[0]));
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("files");
