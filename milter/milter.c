@@ -511,9 +511,11 @@ do_eom(SMFICTX *ctx)
 	spool_new_id(milter_spool, m->env->id);
 	buf = m->buf != NULL ? m->buf : "";
 	/* Add missing Date/Message-ID/From and leave out what libesmtp would
-	 * drop, so that the spool holds the bytes the relay will send. */
-	message_fixup(&fix, buf, m->len, m->env->id, m->env->sender,
-	    milter_cfg->helo_name, now);
+	 * drop, so that the spool holds the bytes the relay will send; and
+	 * the Bcc: fields, which no recipient may read. */
+	message_fixup(&fix, buf, m->len,
+	    milter_cfg->remove_bcc ? 0 : MESSAGE_KEEP_BCC, m->env->id,
+	    m->env->sender, milter_cfg->helo_name, now);
 	/* The trace field first, then the completed message. */
 	received = received_field(ctx, c, m, now);
 	n = message_iovcnt(&fix) + 1;

@@ -55,6 +55,7 @@ struct config {
 	size_t max_message_size; /* MAX_MESSAGE_SIZE, 26214400 */
 	int max_recipients;	/* MAX_RECIPIENTS, 100 */
 	int max_connections;	/* MAX_CONNECTIONS, 100 */
+	bool remove_bcc;	/* REMOVE_BCC_HEADERS, true (both front-ends) */
 	long smtp_timeout;	/* ARNIE_SMTP_TIMEOUT_SECONDS, 300 */
 
 	/* Sender and retries. */

@@ -60,6 +60,15 @@ static const struct rule rules[] = {
 #define ORIGINAL_PREFIX "Original-"
 static const struct rule original_rule = {"Original-*", RULE_DROP, -1};
 
+/* Blind copies are named in these fields; unless MESSAGE_KEEP_BCC says
+ * otherwise, every one of them goes, so that no recipient reads who else
+ * got the message (Sendmail, msmtp, dma and nullmailer remove them too).
+ * The envelope still holds every recipient. */
+static const struct rule bcc_rules[] = {
+    {"Bcc", RULE_DROP, -1},
+    {"Resent-Bcc", RULE_DROP, -1},
+};
+
 /*
  * The length of the field name when line[0..len) starts a header field as
  * Postfix's is_header() sees it: printable US-ASCII other than ':', then
@@ -91,10 +100,15 @@ field_name_len(const char *line, size_t len)
 }
 
 static const struct rule *
-find_rule(const char *name, size_t nlen)
+find_rule(const char *name, size_t nlen, unsigned opts)
 {
 	size_t i, plen = sizeof(ORIGINAL_PREFIX) - 1;
 
+	if (!(opts & MESSAGE_KEEP_BCC))
+		for (i = 0; i < sizeof(bcc_rules) / sizeof(bcc_rules[0]); i++)
+			if (strlen(bcc_rules[i].name) == nlen &&
+			    strncasecmp(bcc_rules[i].name, name, nlen) == 0)
+				return &bcc_rules[i];
 	for (i = 0; i < NRULES; i++)
 		if (strlen(rules[i].name) == nlen &&
 		    strncasecmp(rules[i].name, name, nlen) == 0)
@@ -153,7 +167,8 @@ close_field(struct message_scan *scan, const struct rule *r, unsigned *seen,
 }
 
 void
-message_scan(const char *msg, size_t len, struct message_scan *scan)
+message_scan(
+    const char *msg, size_t len, unsigned opts, struct message_scan *scan)
 {
 	unsigned seen[NRULES] = {0};
 	const struct rule *cur = NULL;
@@ -186,7 +201,7 @@ message_scan(const char *msg, size_t len, struct message_scan *scan)
 		}
 		if (in_field)
 			close_field(scan, cur, seen, field_off, pos, &cap);
-		cur = find_rule(msg + pos, nlen);
+		cur = find_rule(msg + pos, nlen, opts);
 		field_off = pos;
 		in_field = true;
 		scan->has_header = true;
@@ -230,7 +245,8 @@ header_safe(const char *s)
 
 void
 message_fixup(struct message_fix *fix, const char *msg, size_t len,
-    const char *id, const char *sender, const char *hostname, time_t when)
+    unsigned opts, const char *id, const char *sender, const char *hostname,
+    time_t when)
 {
 	char date[64];
 	char *msgid = NULL, *datel = NULL, *from = NULL;
@@ -239,7 +255,7 @@ message_fixup(struct message_fix *fix, const char *msg, size_t len,
 	memset(fix, 0, sizeof(*fix));
 	if (hostname == NULL || *hostname == '\0')
 		hostname = "localhost";
-	message_scan(msg, len, &fix->scan);
+	message_scan(msg, len, opts, &fix->scan);
 
 	/* Postfix's order and place: after the last field. */
 	if (fix->scan.count[MESSAGE_ID] == 0) {

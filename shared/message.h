@@ -61,6 +61,15 @@
  * Field names of our own follow RFC 5322's spelling; libesmtp compares
  * names without case, so "Message-ID" counts as its "Message-Id".
  *
+ * Blind copies: every Bcc: and Resent-Bcc: field is left out too, unless
+ * MESSAGE_KEEP_BCC is given (REMOVE_BCC_HEADERS=false).  An application
+ * hands Arnie the message as it would hand it to sendmail -t, with the
+ * hidden recipients in Bcc:; Sendmail deletes that field when it delivers,
+ * as msmtp, dma and nullmailer do, but Arnie takes its copy earlier, and
+ * relayed as is the field would show every recipient who else got the
+ * message.  The envelope keeps every recipient; message_fix_log() says
+ * "dropped Bcc".
+ *
  * What still changes a message on its way, and the contract admits it:
  * the dropped and repeated fields listed above are removed at accept time,
  * since libesmtp 1.1 cannot relay them byte for byte (such a message breaks
@@ -112,9 +121,10 @@ struct message_range {
 	size_t len;       /* octets up to and including its last CRLF */
 	bool repeated;    /* a repeat of a field allowed once; false: a
 	                   * field libesmtp never sends (Return-Path,
-	                   * Original-*, Resent-Reply-To) */
+	                   * Original-*, Resent-Reply-To) or a blind copy
+	                   * field (Bcc, Resent-Bcc) */
 	const char *name; /* for the log: "Return-Path", "To",
-	                   * "Original-*"...; static */
+	                   * "Original-*", "Bcc"...; static */
 };
 
 struct message_scan {
@@ -132,12 +142,18 @@ struct message_scan {
 	unsigned nrepeated; /* ranges in drop[] with repeated set */
 };
 
+/* Options of message_scan() and message_fixup(), or-ed. */
+enum message_option {
+	MESSAGE_KEEP_BCC = 1 << 0, /* keep Bcc: and Resent-Bcc: fields */
+};
+
 /*
- * Examine the header section of msg[0..len) (see the top comment) and fill
- * scan.  Never fails; msg may be NULL when len is 0.  Release with
- * message_scan_clear().
+ * Examine the header section of msg[0..len) (see the top comment) with
+ * opts (enum message_option) and fill scan.  Never fails; msg may be NULL
+ * when len is 0.  Release with message_scan_clear().
  */
-void message_scan(const char *msg, size_t len, struct message_scan *scan);
+void message_scan(
+    const char *msg, size_t len, unsigned opts, struct message_scan *scan);
 void message_scan_clear(struct message_scan *scan);
 
 /* The plan for one message: what message_iov() will produce. */
@@ -150,7 +166,8 @@ struct message_fix {
 };
 
 /*
- * Scan msg and plan its completion.  id is the spool ID (for Message-ID),
+ * Scan msg with opts (enum message_option) and plan its completion.  id is
+ * the spool ID (for Message-ID),
  * sender the envelope sender without <> ("" for the null sender), hostname
  * Arnie's host name (cfg->helo_name; NULL means "localhost"), when the
  * arrival time for Date.  A sender holding a control character (CR, LF...)
@@ -158,7 +175,8 @@ struct message_fix {
  * Release with message_fix_clear(), which accepts a zeroed struct.
  */
 void message_fixup(struct message_fix *fix, const char *msg, size_t len,
-    const char *id, const char *sender, const char *hostname, time_t when);
+    unsigned opts, const char *id, const char *sender, const char *hostname,
+    time_t when);
 void message_fix_clear(struct message_fix *fix);
 
 /* The number of iovec entries message_iov() needs at most for fix. */

@@ -315,9 +315,11 @@ commit_start(struct session *s, char *msg, size_t msglen)
 	s->msg = msg;
 	s->received = received_header(s, env->id, &rlen);
 	/* Add missing Date/Message-ID/From and leave out what libesmtp would
-	 * drop, so that the spool holds the bytes the relay will send. */
-	message_fixup(&s->fix, msg, msglen, env->id, env->sender, sd->hostname,
-	    time(NULL));
+	 * drop, so that the spool holds the bytes the relay will send; and
+	 * the Bcc: fields, which no recipient may read. */
+	message_fixup(&s->fix, msg, msglen,
+	    sd->cfg->remove_bcc ? 0 : MESSAGE_KEEP_BCC, env->id, env->sender,
+	    sd->hostname, time(NULL));
 	n = message_iovcnt(&s->fix) + 1;
 	iov = xreallocarray(NULL, (size_t)n, sizeof(*iov));
 	iov[0].iov_base = s->received;

@@ -3,8 +3,9 @@
  * message_iov() and message_received(), which see the client's message and
  * envelope sender.
  *
- * Input layout: one octet gives the length (0..63) of the envelope sender
- * that follows (cut at a NUL), the rest is the message.  What must hold:
+ * Input layout: one octet gives the length (0..63, its low six bits) of the
+ * envelope sender that follows (cut at a NUL) and, in its bit 6, whether
+ * Bcc fields are kept; the rest is the message.  What must hold:
  *   - message_iov() gives at most message_iovcnt() entries, none empty,
  *     whose lengths add up to fix.size;
  *   - the completed message has a header section that ends with CRLF CRLF
@@ -63,8 +64,8 @@ flatten(const struct iovec *iov, int n, size_t *lenp)
 }
 
 static void
-check_completed(const struct message_fix *fix, const char *msg, size_t len,
-    const char *out, size_t olen)
+check_completed(const struct message_fix *fix, unsigned opts, const char *msg,
+    size_t len, const char *out, size_t olen)
 {
 	struct message_scan s;
 	struct message_fix again;
@@ -73,7 +74,7 @@ check_completed(const struct message_fix *fix, const char *msg, size_t len,
 	int i;
 
 	CHECK(olen >= 2 && memcmp(out + olen - 2, "\r\n", 2) == 0);
-	message_scan(out, olen, &s);
+	message_scan(out, olen, opts, &s);
 	CHECK(s.end == MESSAGE_END_BLANK);
 	CHECK(s.has_header);
 	CHECK(s.header_len >= 2 &&
@@ -103,7 +104,7 @@ check_completed(const struct message_fix *fix, const char *msg, size_t len,
 	message_scan_clear(&s);
 
 	/* A completed message needs nothing more. */
-	message_fixup(&again, out, olen, ID, "x@example.org", HOST, WHEN);
+	message_fixup(&again, out, olen, opts, ID, "x@example.org", HOST, WHEN);
 	CHECK(again.added == NULL && again.addedlen == 0);
 	CHECK(again.scan.ndrop == 0 && again.size == olen);
 	message_fix_clear(&again);
@@ -144,7 +145,7 @@ check_received(const char *s, size_t n)
 		if (h[i] == '\n')
 			CHECK(i > 0 && h[i - 1] == '\r');
 	}
-	message_scan(h, hlen, &sc);
+	message_scan(h, hlen, 0, &sc);
 	CHECK(sc.end == MESSAGE_END_EOF && sc.has_header);
 	CHECK(sc.ndrop == 0 && sc.eol_fix == NULL);
 	message_scan_clear(&sc);
@@ -160,11 +161,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char sender[64], *out;
 	const char *msg;
 	size_t slen, len, olen, total;
+	unsigned opts;
 	int cnt, n, i;
 
 	if (size < 1)
 		return 0;
 	slen = data[0] % 64;
+	opts = data[0] & 0x40 ? MESSAGE_KEEP_BCC : 0;
 	if (slen > size - 1)
 		slen = size - 1;
 	memcpy(sender, data + 1, slen);
@@ -172,7 +175,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	msg = (const char *)data + 1 + slen;
 	len = size - 1 - slen;
 
-	message_fixup(&fix, len > 0 ? msg : NULL, len, ID, sender, HOST, WHEN);
+	message_fixup(
+	    &fix, len > 0 ? msg : NULL, len, opts, ID, sender, HOST, WHEN);
 	cnt = message_iovcnt(&fix);
 	CHECK(cnt > 0);
 	iov = calloc((size_t)cnt, sizeof(*iov));
@@ -187,7 +191,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	CHECK(total == fix.size);
 	out = flatten(iov, n, &olen);
-	check_completed(&fix, msg, len, out, olen);
+	check_completed(&fix, opts, msg, len, out, olen);
 	free(out);
 	free(iov);
 	message_fix_clear(&fix);

@@ -49,18 +49,45 @@ class RelayTest(ArnieTestCase):
         self.assertEqual(d.spool.list("sent"), [])
         self.assertEqual(d.spool.list("failed"), [])
 
-    def test_bcc_recipients_reach_the_upstream_envelope(self):
+    def bcc_message(self, test_id):
+        return make_message(test_id, extra_headers=[
+            "Cc: <cc@example.org>", "Bcc: <hidden@example.net>,",
+            "\t<other@example.net>", "Resent-Bcc: <resent@example.net>"])
+
+    BCC_RCPTS = ["user@example.org", "cc@example.org", "hidden@example.net",
+                 "other@example.net", "resent@example.net"]
+
+    def test_bcc_fields_are_removed_and_recipients_kept(self):
         up = self.upstream()
-        d = self.arnie(up.port)
-        msg = make_message("bcc", extra_headers=[
-            "Cc: <cc@example.org>", "Bcc: <hidden@example.net>"])
-        rcpts = ["user@example.org", "cc@example.org", "hidden@example.net"]
-        smtp_send(d.port, FROM, rcpts, msg)
+        d = self.arnie(up.port, SAVE_SENT_MAIL=True)
+        msg = self.bcc_message("bcc")
+        smtp_send(d.port, FROM, self.BCC_RCPTS, msg)
         t = self.assertDeliveredOnce(up, "bcc")
-        self.assertEqual(sorted(t.rcpt_tos), sorted(rcpts))
+        # Every recipient in the envelope, no hidden address in the text.
+        self.assertEqual(sorted(t.rcpt_tos), sorted(self.BCC_RCPTS))
         _, rest = arnietest.strip_received(t.content)
-        self.assertEqual(rest, msg)        # the Bcc: header untouched
-        self.assertIn(b"\r\nBcc: <hidden@example.net>\r\n", t.content)
+        want = msg.replace(b"Bcc: <hidden@example.net>,\r\n"
+                           b"\t<other@example.net>\r\n"
+                           b"Resent-Bcc: <resent@example.net>\r\n", b"")
+        self.assertNotEqual(want, msg)
+        self.assertEqual(rest, want)
+        for hidden in (b"hidden@", b"other@", b"resent@", b"Bcc"):
+            self.assertNotIn(hidden, t.content)
+        # The spool holds the relayed bytes, and the log says why.
+        sent = wait_for(lambda: d.spool.envelopes("sent"), what="sent/")
+        self.assertEqual(sent[0].body, t.content)
+        wait_for(lambda: "header fixed: dropped Bcc, Resent-Bcc" in
+                 d.log_text(), what="the log line")
+
+    def test_bcc_fields_kept_when_asked(self):
+        up = self.upstream()
+        d = self.arnie(up.port, REMOVE_BCC_HEADERS=False)
+        msg = self.bcc_message("bcc-kept")
+        smtp_send(d.port, FROM, self.BCC_RCPTS, msg)
+        t = self.assertDeliveredOnce(up, "bcc-kept")
+        self.assertEqual(sorted(t.rcpt_tos), sorted(self.BCC_RCPTS))
+        _, rest = arnietest.strip_received(t.content)
+        self.assertEqual(rest, msg)
 
     BODY_8BIT = (b"caf\xc3\xa9 \xe2\x82\xac  trailing blanks   \r\n"
                  b"\r\n"

@@ -12,7 +12,8 @@ Started here, all on 127.0.0.1 with free ports, stopped by PID (Postfix by
 
 Checked: mail sent by SMTP (swaks) and mail injected with that instance's
 sendmail command both reach the upstream through Arnie with every envelope
-recipient, Bcc included; header fields arrive byte for byte, after the one
+recipient, Bcc included; header fields arrive byte for byte, but for the
+Bcc: field (which Postfix's cleanup already removes), after the one
 Received: field Arnie prepends for the hop (naming the SMTP client's HELO,
 host name and address and Postfix's queue ID; for sendmail-injected mail,
 which Postfix presents to milters as a connection from 127.0.0.1 port 0,
@@ -53,6 +54,7 @@ SMTP_MESSAGE = (
     b"From: Sender <sender@example.com>\r\n"
     b"To: r1@example.org\r\n"
     b"Cc: r2@example.net\r\n"
+    b"Bcc: bcc@example.com\r\n"
     b"Message-ID: <e2e-smtp@example.com>\r\n"
     b"Date: Tue, 01 Apr 2025 10:00:00 +0000\r\n"
     b"Subject: =?UTF-8?B?Wm/DqyDDhnLDuHNrw7hiaW5n?=\r\n"
@@ -175,8 +177,8 @@ def main():
         postfix.start()
         t_up = time.monotonic()
 
-        # 1. SMTP to Postfix: two header recipients and a Bcc (envelope
-        # only).
+        # 1. SMTP to Postfix: two header recipients and a Bcc, named in
+        # the envelope and in a Bcc: field, which must not reach them.
         data_file = os.path.join(work, "smtp.eml")
         write_smtp_data(data_file, SMTP_MESSAGE)
         rcpts = ["r1@example.org", "r2@example.net", "bcc@example.com"]
@@ -193,7 +195,11 @@ def main():
         rest = milterlib.split_received(got[0]["data"],
                                         received(milter, postfix, copy),
                                         milter.started_at)
-        assert rest == SMTP_MESSAGE, got[0]["data"]
+        # Postfix's cleanup removes the Bcc: field before milters see it
+        # (seen with 3.7), so Arnie has nothing to change here; behind
+        # Sendmail it removes the field itself (tests/milter/bcc.lua).
+        assert rest == SMTP_MESSAGE.replace(
+            b"Bcc: bcc@example.com\r\n", b""), got[0]["data"]
         assert " %s: header fixed" % copy["id"] not in milter.log()
 
         # 1b. SMTP, no Date, Message-ID or From: Arnie adds them at the

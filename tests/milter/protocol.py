@@ -218,6 +218,28 @@ def check_fixup(m, q):
     expect_log(m, null, "QIDNULL", "192.0.2.18", 1)
 
 
+BCC_FIELDS = (b"Bcc: hidden@example.net,\r\n\tother@example.net\r\n"
+              b"Resent-Bcc: other@example.net\r\n")
+
+
+def check_bcc(m, q, kept=False):
+    msgs = mine(q, "bcc@example.com")
+    assert len(msgs) == 1, msgs
+    msg = msgs[0]
+    assert msg["rcpts"] == ["to@example.org", "hidden@example.net",
+                            "other@example.net"], msg
+    expect(m, msg,
+           b"From: bcc@example.com\r\nTo: to@example.org\r\n" +
+           (BCC_FIELDS if kept else b"") + b"Subject: blind\r\n",
+           b"Who else got this?\r\n", ("Message-ID", "Date"),
+           ("QIDBCC", "192.0.2.20", False))
+    got = fixed_lines(m, msg["id"])
+    want = "%s: header fixed: added Message-ID, Date" % msg["id"]
+    if not kept:
+        want += "; dropped Bcc, Resent-Bcc"
+    assert len(got) == 1 and got[0].endswith(want), (got, want)
+
+
 def check_oversize(m, q):
     assert [msg["from"] for msg in q] == ["fit@example.com",
                                           "small@example.com"], q
@@ -288,6 +310,10 @@ RUNS = [
         ("abort.lua", check_abort),
         ("headers.lua", check_headers),
         ("fixup.lua", check_fixup),
+        ("bcc.lua", check_bcc),
+    ]),
+    ("keepbcc", {"REMOVE_BCC_HEADERS": "false"}, None, [
+        ("bcc.lua", lambda m, q: check_bcc(m, q, kept=True)),
     ]),
     ("copy", {"ARNIE_MILTER_MODE": "copy"}, None, [
         ("one_rcpt.lua", lambda m, q: check_one_rcpt(m, q, "copy")),

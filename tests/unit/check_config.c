@@ -51,6 +51,7 @@ static const char *const all_keys[] = {
     "MAX_RECIPIENTS",
     "MAX_CONNECTIONS",
     "ARNIE_SMTP_TIMEOUT_SECONDS",
+    "REMOVE_BCC_HEADERS",
     "RETRY_DELAY_SECONDS",
     "RETRY_MAX_DELAY_SECONDS",
     "MAX_SEND_ATTEMPTS",
@@ -267,6 +268,7 @@ static const struct {
     {"MAX_RECIPIENTS", "0", NULL},
     {"MAX_CONNECTIONS", "-5", NULL},
     {"ARNIE_SMTP_TIMEOUT_SECONDS", "0", NULL},
+    {"REMOVE_BCC_HEADERS", "sometimes", NULL},
     {"RETRY_DELAY_SECONDS", "0", NULL},
     {"RETRY_DELAY_SECONDS", "1.5", NULL},
     {"RETRY_MAX_DELAY_SECONDS", "x", NULL},
@@ -437,6 +439,7 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(cfg->max_recipients, 100);
 	ck_assert_int_eq(cfg->max_connections, 100);
 	ck_assert_int_eq(cfg->smtp_timeout, 300);
+	ck_assert(cfg->remove_bcc);
 	ck_assert_int_eq(cfg->retry_delay, 60);
 	ck_assert_int_eq(cfg->retry_max_delay, 3600);
 	ck_assert_int_eq(cfg->max_send_attempts, 50);
@@ -478,6 +481,7 @@ START_TEST(test_all_keys)
 	             "MAX_RECIPIENTS=7\n"
 	             "MAX_CONNECTIONS=8\n"
 	             "ARNIE_SMTP_TIMEOUT_SECONDS=9\n"
+	             "REMOVE_BCC_HEADERS=no\n"
 	             "RETRY_DELAY_SECONDS=10\n"
 	             "RETRY_MAX_DELAY_SECONDS=10\n"
 	             "MAX_SEND_ATTEMPTS=3\n"
@@ -507,6 +511,7 @@ START_TEST(test_all_keys)
 	ck_assert_int_eq(cfg->max_recipients, 7);
 	ck_assert_int_eq(cfg->max_connections, 8);
 	ck_assert_int_eq(cfg->smtp_timeout, 9);
+	ck_assert(!cfg->remove_bcc);
 	ck_assert_int_eq(cfg->retry_delay, 10);
 	ck_assert_int_eq(cfg->retry_max_delay, 10);
 	ck_assert_int_eq(cfg->max_send_attempts, 3);

@@ -42,7 +42,17 @@ struct tcase {
 	bool has_header;
 	unsigned ndate, nfrom, nmid;
 	size_t ndrop;
+	unsigned opts; /* enum message_option; 0: Bcc fields go */
 };
+
+/* Every field libesmtp allows once, twice. */
+#define REPEATS                                                                \
+	"To: a@b\r\nTo: c@d\r\n\te@f\r\ncc: g@h\r\nCC: i@j\r\n"                  \
+	"Date: 1\r\nDate: 2\r\nFrom: x\r\nFROM: y\r\nMessage-ID: <1>\r\n"         \
+	"message-id: <2>\r\nSender: a\r\nSender: b\r\nBcc: a\r\nBcc: b\r\n"      \
+	"Reply-To: a\r\nReply-To: b\r\n"                                         \
+	"Disposition-Notification-To: a\r\n"                                     \
+	"Disposition-Notification-To: b\r\n\r\nb\r\n"
 
 static const struct tcase cases[] = {
     {"complete", "Subject: s\r\n" HDATE HFROM HMID "\r\nbody\r\n",
@@ -74,17 +84,41 @@ static const struct tcase cases[] = {
         "Resent-From: a@b\r\nResent-From: c@d\r\n" HDATE HFROM HMID "\r\nb\r\n",
         MESSAGE_END_BLANK, true, 1, 1, 1, 4},
     {"repeats of fields allowed once",
-        "To: a@b\r\nTo: c@d\r\n\te@f\r\ncc: g@h\r\nCC: i@j\r\n"
-        "Date: 1\r\nDate: 2\r\nFrom: x\r\nFROM: y\r\nMessage-ID: <1>\r\n"
-        "message-id: <2>\r\nSender: a\r\nSender: b\r\nBcc: a\r\nBcc: b\r\n"
-        "Reply-To: a\r\nReply-To: b\r\n"
-        "Disposition-Notification-To: a\r\n"
-        "Disposition-Notification-To: b\r\n\r\nb\r\n",
+        REPEATS,
+        "s@example.com",
+        "To: a@b\r\ncc: g@h\r\nDate: 1\r\nFrom: x\r\nMessage-ID: <1>\r\n"
+        "Sender: a\r\nReply-To: a\r\n"
+        "Disposition-Notification-To: a\r\n\r\nb\r\n",
+        MESSAGE_END_BLANK, true, 2, 2, 2, 10},
+    {"repeats of fields allowed once, Bcc kept",
+        REPEATS,
         "s@example.com",
         "To: a@b\r\ncc: g@h\r\nDate: 1\r\nFrom: x\r\nMessage-ID: <1>\r\n"
         "Sender: a\r\nBcc: a\r\nReply-To: a\r\n"
         "Disposition-Notification-To: a\r\n\r\nb\r\n",
-        MESSAGE_END_BLANK, true, 2, 2, 2, 9},
+        MESSAGE_END_BLANK, true, 2, 2, 2, 9, MESSAGE_KEEP_BCC},
+    {"blind copies removed: Bcc folded, any case, Resent-Bcc",
+        "To: a@b\r\nBcc: hidden@x,\r\n\tother@y\r\nSubject: s\r\n"
+        "bcc:\r\nResent-Bcc: r@x\r\nRESENT-BCC: q@x\r\n" HDATE HFROM HMID
+        "\r\nBcc: body text stays\r\n",
+        "s@example.com",
+        "To: a@b\r\nSubject: s\r\n" HDATE HFROM HMID
+        "\r\nBcc: body text stays\r\n",
+        MESSAGE_END_BLANK, true, 1, 1, 1, 4},
+    {"blind copies kept: repeated Resent-Bcc passes, as libesmtp sends it",
+        "To: a@b\r\nBcc: hidden@x\r\nResent-Bcc: r@x\r\nResent-Bcc: q@x\r\n"
+        HDATE HFROM HMID "\r\nb\r\n",
+        "s@example.com",
+        "To: a@b\r\nBcc: hidden@x\r\nResent-Bcc: r@x\r\nResent-Bcc: q@x\r\n"
+        HDATE HFROM HMID "\r\nb\r\n",
+        MESSAGE_END_BLANK, true, 1, 1, 1, 0, MESSAGE_KEEP_BCC},
+    {"Bcc-like names are other fields",
+        "Bcc-Note: keep\r\nX-Bcc: keep\r\nResent-Bccx: keep\r\n" HDATE
+        HFROM HMID "\r\nb\r\n",
+        "s@example.com",
+        "Bcc-Note: keep\r\nX-Bcc: keep\r\nResent-Bccx: keep\r\n" HDATE
+        HFROM HMID "\r\nb\r\n",
+        MESSAGE_END_BLANK, true, 1, 1, 1, 0},
     {"repeats libesmtp keeps",
         "Received: a\r\nReceived: b\r\nSubject: 1\r\nSubject: 2\r\n"
         "MIME-Version: 1.0\r\nMIME-Version: 1.0\r\nContent-Type: a\r\n"
@@ -172,14 +206,14 @@ concat(const struct iovec *iov, int n, size_t *lenp)
 
 /* Run message_fixup() + message_iov() and return the bytes described. */
 static char *
-fixed(const char *in, size_t inlen, const char *sender, struct message_fix *fix,
-    size_t *lenp)
+fixed(const char *in, size_t inlen, unsigned opts, const char *sender,
+    struct message_fix *fix, size_t *lenp)
 {
 	struct iovec *iov;
 	char *out;
 	int max, n;
 
-	message_fixup(fix, in, inlen, ID, sender, HOST, WHEN);
+	message_fixup(fix, in, inlen, opts, ID, sender, HOST, WHEN);
 	max = message_iovcnt(fix);
 	iov = xreallocarray(NULL, (size_t)max, sizeof(*iov));
 	n = message_iov(fix, in, inlen, iov, max);
@@ -198,7 +232,7 @@ START_TEST(test_table)
 	char *out;
 	size_t len;
 
-	out = fixed(c->in, strlen(c->in), c->sender, &fix, &len);
+	out = fixed(c->in, strlen(c->in), c->opts, c->sender, &fix, &len);
 	ck_assert_msg(len == strlen(c->out) && memcmp(out, c->out, len) == 0,
 	    "%s: got\n[%s]\nwant\n[%s]", c->name, out, c->out);
 	ck_assert_msg(
@@ -233,7 +267,7 @@ START_TEST(test_combinations)
 	snprintf(want, sizeof(want), "Subject: s\r\n%s%s%s%s%s%s\r\nbody\r\n",
 	    mask & 1 ? HDATE : "", mask & 2 ? HFROM : "", mask & 4 ? HMID : "",
 	    mask & 4 ? "" : MID, mask & 1 ? "" : DATE, mask & 2 ? "" : FROM);
-	out = fixed(in, strlen(in), "s@example.com", &fix, &len);
+	out = fixed(in, strlen(in), 0, "s@example.com", &fix, &len);
 	ck_assert_str_eq(out, want);
 	ck_assert_uint_eq(fix.scan.count[MESSAGE_DATE], (mask & 1) != 0);
 	ck_assert_uint_eq(fix.scan.count[MESSAGE_FROM], (mask & 2) != 0);
@@ -260,7 +294,7 @@ START_TEST(test_scan_ranges)
 	                          "Return-Path: <body@x>\r\n";
 	struct message_scan scan;
 
-	message_scan(msg, sizeof(msg) - 1, &scan);
+	message_scan(msg, sizeof(msg) - 1, 0, &scan);
 	ck_assert_int_eq(scan.end, MESSAGE_END_BLANK);
 	ck_assert_uint_eq(scan.header_len, 12 + 20 + 6 + 7 + 7 + 4);
 	ck_assert_uint_eq(scan.body_off, scan.header_len + 2);
@@ -278,7 +312,7 @@ START_TEST(test_scan_ranges)
 	message_scan_clear(&scan);
 	message_scan_clear(NULL);
 
-	message_scan(NULL, 0, &scan);
+	message_scan(NULL, 0, 0, &scan);
 	ck_assert_int_eq(scan.end, MESSAGE_END_EOF);
 	ck_assert(!scan.has_header);
 	ck_assert_uint_eq(scan.ndrop, 0);
@@ -293,7 +327,7 @@ START_TEST(test_iov_overflow)
 	struct iovec iov[16];
 	int max;
 
-	message_fixup(&fix, msg, sizeof(msg) - 1, ID, "", NULL, WHEN);
+	message_fixup(&fix, msg, sizeof(msg) - 1, 0, ID, "", NULL, WHEN);
 	max = message_iovcnt(&fix);
 	ck_assert_int_le(max, 16);
 	errno = 0;
@@ -331,7 +365,7 @@ START_TEST(test_date_zones)
 
 		setenv("TZ", zones[i].tz, 1);
 		tzset();
-		message_fixup(&fix, "", 0, ID, "a@b", HOST, zones[i].when);
+		message_fixup(&fix, "", 0, 0, ID, "a@b", HOST, zones[i].when);
 		ck_assert_ptr_nonnull(fix.added);
 		ck_assert_msg(strstr(fix.added, zones[i].want) != NULL,
 		    "%s: %s", zones[i].tz, fix.added);
@@ -347,7 +381,7 @@ START_TEST(test_log_line)
 {
 	static const char changed[] = "Return-Path: <a>\r\nTo: x\r\nTo: y\r\n"
 	                              "To: z\r\nOriginal-Subject: s\r\n"
-	                              "Date: d\r\n";
+	                              "Bcc: b\r\nDate: d\r\n";
 	static const char complete[] = HDATE HFROM HMID "\r\nb\r\n";
 	char path[] = "/tmp/check_message.XXXXXX";
 	char buf[2048];
@@ -361,11 +395,11 @@ START_TEST(test_log_line)
 	close(fd);
 	ck_assert_int_eq(log_init("check_message", path, 0), 0);
 	message_fixup(
-	    &fix, complete, sizeof(complete) - 1, "ID1", "a@b", HOST, WHEN);
+	    &fix, complete, sizeof(complete) - 1, 0, "ID1", "a@b", HOST, WHEN);
 	message_fix_log(&fix, "ID1");
 	message_fix_clear(&fix);
 	message_fixup(
-	    &fix, changed, sizeof(changed) - 1, "ID2", "a@b", HOST, WHEN);
+	    &fix, changed, sizeof(changed) - 1, 0, "ID2", "a@b", HOST, WHEN);
 	message_fix_log(&fix, "ID2");
 	message_fix_clear(&fix);
 	ck_assert_int_eq(log_init("check_message", NULL, 0), 0);
@@ -379,7 +413,7 @@ START_TEST(test_log_line)
 	ck_assert_ptr_null(strstr(buf, "ID1"));
 	ck_assert_msg(strstr(buf, "ID2: header fixed: added Message-ID, From; "
 	                          "dropped Return-Path, repeated To, "
-	                          "Original-*; empty line appended") != NULL,
+	                          "Original-*, Bcc; empty line appended") != NULL,
 	    "log: %s", buf);
 }
 END_TEST
