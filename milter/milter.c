@@ -46,6 +46,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <libmilter/mfapi.h>
@@ -64,6 +65,7 @@ struct msg {
 	size_t len;
 	size_t cap;
 	bool too_big; /* refused with 552; ignore the rest */
+	bool smtputf8; /* the client declared SMTPUTF8 at MAIL */
 };
 
 /* One MTA connection; lives from connect (or first use) to close. */
@@ -168,6 +170,17 @@ mta_queue_id(SMFICTX *ctx)
 	return nz(smfi_getsymval(ctx, "i"));
 }
 
+static bool
+has_8bit(const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if ((unsigned char)s[i] >= 0x80)
+			return true;
+	return false;
+}
+
 /* An address from MAIL or RCPT: drop one pair of angle brackets.  Refuse
  * control characters, which would break the one-line envelope fields. */
 static char *
@@ -234,6 +247,20 @@ refuse_size(SMFICTX *ctx, struct conn *c)
 	    "Arnie: message size exceeds fixed maximum message size");
 	msg_free(c->msg);
 	c->msg = NULL;
+	return SMFIS_REJECT;
+}
+
+/*
+ * A non-ASCII address needs SMTPUTF8 (RFC 6531) all the way to the
+ * recipient, and the relay (libesmtp 1.1) cannot send it: refuse the
+ * address now, while the client can still be told, rather than relay it
+ * in breach of the RFC after a 250.
+ */
+static sfsistat
+refuse_eai(SMFICTX *ctx)
+{
+	smfi_setreply(ctx, "553", "5.6.7",
+	    "Arnie: non-ASCII addresses are not supported");
 	return SMFIS_REJECT;
 }
 
@@ -351,6 +378,7 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 {
 	struct conn *c = conn_get(ctx);
 	char *from;
+	size_t i;
 
 	/* A new MAIL ends whatever came before on this connection. */
 	msg_free(c->msg);
@@ -360,9 +388,16 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 		    ctx, "553", "5.1.7", "Arnie: malformed sender address");
 		return SMFIS_REJECT;
 	}
+	if (has_8bit(from, strlen(from))) {
+		free(from);
+		return refuse_eai(ctx);
+	}
 	c->msg = xcalloc(1, sizeof(*c->msg));
 	c->msg->env = envelope_new();
 	c->msg->env->sender = from;
+	for (i = 1; argv[i] != NULL; i++)
+		if (strcasecmp(argv[i], "SMTPUTF8") == 0)
+			c->msg->smtputf8 = true;
 	return SMFIS_CONTINUE;
 }
 
@@ -385,6 +420,10 @@ do_envrcpt(SMFICTX *ctx, char **argv)
 		smfi_setreply(
 		    ctx, "553", "5.1.3", "Arnie: malformed recipient address");
 		return SMFIS_REJECT;
+	}
+	if (has_8bit(rcpt, strlen(rcpt))) {
+		free(rcpt);
+		return refuse_eai(ctx);
 	}
 	envelope_add_rcpt(c->msg->env, rcpt);
 	free(rcpt);
@@ -516,6 +555,19 @@ do_eom(SMFICTX *ctx)
 	message_fixup(&fix, buf, m->len,
 	    milter_cfg->remove_bcc ? 0 : MESSAGE_KEEP_BCC, m->env->id,
 	    m->env->sender, milter_cfg->helo_name, now);
+	/* Declared and used: UTF-8 in the header section may only travel
+	 * with SMTPUTF8 (RFC 6532), which the relay cannot send.  Without
+	 * the declaration such bytes are the client's own 8-bit header,
+	 * passed on as they came. */
+	if (m->smtputf8 && has_8bit(buf, fix.scan.header_len)) {
+		log_info("milter queue_id=%s client=%s from=<%s>: refused, "
+		         "SMTPUTF8 with a non-ASCII header",
+		    qid, nz(c->client_addr), m->env->sender);
+		smfi_setreply(ctx, "554", "5.6.7",
+		    "Arnie: SMTPUTF8 is not supported");
+		rv = SMFIS_REJECT;
+		goto out;
+	}
 	/* The trace field first, then the completed message. */
 	received = received_field(ctx, c, m, now);
 	n = message_iovcnt(&fix) + 1;

@@ -27,7 +27,9 @@
 #define R_BAD_RCPT "501 5.1.3 Bad recipient address syntax"
 #define R_BAD_SIZE "501 5.5.4 Bad SIZE parameter"
 #define R_BAD_BODY "501 5.5.4 Bad BODY parameter"
-#define R_BAD_UTF8 "501 5.5.4 SMTPUTF8 takes no value"
+/* Not advertised: libesmtp 1.1 cannot pass SMTPUTF8 on to the upstream,
+ * and taking such a message would break RFC 6531 after the 250. */
+#define R_NO_UTF8 "555 5.5.4 SMTPUTF8 is not supported"
 #define R_DUP_PARAM "501 5.5.4 Duplicate parameter"
 #define R_BAD_PARAM "501 5.5.4 Bad parameter syntax"
 #define R_UNSUPPORTED "555 5.5.4 Unsupported parameter"
@@ -313,11 +315,7 @@ parse_mail_params(char *p, struct smtp_cmd *cmd)
 			else
 				return fail(cmd, R_BAD_BODY);
 		} else if (strcasecmp(word, "SMTPUTF8") == 0) {
-			if (cmd->smtputf8)
-				return fail(cmd, R_DUP_PARAM);
-			if (value != NULL)
-				return fail(cmd, R_BAD_UTF8);
-			cmd->smtputf8 = true;
+			return fail(cmd, R_NO_UTF8);
 		} else
 			return fail(cmd, R_UNSUPPORTED);
 	}

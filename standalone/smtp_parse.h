@@ -4,7 +4,8 @@
  * smtp_parse_command() turns one command line (CRLF already removed) into a
  * verb and its argument, or into the exact reply a server must give for it.
  * It knows the syntax of RFC 5321 (paths, source routes, the null path) and
- * of the MAIL parameters Arnie advertises (SIZE, BODY, SMTPUTF8); it knows
+ * of the MAIL parameters Arnie advertises (SIZE, BODY), and refuses
+ * SMTPUTF8 (555), which the relay cannot pass on; it knows
  * nothing about the state of a session (sequence errors are the caller's).
  *
  * smtp_data is the DATA decoder: a streaming state machine that takes the
@@ -65,12 +66,13 @@ struct smtp_cmd {
 	 * NOOP: the raw argument.  Always NUL-terminated.
 	 */
 	char arg[SMTP_LINE_MAX];
-	bool eightbit; /* MAIL/RCPT: the mailbox has octets >= 0x80 */
+	bool eightbit; /* MAIL/RCPT: the mailbox has octets >= 0x80, which
+	                * the session refuses (553 5.6.7): without SMTPUTF8
+	                * no such address can be relayed */
 	/* MAIL parameters. */
 	bool has_size;
 	uint64_t size;
 	enum smtp_body body;
-	bool smtputf8;
 	/* On error: the whole reply line, without CRLF (static storage). */
 	const char *reply;
 };
@@ -85,6 +87,7 @@ struct smtp_cmd {
  *   501 5.5.4 Syntax: ...           malformed arguments
  *   501 5.1.7 / 5.1.3               bad sender / recipient address
  *   555 5.5.4 Unsupported parameter unknown MAIL/RCPT parameter
+ *   555 5.5.4 SMTPUTF8 is not supported
  */
 int smtp_parse_command(const char *line, size_t len, struct smtp_cmd *cmd);
 

@@ -54,6 +54,10 @@
 /* Tries 100 ms apart while the address is still held (listen_on()). */
 #define SMTPD_BIND_TRIES 50
 
+/* RFC 6531 3.4: a non-ASCII address without SMTPUTF8, which Arnie neither
+ * offers nor could relay (libesmtp 1.1 cannot send it). */
+#define SMTPD_NO_EAI "553 5.6.7 Non-ASCII addresses are not supported"
+
 #define HELP_TEXT                                                              \
 	"214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP "              \
 	"QUIT VRFY HELP"
@@ -85,7 +89,6 @@ struct session {
 	char *sender;
 	char **rcpts;
 	size_t nrcpts;
-	bool smtputf8;
 	struct smtp_data data;
 
 	/* The commit in flight; owned here, borrowed by the commit queue. */
@@ -169,7 +172,6 @@ transaction_reset(struct session *s)
 	free(s->sender);
 	s->sender = NULL;
 	s->in_mail = false;
-	s->smtputf8 = false;
 	smtp_data_release(&s->data);
 }
 
@@ -225,11 +227,8 @@ received_header(struct session *s, const char *id, size_t *lenp)
 	t.client_addr = s->ip;
 	t.by = s->sd->hostname;
 	t.by_comment = "Arnie";
-	/* RFC 3848 and RFC 6531 WITH protocol types. */
-	if (s->smtputf8)
-		t.with = "UTF8SMTP";
-	else
-		t.with = s->esmtp ? "ESMTP" : "SMTP";
+	/* RFC 3848 WITH protocol types. */
+	t.with = s->esmtp ? "ESMTP" : "SMTP";
 	t.id = id;
 	t.rcpt = s->nrcpts == 1 ? s->rcpts[0] : NULL;
 	t.when = time(NULL);
@@ -356,7 +355,6 @@ do_ehlo(struct session *s, const struct smtp_cmd *cmd)
 	reply(s, "250-SIZE %zu", sd->cfg->max_message_size);
 	reply(s, "250-8BITMIME");
 	reply(s, "250-ENHANCEDSTATUSCODES");
-	reply(s, "250-SMTPUTF8");
 	reply(s, "250 HELP");
 }
 
@@ -367,14 +365,12 @@ do_mail(struct session *s, const struct smtp_cmd *cmd)
 		reply_error(s, "503 5.5.1 Error: send HELO/EHLO first");
 	else if (s->in_mail)
 		reply_error(s, "503 5.5.1 Error: nested MAIL command");
-	else if (cmd->eightbit && !cmd->smtputf8)
-		reply_error(s, "553 5.6.7 Must declare SMTPUTF8 to send a "
-		               "non-ASCII address");
+	else if (cmd->eightbit)
+		reply_error(s, SMTPD_NO_EAI);
 	else if (cmd->has_size && cmd->size > s->sd->cfg->max_message_size)
 		reply(s, "552 5.3.4 Message size exceeds fixed limit");
 	else {
 		s->sender = xstrdup(cmd->arg);
-		s->smtputf8 = cmd->smtputf8;
 		s->in_mail = true;
 		reply(s, "250 2.1.0 Sender ok");
 	}
@@ -385,9 +381,8 @@ do_rcpt(struct session *s, const struct smtp_cmd *cmd)
 {
 	if (!s->in_mail)
 		reply_error(s, "503 5.5.1 Error: need MAIL command");
-	else if (cmd->eightbit && !s->smtputf8)
-		reply_error(s, "553 5.6.7 Must declare SMTPUTF8 to send a "
-		               "non-ASCII address");
+	else if (cmd->eightbit)
+		reply_error(s, SMTPD_NO_EAI);
 	else if (s->nrcpts >= (size_t)s->sd->cfg->max_recipients) {
 		/* 452, not 5xx: the client sends the rest in another
 		 * transaction (RFC 5321 4.5.3.1.10); not an error. */

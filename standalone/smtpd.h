@@ -2,11 +2,13 @@
  * smtpd: the standalone SMTP listener, on one libevent loop.
  *
  * It accepts many concurrent clients on cfg->listen_address:listen_port and
- * speaks RFC 5321 with PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES,
- * SMTPUTF8 and HELP; no STARTTLS and no AUTH (it serves local programs on
- * loopback).  At the end of DATA it prepends a Received: line and hands the
- * message to the commit queue; it answers 250 only when the commit queue
- * reports the message durable, 451 4.3.0 when the commit failed.  While a
+ * speaks RFC 5321 with PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES
+ * and HELP; no STARTTLS and no AUTH (it serves local programs on
+ * loopback), and no SMTPUTF8: the relay cannot pass it on, so MAIL ...
+ * SMTPUTF8 gets 555 and a non-ASCII address 553 5.6.7.  At the end of DATA
+ * it prepends a Received: line and hands the message to the commit queue;
+ * it answers 250 only when the commit queue reports the message durable,
+ * 452 4.3.1 or 451 4.3.0 when the commit failed.  While a
  * commit runs the session reads nothing more from its client, and pipelined
  * commands already received wait until the DATA reply has been sent.
  *

@@ -52,9 +52,10 @@ class SmtpServerTest(ArnieTestCase):
         code, lines = c.cmd("EHLO client.test")
         self.assertEqual(code, 250)
         keywords = {l[4:].split()[0].upper() for l in lines[1:]}
-        for ext in ("PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES",
-                    "SMTPUTF8"):
+        for ext in ("PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES"):
             self.assertIn(ext, keywords, lines)
+        # Not offered: the relay could not pass it on (RFC 6531).
+        self.assertNotIn("SMTPUTF8", keywords, lines)
         size_line = [l for l in lines if l[4:].upper().startswith("SIZE")]
         self.assertEqual(size_line[0][4:].split()[1], "123456")
         self.assertEqual(c.cmd("NOOP")[0], 250)
@@ -64,6 +65,30 @@ class SmtpServerTest(ArnieTestCase):
         self.assertEqual(c.cmd("HELO client.test")[0], 250)
         self.assertEqual(c.cmd("QUIT")[0], 221)
         self.assertTrue(c.closed_by_peer())
+
+    def test_smtputf8_and_non_ascii_addresses_are_refused(self):
+        self.start()
+        c = self.client()
+        c.cmd("EHLO client.test")
+        code, lines = c.cmd("MAIL FROM:<app@example.com> SMTPUTF8")
+        self.assertEqual(code, 555, lines)
+        self.assertIn("5.5.4 SMTPUTF8 is not supported", lines[-1])
+        code, lines = c.cmd("MAIL FROM:<j\u00f6rg@example.com>")
+        self.assertEqual(code, 553, lines)
+        self.assertIn("5.6.7", lines[-1])
+        self.assertEqual(c.cmd("MAIL FROM:<app@example.com>")[0], 250)
+        code, lines = c.cmd("RCPT TO:<m\u00fcller@example.org>")
+        self.assertEqual(code, 553, lines)
+        self.assertIn("5.6.7", lines[-1])
+        # An ASCII recipient still goes through, 8-bit text in the body
+        # too (8BITMIME).
+        self.assertEqual(c.cmd("RCPT TO:<user@example.org>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(make_message("utf8", body="caf\u00e9\r\n") + b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        t = self.assertDeliveredOnce(self.up, "utf8")
+        self.assertEqual(t.rcpt_tos, ["user@example.org"])
+        self.assertIn("caf\u00e9".encode(), t.content)
 
     # ------------------------------------------------------------ limits
 

@@ -240,6 +240,15 @@ def check_bcc(m, q, kept=False):
     assert len(got) == 1 and got[0].endswith(want), (got, want)
 
 
+def check_utf8(m, q):
+    assert mine(q, "utf@example.com") == [], q
+    msgs = mine(q, "ascii@example.com")
+    assert len(msgs) == 1 and msgs[0]["rcpts"] == ["ascii@example.org"], q
+    assert msgs[0]["message"].endswith(b"\r\n\r\ncaf\xc3\xa9\r\n"), msgs
+    assert "queue_id=QIDUTF client=192.0.2.21 from=<utf@example.com>: " \
+        "refused, SMTPUTF8 with a non-ASCII header" in m.log(), m.log()
+
+
 def check_oversize(m, q):
     assert [msg["from"] for msg in q] == ["fit@example.com",
                                           "small@example.com"], q
@@ -311,6 +320,7 @@ RUNS = [
         ("headers.lua", check_headers),
         ("fixup.lua", check_fixup),
         ("bcc.lua", check_bcc),
+        ("utf8.lua", check_utf8),
     ]),
     ("keepbcc", {"REMOVE_BCC_HEADERS": "false"}, None, [
         ("bcc.lua", lambda m, q: check_bcc(m, q, kept=True)),

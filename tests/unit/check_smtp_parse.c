@@ -41,8 +41,7 @@ static const struct cmd_case cmd_cases[] = {
     {"MAIL FROM: <a@b.example>", 0, SMTP_MAIL, "a@b.example", NULL},
     {"MAIL FROM:<>", 0, SMTP_MAIL, "", NULL},
     {"MAIL FROM:<> SIZE=10", 0, SMTP_MAIL, "", NULL},
-    {"MAIL FROM:<a@b> SIZE=100 BODY=8BITMIME SMTPUTF8", 0, SMTP_MAIL, "a@b",
-        NULL},
+    {"MAIL FROM:<a@b> SIZE=100 BODY=8BITMIME", 0, SMTP_MAIL, "a@b", NULL},
     {"MAIL FROM:<a@b> body=7bit", 0, SMTP_MAIL, "a@b", NULL},
     {"MAIL FROM:<a@b> SIZE=1 ", 0, SMTP_MAIL, "a@b", NULL},
     {"MAIL FROM:<@r1.example,@r2.example:a@b.example>", 0, SMTP_MAIL,
@@ -55,8 +54,12 @@ static const struct cmd_case cmd_cases[] = {
         NULL},
     {"MAIL FROM:<a+tag@[192.0.2.1]>", 0, SMTP_MAIL, "a+tag@[192.0.2.1]", NULL},
     {"MAIL FROM:<a@[IPv6:::1]>", 0, SMTP_MAIL, "a@[IPv6:::1]", NULL},
-    {"MAIL FROM:<j\xc3\xb6rg@b\xc3\xbc.example> SMTPUTF8", 0, SMTP_MAIL,
+    {"MAIL FROM:<j\xc3\xb6rg@b\xc3\xbc.example>", 0, SMTP_MAIL,
         "j\xc3\xb6rg@b\xc3\xbc.example", NULL},
+    /* Not offered: the relay could not pass it on. */
+    {"MAIL FROM:<j\xc3\xb6rg@b\xc3\xbc.example> SMTPUTF8", -1, SMTP_MAIL,
+        NULL, "555 5.5.4 SMTPUTF8 is not supported"},
+    {"MAIL FROM:<a@b> smtputf8", -1, SMTP_MAIL, NULL, "555 5.5.4"},
     {"MAIL FROM:a@b", -1, SMTP_MAIL, NULL, "501 5.5.4"},
     {"MAIL FROM:<a@b", -1, SMTP_MAIL, NULL, "501 5.5.4"},
     {"MAIL FROM:<<a@b>", -1, SMTP_MAIL, NULL, "501 5.5.4"},
@@ -91,7 +94,7 @@ static const struct cmd_case cmd_cases[] = {
     {"MAIL FROM:<a@b> SIZE=1 SIZE=2", -1, SMTP_MAIL, NULL, "501 5.5.4"},
     {"MAIL FROM:<a@b> BODY=BINARYMIME", -1, SMTP_MAIL, NULL, "501 5.5.4"},
     {"MAIL FROM:<a@b> BODY", -1, SMTP_MAIL, NULL, "501 5.5.4"},
-    {"MAIL FROM:<a@b> SMTPUTF8=yes", -1, SMTP_MAIL, NULL, "501 5.5.4"},
+    {"MAIL FROM:<a@b> SMTPUTF8=yes", -1, SMTP_MAIL, NULL, "555 5.5.4"},
     {"MAIL FROM:<a@b> =x", -1, SMTP_MAIL, NULL, "501 5.5.4"},
     {"MAIL FROM:<a@b> RET=HDRS", -1, SMTP_MAIL, NULL, "555 5.5.4"},
     {"MAIL FROM:<a@b> AUTH=<>", -1, SMTP_MAIL, NULL, "555 5.5.4"},
@@ -168,19 +171,17 @@ START_TEST(test_mail_params)
 	struct smtp_cmd cmd;
 	const char *l;
 
-	l = "MAIL FROM:<a@b> SIZE=26214400 BODY=8BITMIME SMTPUTF8";
+	l = "MAIL FROM:<a@b> SIZE=26214400 BODY=8BITMIME";
 	ck_assert_int_eq(smtp_parse_command(l, strlen(l), &cmd), 0);
 	ck_assert(cmd.has_size);
 	ck_assert_uint_eq(cmd.size, 26214400);
 	ck_assert_int_eq(cmd.body, SMTP_BODY_8BITMIME);
-	ck_assert(cmd.smtputf8);
 	ck_assert(!cmd.eightbit);
 
 	l = "MAIL FROM:<a@b>";
 	ck_assert_int_eq(smtp_parse_command(l, strlen(l), &cmd), 0);
 	ck_assert(!cmd.has_size);
 	ck_assert_int_eq(cmd.body, SMTP_BODY_NONE);
-	ck_assert(!cmd.smtputf8);
 
 	/* Absurd sizes saturate so the caller refuses them as too big. */
 	l = "MAIL FROM:<a@b> SIZE=999999999999999999999999999";
