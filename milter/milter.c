@@ -519,6 +519,47 @@ received_field(
 	return h;
 }
 
+/*
+ * What the relay could only send in breach of a standard, refused now
+ * (554, with the reply set), while the client can still act on it; false
+ * when the message may be queued.  buf is the message, fix its plan.
+ */
+static bool
+refuse_content(SMFICTX *ctx, const struct conn *c, const char *buf,
+    const struct message_fix *fix)
+{
+	const struct msg *m = c->msg;
+	struct message_lines lines = {0, 0, false};
+	char *text;
+
+	message_lines_feed(&lines, buf, m->len);
+	if (lines.longest > MESSAGE_LINE_MAX) {
+		log_info("milter queue_id=%s client=%s from=<%s>: refused, a "
+		         "line of %zu octets",
+		    mta_queue_id(ctx), nz(c->client_addr), m->env->sender,
+		    lines.longest);
+		text = xasprintf("Arnie: message has a line longer than %d "
+		                 "octets; encode it (quoted-printable or base64)",
+		    MESSAGE_LINE_MAX);
+		smfi_setreply(ctx, "554", "5.6.0", text);
+		free(text);
+		return true;
+	}
+	/* Declared and used: UTF-8 in the header section may only travel
+	 * with SMTPUTF8 (RFC 6532), which the relay cannot send.  Without
+	 * the declaration such bytes are the client's own 8-bit header,
+	 * passed on as they came. */
+	if (m->smtputf8 && has_8bit(buf, fix->scan.header_len)) {
+		log_info("milter queue_id=%s client=%s from=<%s>: refused, "
+		         "SMTPUTF8 with a non-ASCII header",
+		    mta_queue_id(ctx), nz(c->client_addr), m->env->sender);
+		smfi_setreply(ctx, "554", "5.6.7",
+		    "Arnie: SMTPUTF8 is not supported");
+		return true;
+	}
+	return false;
+}
+
 static sfsistat
 do_eom(SMFICTX *ctx)
 {
@@ -528,7 +569,7 @@ do_eom(SMFICTX *ctx)
 	struct iovec *iov = NULL;
 	const char *qid = mta_queue_id(ctx);
 	const char *buf;
-	char *received = NULL;
+	char *received = NULL, *text;
 	bool divert = milter_cfg->milter_mode == MILTER_DIVERT;
 	time_t now = time(NULL);
 	sfsistat rv;
@@ -555,16 +596,7 @@ do_eom(SMFICTX *ctx)
 	message_fixup(&fix, buf, m->len,
 	    milter_cfg->remove_bcc ? 0 : MESSAGE_KEEP_BCC, m->env->id,
 	    m->env->sender, milter_cfg->helo_name, now);
-	/* Declared and used: UTF-8 in the header section may only travel
-	 * with SMTPUTF8 (RFC 6532), which the relay cannot send.  Without
-	 * the declaration such bytes are the client's own 8-bit header,
-	 * passed on as they came. */
-	if (m->smtputf8 && has_8bit(buf, fix.scan.header_len)) {
-		log_info("milter queue_id=%s client=%s from=<%s>: refused, "
-		         "SMTPUTF8 with a non-ASCII header",
-		    qid, nz(c->client_addr), m->env->sender);
-		smfi_setreply(ctx, "554", "5.6.7",
-		    "Arnie: SMTPUTF8 is not supported");
+	if (refuse_content(ctx, c, buf, &fix)) {
 		rv = SMFIS_REJECT;
 		goto out;
 	}
@@ -580,7 +612,6 @@ do_eom(SMFICTX *ctx)
 	 * may the MTA be told to forget the message. */
 	if (spool_commit(milter_spool, m->env, iov, n + 1) == -1) {
 		struct spool_reply r;
-		char *text;
 
 		log_warn("%s: milter queue_id=%s client=%s from=<%s>: "
 		         "cannot queue message",

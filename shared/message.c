@@ -419,6 +419,35 @@ message_fix_log(const struct message_fix *fix, const char *id)
 		log_info("%s: header fixed: %s", id, buf);
 }
 
+void
+message_lines_feed(struct message_lines *l, const char *buf, size_t len)
+{
+	const char *p = buf, *end = buf + len, *nl;
+	size_t n;
+
+	while (p < end) {
+		if ((nl = memchr(p, '\n', (size_t)(end - p))) == NULL) {
+			l->cur += (size_t)(end - p);
+			l->cr = end[-1] == '\r';
+			/* A CR at the end may be half of a CRLF. */
+			n = l->cur - (l->cr ? 1 : 0);
+			if (n > l->longest)
+				l->longest = n;
+			return;
+		}
+		n = l->cur + (size_t)(nl - p);
+		/* The CR of the CRLF, in this piece or at the end of the
+		 * last one. */
+		if (nl > p ? nl[-1] == '\r' : l->cr)
+			n--;
+		if (n > l->longest)
+			l->longest = n;
+		l->cur = 0;
+		l->cr = false;
+		p = nl + 1;
+	}
+}
+
 /* Characters that would end a token or a comment of a trace field early
  * (a ';' would even end its list of tokens): not written from outside. */
 #define TRACE_TOKEN " ()[]\\;"

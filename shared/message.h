@@ -201,6 +201,28 @@ int message_iov(const struct message_fix *fix, const char *msg, size_t len,
 void message_fix_log(const struct message_fix *fix, const char *id);
 
 /*
+ * Line length.  RFC 5322 2.1.1 allows at most 998 octets a line (CRLF not
+ * counted), and upstreams enforce it, often only after they have taken
+ * the whole message.  Both front-ends measure what they accept and refuse
+ * a longer line at the end of DATA (554 5.6.0), while the application can
+ * still re-encode the message (quoted-printable or base64), rather than
+ * take it and have the upstream refuse it later.  Folding it instead (as
+ * Postfix's smtp_line_length_limit does) would change the message after the
+ * 250 and break the bytes-spooled-are-bytes-relayed rule.
+ */
+#define MESSAGE_LINE_MAX 998
+
+struct message_lines {
+	size_t cur;     /* octets of the line so far */
+	size_t longest; /* the longest complete or partial line seen */
+	bool cr;        /* the last octet was CR */
+};
+
+/* Measure buf[0..len), the next octets of a message fed in pieces; start
+ * from a zeroed struct.  A line ends at LF; a CR before it is not counted. */
+void message_lines_feed(struct message_lines *l, const char *buf, size_t len);
+
+/*
  * The parts of a Received: trace field (RFC 5321 4.4) for
  * message_received().  Every pointer is borrowed; NULL leaves a part out.
  */

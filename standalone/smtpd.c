@@ -458,6 +458,7 @@ handle_command(struct session *s, const char *line, size_t len)
 static void
 data_end(struct session *s, enum smtp_data_status st)
 {
+	struct message_lines lines;
 	char *msg;
 	size_t len;
 
@@ -470,6 +471,20 @@ data_end(struct session *s, enum smtp_data_status st)
 		return;
 	}
 	msg = smtp_data_take(&s->data, &len);
+	memset(&lines, 0, sizeof(lines));
+	message_lines_feed(&lines, msg, len);
+	if (lines.longest > MESSAGE_LINE_MAX) {
+		log_info("message from %s refused: a line of %zu octets, more "
+		         "than %d",
+		    s->client, lines.longest, MESSAGE_LINE_MAX);
+		free(msg);
+		transaction_reset(s);
+		s->state = S_CMD;
+		reply(s, "554 5.6.0 Message has a line longer than %d octets; "
+		         "encode it (quoted-printable or base64)",
+		    MESSAGE_LINE_MAX);
+		return;
+	}
 	commit_start(s, msg, len);
 }
 

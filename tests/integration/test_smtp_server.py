@@ -111,6 +111,30 @@ class SmtpServerTest(ArnieTestCase):
         self.assertDeliveredOnce(self.up, "small")
         self.assertEqual(self.up.with_test_id("big", accepted_only=False), [])
 
+    def test_line_over_998_octets_gets_554_and_nothing_is_stored(self):
+        self.start()
+        c = self.client()
+        transaction(c)
+        body = "x" * 998 + "\r\n" + "y" * 999 + "\r\nend\r\n"
+        c.send(make_message("longline", body=body) + b".\r\n")
+        code, lines = c.reply()
+        self.assertEqual(code, 554, lines)
+        self.assertIn("5.6.0", lines[-1])
+        self.assertIn("998", lines[-1])
+        self.assertEqual(c.cmd("RSET")[0], 250)
+        self.assertNothingStored()
+        # At the limit it goes through, byte for byte.
+        c.cmd("MAIL FROM:<app@example.com>")
+        c.cmd("RCPT TO:<user@example.org>")
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        msg = make_message("atlimit", body="x" * 998 + "\r\n")
+        c.send(msg + b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        t = self.assertDeliveredOnce(self.up, "atlimit")
+        self.assertTrue(t.content.endswith(msg))
+        self.assertEqual(
+            self.up.with_test_id("longline", accepted_only=False), [])
+
     def test_mail_size_parameter_over_max_gets_552(self):
         self.start(MAX_MESSAGE_SIZE=10000)
         c = self.client()

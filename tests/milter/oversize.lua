@@ -4,9 +4,13 @@
 dofile(srcdir .. "/common.lua")
 
 local limit = 2000
--- "Subject: big\r\n" + "\r\n" = 16 octets before the body.
+-- "Subject: big\r\n" + "\r\n" = 16 octets before the body.  n octets of
+-- body in lines of 80 (78 + CRLF), the last one shorter: lines longer than
+-- 998 octets would be refused for that reason.
 local function body(n)
-	return string.rep("x", n - 2) .. "\r\n"
+	local full = math.floor((n - 2) / 80)
+	return string.rep(string.rep("x", 78) .. "\r\n", full) ..
+	    string.rep("x", n - 2 - full * 80) .. "\r\n"
 end
 
 local conn = open_session("192.0.2.14")

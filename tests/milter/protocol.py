@@ -249,12 +249,24 @@ def check_utf8(m, q):
         "refused, SMTPUTF8 with a non-ASCII header" in m.log(), m.log()
 
 
+def check_longline(m, q):
+    assert mine(q, "long@example.com", "longh@example.com") == [], q
+    msgs = mine(q, "fit998@example.com")
+    assert len(msgs) == 1, q
+    assert msgs[0]["message"].endswith(b"\r\n\r\n" + b"x" * 998 + b"\r\n")
+    for qid, sender in (("QIDLONG", "long"), ("QIDLONGH", "longh")):
+        assert "queue_id=%s client=192.0.2.22 from=<%s@example.com>: " \
+            "refused, a line of 999 octets" % (qid, sender) in m.log(), \
+            m.log()
+
+
 def check_oversize(m, q):
     assert [msg["from"] for msg in q] == ["fit@example.com",
                                           "small@example.com"], q
     # The limit applies to the message as the MTA passed it (2000 octets
     # here); the fields added afterwards (Received: too) may take it beyond.
-    header, body = b"Subject: big\r\n", b"x" * 1982 + b"\r\n"
+    header = b"Subject: big\r\n"
+    body = (b"x" * 78 + b"\r\n") * 24 + b"x" * 62 + b"\r\n"
     assert len(header) + 2 + len(body) == 2000
     expect(m, q[0], header, body, trace=("QIDFIT", "192.0.2.14"))
     assert "queue_id=QIDBIG" in m.log() and \
@@ -321,6 +333,7 @@ RUNS = [
         ("fixup.lua", check_fixup),
         ("bcc.lua", check_bcc),
         ("utf8.lua", check_utf8),
+        ("longline.lua", check_longline),
     ]),
     ("keepbcc", {"REMOVE_BCC_HEADERS": "false"}, None, [
         ("bcc.lua", lambda m, q: check_bcc(m, q, kept=True)),

@@ -480,6 +480,59 @@ START_TEST(test_received)
 }
 END_TEST
 
+/* The longest line, CRLF not counted, fed whole and in every split. */
+static const struct {
+	const char *in;
+	size_t longest;
+} line_cases[] = {
+    {"", 0},
+    {"abc", 3},
+    {"abc\r\n", 3},
+    {"abc\n", 3},
+    {"abc\r", 3},
+    {"a\r\nbcdef\r\ngh\r\n", 5},
+    {"abcd\rxy\r\n", 7},
+    {"\r\n\r\n\r\n", 0},
+    {"x\r\r\n", 2},
+};
+
+START_TEST(test_lines)
+{
+	const char *in = line_cases[_i].in;
+	size_t len = strlen(in), cut;
+	struct message_lines l;
+
+	for (cut = 0; cut <= len; cut++) {
+		memset(&l, 0, sizeof(l));
+		message_lines_feed(&l, in, cut);
+		message_lines_feed(&l, in + cut, len - cut);
+		ck_assert_msg(l.longest == line_cases[_i].longest,
+		    "\"%s\" cut at %zu: %zu", in, cut, l.longest);
+	}
+}
+END_TEST
+
+/* The limit itself: 998 octets pass, 999 do not, however the CRLF falls. */
+START_TEST(test_lines_limit)
+{
+	static char line[MESSAGE_LINE_MAX + 3];
+	struct message_lines l;
+	size_t n;
+
+	for (n = MESSAGE_LINE_MAX; n <= MESSAGE_LINE_MAX + 1; n++) {
+		memset(line, 'x', n);
+		memcpy(line + n, "\r\n", 2);
+		memset(&l, 0, sizeof(l));
+		message_lines_feed(&l, line, n + 1); /* up to the CR */
+		message_lines_feed(&l, line + n + 1, 1);
+		message_lines_feed(&l, "next\r\n", 6);
+		ck_assert_uint_eq(l.longest, n);
+		ck_assert(
+		    (l.longest > MESSAGE_LINE_MAX) == (n > MESSAGE_LINE_MAX));
+	}
+}
+END_TEST
+
 static Suite *
 message_suite(void)
 {
@@ -493,6 +546,9 @@ message_suite(void)
 	tcase_add_test(tc, test_iov_overflow);
 	tcase_add_test(tc, test_date_zones);
 	tcase_add_test(tc, test_log_line);
+	tcase_add_loop_test(
+	    tc, test_lines, 0, sizeof(line_cases) / sizeof(line_cases[0]));
+	tcase_add_test(tc, test_lines_limit);
 	tcase_add_loop_test(
 	    tc, test_received, 0, (int)(sizeof(traces) / sizeof(traces[0])));
 	suite_add_tcase(s, tc);
