@@ -142,6 +142,8 @@ static const struct keydef keys[] = {
 	    NULL, false },
 	{ "ARNIE_SMTP_TIMEOUT_SECONDS", KT_LONG, OFF(smtp_timeout), "300", 1,
 	    DAY, NULL, false },
+	{ "ARNIE_SMTP_MIN_DATA_RATE", KT_LONG, OFF(smtp_min_data_rate), "500",
+	    0, 1000000000, NULL, false },
 	{ "REMOVE_BCC_HEADERS", KT_BOOL, OFF(remove_bcc), "true", 0, 0, NULL,
 	    false },
 	{ "RETRY_DELAY_SECONDS", KT_LONG, OFF(retry_delay), "60", 1, 7 * DAY,

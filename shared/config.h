@@ -57,6 +57,7 @@ struct config {
 	int max_connections;	/* MAX_CONNECTIONS, 100 */
 	bool remove_bcc;	/* REMOVE_BCC_HEADERS, true (both front-ends) */
 	long smtp_timeout;	/* ARNIE_SMTP_TIMEOUT_SECONDS, 300 */
+	long smtp_min_data_rate; /* ARNIE_SMTP_MIN_DATA_RATE octets/s, 500 */
 
 	/* Sender and retries. */
 	long retry_delay;	/* RETRY_DELAY_SECONDS, 60 */

@@ -57,6 +57,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "relay.h"
 #include "report.h"
@@ -115,28 +116,10 @@ struct sender {
 	bool abandoned; /* sender_stop() gave up waiting */
 };
 
-static double
-wall_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static time_t
 now_sec(void)
 {
-	return (time_t)wall_now();
-}
-
-static double
-mono_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (time_t)clock_wall();
 }
 
 /* Arrival time with sub-second precision: the ID carries microseconds in its
@@ -191,7 +174,7 @@ sender_new(
 	}
 	s->report = report_new(cfg, now_sec());
 	s->sched = sched_new();
-	sched_rate_init(&s->rate, cfg->max_send_rate, mono_now());
+	sched_rate_init(&s->rate, cfg->max_send_rate, clock_mono());
 	sched_pause_init(&s->pause, cfg->retry_delay, cfg->retry_max_delay);
 	s->max_batch = cfg->max_batch > 0 ? (size_t)cfg->max_batch : 1;
 	atomic_init(&s->stop, false);
@@ -739,7 +722,7 @@ send_batch(struct sender *s)
 	char id[SCHED_IDMAX + 1], reason[RELAY_REPLY_MAX];
 	enum relay_status st;
 	struct envelope *env;
-	double nowd = wall_now();
+	double nowd = clock_wall();
 	time_t now = (time_t)nowd, due;
 	size_t limit, n = 0, i;
 	bool attempted = false, trouble;
@@ -748,7 +731,7 @@ send_batch(struct sender *s)
 	limit = sched_pause_batch(&s->pause, now, s->max_batch);
 	if (limit == 0 || !sched_peek(s->sched, &due, NULL) || due > now)
 		return 0;
-	limit = sched_rate_avail(&s->rate, mono_now(), limit);
+	limit = sched_rate_avail(&s->rate, clock_mono(), limit);
 	if (limit == 0)
 		return 0;
 	msgs = xcalloc(limit, sizeof(*msgs));
@@ -763,7 +746,7 @@ send_batch(struct sender *s)
 	}
 	if (n == 0)
 		goto out;
-	sched_rate_consume(&s->rate, mono_now(), n);
+	sched_rate_consume(&s->rate, clock_mono(), n);
 
 	reason[0] = '\0';
 	pthread_mutex_unlock(&s->lock);
@@ -777,7 +760,7 @@ send_batch(struct sender *s)
 		return -1;
 	}
 
-	nowd = wall_now();
+	nowd = clock_wall();
 	now = (time_t)nowd;
 	for (i = 0; i < n; i++)
 		if (msgs[i].attempted)
@@ -831,7 +814,7 @@ maybe_report(struct sender *s)
 static int
 next_timeout(struct sender *s)
 {
-	double nowd = wall_now(), wait = SENDER_MAX_SLEEP_MS / 1000.0, w;
+	double nowd = clock_wall(), wait = SENDER_MAX_SLEEP_MS / 1000.0, w;
 	time_t due, next;
 
 	if (!s->locked)
@@ -845,7 +828,7 @@ next_timeout(struct sender *s)
 		else
 			w = (double)due - nowd;
 		if (w <= 0)
-			w = sched_rate_wait(&s->rate, mono_now());
+			w = sched_rate_wait(&s->rate, clock_mono());
 		if (w < wait)
 			wait = w;
 	}

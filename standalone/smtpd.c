@@ -38,6 +38,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "clock.h"
 #include "config.h"
 #include "commitq.h"
 #include "log.h"
@@ -74,6 +75,9 @@ struct session {
 	struct smtpd *sd;
 	struct bufferevent *bev; /* NULL once the client is gone */
 	struct event *commit_ev;
+	struct event *deadline_ev; /* see deadline_arm() */
+	double deadline;           /* monotonic seconds; 0: none armed */
+	size_t data_octets;        /* received in this DATA, for the log */
 	enum session_state state;
 	char client[INET6_ADDRSTRLEN + 16]; /* "1.2.3.4:port" */
 	char ip[INET6_ADDRSTRLEN];
@@ -115,6 +119,8 @@ struct smtpd {
 };
 
 static void session_process(struct session *s);
+static void transaction_reset(struct session *s);
+static void deadline_clear(struct session *s);
 
 /* ---------------------------------------------------------------- replies */
 
@@ -142,6 +148,7 @@ close_after(struct session *s, const char *text)
 {
 	reply(s, "%s", text);
 	s->state = S_CLOSING;
+	deadline_clear(s);
 	if (s->bev != NULL)
 		bufferevent_disable(s->bev, EV_READ);
 }
@@ -154,6 +161,88 @@ reply_error(struct session *s, const char *text)
 	if (++s->errors >= SMTPD_MAX_ERRORS) {
 		log_info("too many errors from %s, disconnecting", s->client);
 		close_after(s, "421 4.7.0 Too many errors, closing");
+	}
+}
+
+/* --------------------------------------------------------------- deadlines */
+
+/*
+ * The idle timeout (a bufferevent read timeout) restarts with every byte,
+ * so a client that trickles one byte a second would hold its connection
+ * slot for ever.  As Postfix's smtpd_per_request_deadline and
+ * smtpd_min_data_rate do, a complete command line must arrive within
+ * ARNIE_SMTP_TIMEOUT_SECONDS of when the session starts waiting for it, and
+ * DATA within that time plus one second per ARNIE_SMTP_MIN_DATA_RATE octets
+ * received; past it the client gets 421 4.4.2 and its slot is freed.
+ */
+static void
+deadline_schedule(struct session *s, double now)
+{
+	double left = s->deadline - now;
+	struct timeval tv;
+
+	if (left < 0)
+		left = 0;
+	tv.tv_sec = (time_t)left;
+	tv.tv_usec = (suseconds_t)((left - (double)tv.tv_sec) * 1e6) + 1;
+	evtimer_add(s->deadline_ev, &tv);
+}
+
+/* Start the clock for a command line or a DATA phase, unless it runs. */
+static void
+deadline_arm(struct session *s)
+{
+	double now;
+
+	if (s->deadline != 0)
+		return;
+	now = clock_mono();
+	s->deadline = now + (double)s->sd->cfg->smtp_timeout;
+	deadline_schedule(s, now);
+}
+
+static void
+deadline_clear(struct session *s)
+{
+	s->deadline = 0;
+	evtimer_del(s->deadline_ev);
+}
+
+/* octets of DATA arrived: they buy their time at the minimum rate. */
+static void
+deadline_extend(struct session *s, size_t octets)
+{
+	long rate = s->sd->cfg->smtp_min_data_rate;
+
+	s->data_octets += octets;
+	if (s->deadline != 0 && rate > 0)
+		s->deadline += (double)octets / (double)rate;
+}
+
+static void
+deadline_expired(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	double now = clock_mono();
+
+	if (s->deadline == 0 || s->bev == NULL)
+		return;
+	if (now < s->deadline) {
+		/* Extended since the timer was set. */
+		deadline_schedule(s, now);
+		return;
+	}
+	s->deadline = 0;
+	if (s->state == S_DATA) {
+		log_info("DATA from %s too slow: %zu octets in %lds or more, "
+		         "closing, nothing stored",
+		    s->client, s->data_octets, s->sd->cfg->smtp_timeout);
+		transaction_reset(s);
+		close_after(s, "421 4.4.2 Message transfer too slow, closing");
+	} else if (s->state == S_CMD) {
+		log_info("command from %s not complete within %lds, closing",
+		    s->client, s->sd->cfg->smtp_timeout);
+		close_after(s, "421 4.4.2 Command not completed in time, closing");
 	}
 }
 
@@ -186,6 +275,7 @@ session_destroy(struct session *s)
 	if (s->bev != NULL)
 		bufferevent_free(s->bev);
 	event_free(s->commit_ev);
+	event_free(s->deadline_ev);
 	transaction_reset(s);
 	envelope_free(s->env);
 	free(s->received);
@@ -405,6 +495,10 @@ do_data(struct session *s)
 	else {
 		smtp_data_init(&s->data, s->sd->cfg->max_message_size);
 		s->state = S_DATA;
+		s->data_octets = 0;
+		/* The DATA phase gets a clock of its own. */
+		deadline_clear(s);
+		deadline_arm(s);
 		reply(s, "354 End data with <CR><LF>.<CR><LF>");
 	}
 }
@@ -499,8 +593,11 @@ data_input(struct session *s, struct evbuffer *in)
 		return;
 	used = smtp_data_feed(&s->data, v.iov_base, v.iov_len, &st);
 	evbuffer_drain(in, used);
-	if (st != SMTP_DATA_MORE)
+	deadline_extend(s, used);
+	if (st != SMTP_DATA_MORE) {
+		deadline_clear(s);
 		data_end(s, st);
+	}
 }
 
 /* One step of command input; false when a complete line is not there. */
@@ -520,6 +617,8 @@ command_input(struct session *s, struct evbuffer *in)
 		}
 		return false;
 	}
+	/* A whole line is here: the next one gets a fresh clock. */
+	deadline_clear(s);
 	if (s->discarding || (size_t)eol.pos > SMTP_LINE_MAX - 2) {
 		evbuffer_drain(in, (size_t)eol.pos + eol_len);
 		s->discarding = false;
@@ -549,12 +648,18 @@ session_process(struct session *s)
 			bufferevent_disable(s->bev, EV_READ);
 			return;
 		}
+		if (s->state == S_CMD && evbuffer_get_length(in) == 0) {
+			deadline_arm(s);
+			return;
+		}
 		if (evbuffer_get_length(in) == 0)
 			return;
 		if (s->state == S_DATA)
 			data_input(s, in);
-		else if (!command_input(s, in))
+		else if (!command_input(s, in)) {
+			deadline_arm(s);
 			return;
+		}
 	}
 }
 
@@ -661,7 +766,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	    ip, port);
 	s->bev = bufferevent_socket_new(sd->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	s->commit_ev = event_new(sd->base, -1, 0, commit_finished, s);
-	if (s->bev == NULL || s->commit_ev == NULL)
+	s->deadline_ev = evtimer_new(sd->base, deadline_expired, s);
+	if (s->bev == NULL || s->commit_ev == NULL || s->deadline_ev == NULL)
 		arnie_panic("smtpd: cannot allocate a session");
 	TAILQ_INSERT_TAIL(&sd->sessions, s, entry);
 	sd->nsessions++;
@@ -673,6 +779,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	log_debug("connect from %s", s->client);
 	reply(s, "220 %s ESMTP Arnie", sd->hostname);
+	deadline_arm(s);
 }
 
 static void

@@ -2,6 +2,8 @@
 of DATA (no SMTP smuggling) and dot-unstuffing, against the real arnie."""
 
 import re
+import socket
+import threading
 import time
 
 import arnietest
@@ -224,6 +226,71 @@ class SmtpServerTest(ArnieTestCase):
         elapsed = time.monotonic() - t0
         self.assertGreaterEqual(elapsed, 0.8)
         self.assertTrue(c.buf.startswith(b"421"), c.buf)
+
+    @staticmethod
+    def trickle(c, data, interval, limit):
+        """Send data one octet every interval seconds until the server
+        says something or closes, at most limit seconds; returns what it
+        said (b"" if nothing) and the seconds it took."""
+        t0 = time.monotonic()
+        c.sock.settimeout(interval)
+        for i in range(len(data)):
+            if time.monotonic() - t0 > limit:
+                break
+            try:
+                c.sock.sendall(data[i:i + 1])
+                got = c.sock.recv(4096)
+                return got, time.monotonic() - t0
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                return b"", time.monotonic() - t0
+        return b"", time.monotonic() - t0
+
+    def test_trickling_clients_are_cut_off_and_their_slots_freed(self):
+        # Each octet comes well within the idle timeout (2 s), so only a
+        # deadline per command line and per DATA phase can end these.
+        self.start(ARNIE_SMTP_TIMEOUT_SECONDS=2, MAX_CONNECTIONS=2)
+        cmd, data = self.client(), self.client()
+        transaction(data)
+        results = {}
+
+        def run(name, c, payload):
+            results[name] = self.trickle(c, payload, 0.25, 10)
+        threads = [
+            threading.Thread(target=run, args=(
+                "cmd", cmd, b"NOOP " + b"x" * 200)),
+            threading.Thread(target=run, args=(
+                "data", data, b"Subject: slow\r\n\r\n" + b"y" * 200))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for name in ("cmd", "data"):
+            said, took = results[name]
+            self.assertTrue(said.startswith(b"421 4.4.2"), (name, said))
+            self.assertLess(took, 4.5, name)
+        # Their slots are free again.
+        with RawClient(self.d.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+        self.assertNothingStored()
+        log = self.d.log_text()
+        self.assertIn("not complete within 2s, closing", log)
+        self.assertIn("too slow", log)
+
+    def test_slow_data_above_the_minimum_rate_is_taken(self):
+        # 2 s plus one second per 100 octets: about 1,200 octets a second
+        # for 3 s keeps well ahead of the deadline.
+        self.start(ARNIE_SMTP_TIMEOUT_SECONDS=2, ARNIE_SMTP_MIN_DATA_RATE=100)
+        c = self.client()
+        transaction(c)
+        msg = make_message("slowok", body=("z" * 58 + "\r\n") * 60)
+        for i in range(0, len(msg), 120):
+            c.send(msg[i:i + 120])
+            time.sleep(0.1)
+        c.send(b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertDeliveredOnce(self.up, "slowok")
 
     def test_connection_over_max_gets_421(self):
         self.start(MAX_CONNECTIONS=2)

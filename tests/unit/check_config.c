@@ -51,6 +51,7 @@ static const char *const all_keys[] = {
     "MAX_RECIPIENTS",
     "MAX_CONNECTIONS",
     "ARNIE_SMTP_TIMEOUT_SECONDS",
+    "ARNIE_SMTP_MIN_DATA_RATE",
     "REMOVE_BCC_HEADERS",
     "RETRY_DELAY_SECONDS",
     "RETRY_MAX_DELAY_SECONDS",
@@ -268,6 +269,8 @@ static const struct {
     {"MAX_RECIPIENTS", "0", NULL},
     {"MAX_CONNECTIONS", "-5", NULL},
     {"ARNIE_SMTP_TIMEOUT_SECONDS", "0", NULL},
+    {"ARNIE_SMTP_MIN_DATA_RATE", "-1", NULL},
+    {"ARNIE_SMTP_MIN_DATA_RATE", "fast", NULL},
     {"REMOVE_BCC_HEADERS", "sometimes", NULL},
     {"RETRY_DELAY_SECONDS", "0", NULL},
     {"RETRY_DELAY_SECONDS", "1.5", NULL},
@@ -439,6 +442,7 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(cfg->max_recipients, 100);
 	ck_assert_int_eq(cfg->max_connections, 100);
 	ck_assert_int_eq(cfg->smtp_timeout, 300);
+	ck_assert_int_eq(cfg->smtp_min_data_rate, 500);
 	ck_assert(cfg->remove_bcc);
 	ck_assert_int_eq(cfg->retry_delay, 60);
 	ck_assert_int_eq(cfg->retry_max_delay, 3600);
@@ -481,6 +485,7 @@ START_TEST(test_all_keys)
 	             "MAX_RECIPIENTS=7\n"
 	             "MAX_CONNECTIONS=8\n"
 	             "ARNIE_SMTP_TIMEOUT_SECONDS=9\n"
+	             "ARNIE_SMTP_MIN_DATA_RATE=0\n"
 	             "REMOVE_BCC_HEADERS=no\n"
 	             "RETRY_DELAY_SECONDS=10\n"
 	             "RETRY_MAX_DELAY_SECONDS=10\n"
@@ -511,6 +516,7 @@ START_TEST(test_all_keys)
 	ck_assert_int_eq(cfg->max_recipients, 7);
 	ck_assert_int_eq(cfg->max_connections, 8);
 	ck_assert_int_eq(cfg->smtp_timeout, 9);
+	ck_assert_int_eq(cfg->smtp_min_data_rate, 0);
 	ck_assert(!cfg->remove_bcc);
 	ck_assert_int_eq(cfg->retry_delay, 10);
 	ck_assert_int_eq(cfg->retry_max_delay, 10);
