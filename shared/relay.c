@@ -149,6 +149,8 @@ struct session_state {
 	int last_code;
 	char last_reply[RELAY_REPLY_MAX];
 	char first_421[RELAY_REPLY_MAX];
+	char protocol_error[RELAY_REPLY_MAX]; /* a malformed reply, if any */
+	int sock; /* the upstream's socket, -1 until connected */
 	char line[LINE_MAX_MON];
 	size_t linelen;
 	bool line_overflow;
@@ -160,6 +162,13 @@ static void
 auth_init_once(void)
 {
 	auth_client_init();
+}
+
+bool
+relay_code_valid(int code)
+{
+	/* RFC 5321 4.2: the first digit 2 to 5; 1xx is never sent. */
+	return code >= 200 && code <= 599;
 }
 
 enum relay_status
@@ -435,6 +444,39 @@ interact_cb(auth_client_request_t req, char **result, int fields, void *arg)
 	return 1;
 }
 
+/*
+ * A reply line is three digits, the first 2 to 5 (RFC 5321 4.2), then
+ * nothing, a space or (not the last line) a hyphen.  libesmtp reads
+ * "2500 ok" as code 2500, which is no success, and still sends the
+ * message (an empty one when no recipient was accepted): the upstream
+ * stores something and Arnie sends the message again.  So a malformed line
+ * ends the session at once, before anything more is written: nothing is
+ * taken twice, the queue pauses (a protocol error is the upstream's
+ * state) and the next probe tells whether the upstream has recovered.
+ */
+static bool
+reply_line_ok(const char *line, size_t len)
+{
+	return len >= 3 && line[0] >= '2' && line[0] <= '5' &&
+	       isdigit((unsigned char)line[1]) &&
+	       isdigit((unsigned char)line[2]) &&
+	       (len == 3 || line[3] == ' ' || line[3] == '-');
+}
+
+static void
+protocol_error(struct session_state *st, const char *line)
+{
+	char text[200];
+
+	if (st->protocol_error[0] != '\0')
+		return;
+	one_line(text, sizeof(text), line);
+	snprintf(st->protocol_error, sizeof(st->protocol_error),
+	    "upstream protocol error: malformed reply \"%s\"", text);
+	if (st->sock != -1)
+		(void)shutdown(st->sock, SHUT_RDWR);
+}
+
 /* One complete reply line from the server (without CRLF). */
 static void
 monitor_line(struct session_state *st, const char *line, size_t len)
@@ -442,10 +484,14 @@ monitor_line(struct session_state *st, const char *line, size_t len)
 	int code;
 	char text[RELAY_REPLY_MAX];
 
-	if (len < 3 || !isdigit((unsigned char)line[0]) ||
-	    !isdigit((unsigned char)line[1]) ||
-	    !isdigit((unsigned char)line[2]))
+	if (!reply_line_ok(line, len)) {
+		char copy[LINE_MAX_MON];
+
+		memcpy(copy, line, len);
+		copy[len] = '\0';
+		protocol_error(st, copy);
 		return;
+	}
 	if (len > 3 && line[3] != ' ')
 		return; /* not the last line of the reply */
 	code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
@@ -526,25 +572,28 @@ static void message_ended(struct session_state *st, smtp_message_t msg);
  * libesmtp does not show its socket, but this process closed every socket
  * it inherited (child_setup()), so the only one open now is the upstream's.
  */
-static void
+static int
 set_upstream_nodelay(void)
 {
 	struct dirent *de;
 	struct stat sb;
-	int one = 1;
+	int one = 1, found = -1;
 	DIR *dir;
 	int fd;
 
 	if ((dir = opendir("/proc/self/fd")) == NULL)
-		return;
+		return -1;
 	while ((de = readdir(dir)) != NULL) {
 		fd = atoi(de->d_name);
 		if (fd > STDERR_FILENO && fd != dirfd(dir) &&
-		    fstat(fd, &sb) == 0 && S_ISSOCK(sb.st_mode))
+		    fstat(fd, &sb) == 0 && S_ISSOCK(sb.st_mode)) {
 			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
 			    sizeof(one));
+			found = fd;
+		}
 	}
 	closedir(dir);
+	return found;
 }
 
 static void
@@ -579,7 +628,8 @@ event_cb(smtp_session_t session, int event_no, void *arg, ...)
 		break;
 	case SMTP_EV_CONNECT:
 		st->connected = true;
-		set_upstream_nodelay();
+		/* Kept for protocol_error(). */
+		st->sock = set_upstream_nodelay();
 		log_debug("relay %s: connected", relay->name);
 		break;
 	case SMTP_EV_DISCONNECT:
@@ -848,6 +898,10 @@ session_reason(const struct relay *relay, const struct session_state *st,
 	unsigned long ossl;
 	int err = smtp_errno();
 
+	if (st->protocol_error[0] != '\0') {
+		reasonf(reason, reasonlen, "%s", st->protocol_error);
+		return;
+	}
 	if (st->tls_error[0] != '\0') {
 		reasonf(reason, reasonlen, "TLS with %s failed: %s",
 		    relay->name, st->tls_error);
@@ -998,6 +1052,36 @@ report_end(int fd, enum relay_status status, const char *reason)
 /* ------------------------------------------- in the session process */
 
 /*
+ * Recipient j of m got a malformed RCPT reply.  If the message was taken
+ * anyway (a 2xx to the end of DATA) and another recipient was accepted, the
+ * whole body went out and the upstream took it for this recipient too, as
+ * far as anyone can tell: never send it again, and say so.  With no
+ * recipient accepted, libesmtp sent an empty message instead of the body:
+ * the recipient must get the real one, so it is deferred.  Either way the
+ * session ends (protocol_error() shut it already).
+ */
+static void
+malformed_rcpt(struct session_state *st, struct relay_msg *m, size_t j,
+    const smtp_status_t *rs, const struct relay_result *dres,
+    bool body_went)
+{
+	struct relay_result *r = &m->rcpt[j];
+	char why[RELAY_REPLY_MAX];
+
+	format_status(rs, why, sizeof(why));
+	protocol_error(st, why);
+	if (dres->status == RELAY_OK && body_went) {
+		*r = *dres;
+		log_info("%s: to=<%s>: malformed RCPT reply \"%s\", but the "
+		         "upstream took the message (%s): recorded as sent, "
+		         "not sent again",
+		    m->env->id, m->env->rcpts[j].addr, why, dres->reply);
+		return;
+	}
+	set_result(r, RELAY_TEMPFAIL, 0, st->protocol_error);
+}
+
+/*
  * Turn libesmtp's statuses for message i into its results and send them to
  * the parent: from the event that ends the message, or after the session
  * for those that never got that far.  A message whose MAIL FROM got no
@@ -1013,7 +1097,7 @@ finish_message(struct session_state *st, size_t i)
 	const smtp_status_t *mail, *data, *rs;
 	struct relay_result dres;
 	bool qw = false;
-	size_t j;
+	size_t j, accepted = 0;
 
 	/* Whole structs go to the parent: no stray stack bytes in them. */
 	memset(&dres, 0, sizeof(dres));
@@ -1052,12 +1136,20 @@ finish_message(struct session_state *st, size_t i)
 	}
 	m->data = dres;
 	for (j = 0; j < env->nrcpts; j++) {
+		rs = rc[j] != NULL ? smtp_recipient_status(rc[j]) : NULL;
+		if (rs != NULL && rs->code / 100 == 2 && relay_code_valid(rs->code))
+			accepted++;
+	}
+	for (j = 0; j < env->nrcpts; j++) {
 		struct relay_result *r = &m->rcpt[j];
 
 		if (rc[j] == NULL)
 			continue;
 		rs = smtp_recipient_status(rc[j]);
-		if (rs == NULL || rs->code == 0) {
+		if (rs != NULL && rs->code != 0 && !relay_code_valid(rs->code)) {
+			malformed_rcpt(st, m, j, rs, &dres, accepted > 0);
+			qw = true;
+		} else if (rs == NULL || rs->code == 0) {
 			/* Connection gone before its RCPT reply. */
 			if (st->sreason[0] == '\0')
 				session_reason(relay, st, st->started,
@@ -1075,6 +1167,13 @@ finish_message(struct session_state *st, size_t i)
 		}
 	}
 message_done:
+	/* Whatever failed after a protocol error was the upstream's doing. */
+	if (st->protocol_error[0] != '\0') {
+		qw = true;
+		if (st->qw_reply[0] == '\0')
+			snprintf(st->qw_reply, sizeof(st->qw_reply), "%s",
+			    st->protocol_error);
+	}
 	/* After a refused AUTH libesmtp carries on unauthenticated; whatever
 	 * the upstream then refused is our standing with it, not the
 	 * message's fault. */
@@ -1133,6 +1232,7 @@ session_run(struct relay *relay, struct relay_msg *msgs, size_t n, int fd,
 	    Timeout_DATA, Timeout_TRANSFER, Timeout_DATA2};
 
 	memset(&st, 0, sizeof(st));
+	st.sock = -1;
 	st.relay = relay;
 	st.msgs = msgs;
 	st.n = n;
@@ -1212,7 +1312,7 @@ session_run(struct relay *relay, struct relay_msg *msgs, size_t n, int fd,
 			finish_message(&st, i);
 
 	if (st.auth == AUTH_REFUSED || st.tls_error[0] != '\0' ||
-	    st.starttls_missing) {
+	    st.starttls_missing || st.protocol_error[0] != '\0') {
 		ret = RELAY_TEMPFAIL;
 		session_reason(relay, &st, st.started, reason, reasonlen);
 	} else if (st.qw_reply[0] != '\0') {

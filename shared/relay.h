@@ -104,5 +104,8 @@ void relay_msg_clear(struct relay_msg *msg);
 
 /* The one mapping from an SMTP reply code to an outcome. */
 enum relay_status relay_classify(int code);
+/* True for a well-formed reply code (200 to 599); libesmtp reads "2500
+ * ok" as 2500, which is a protocol error of the upstream. */
+bool relay_code_valid(int code);
 
 #endif

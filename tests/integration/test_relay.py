@@ -256,6 +256,40 @@ class RelayTest(ArnieTestCase):
         self.assertEqual(len(up.rcpt_attempts("perm@example.org")), 1)
         self.assertEqual(len(up.with_test_id("mixed")), 2)
 
+    def test_malformed_rcpt_reply_is_a_protocol_error(self):
+        # "2500 ok" is no reply: libesmtp would send an empty message for
+        # it and Arnie the real one after, twice.  The session must end
+        # before anything is sent, and the message go once when the
+        # upstream answers properly.
+        up = self.upstream()
+        up.script_rcpt("g@example.org", ["2500 ok"])
+        d = self.arnie(up.port)
+        self.send(d, "garbled", rcpts=["g@example.org"])
+        t = self.assertDeliveredOnce(up, "garbled")
+        self.assertEqual(t.rcpt_tos, ["g@example.org"])
+        wait_for(lambda: d.spool.count("outbox") == 0, what="empty outbox")
+        # Nothing else reached the upstream: no empty message.
+        self.assertEqual(len(up.all_transactions()), 1,
+                         up.all_transactions())
+        log = d.log_text()
+        self.assertIn('upstream protocol error: malformed reply "2500 ok"',
+                      log)
+        self.assertIn("queue paused", log)
+        # The upstream's fault: no attempt spent on the message.
+        self.assertIn("attempts=1, status=sent", log)
+
+    def test_malformed_rcpt_reply_with_another_recipient(self):
+        up = self.upstream()
+        up.script_rcpt("g2@example.org", ["2500 ok"])
+        d = self.arnie(up.port)
+        rcpts = ["fine@example.org", "g2@example.org"]
+        self.send(d, "garbled2", rcpts=rcpts)
+        t = self.assertDeliveredOnce(up, "garbled2")
+        self.assertEqual(sorted(t.rcpt_tos), rcpts)
+        wait_for(lambda: d.spool.count("outbox") == 0, what="empty outbox")
+        self.assertEqual(len(up.all_transactions()), 1,
+                         up.all_transactions())
+
     def test_max_send_attempts_then_failed(self):
         up = self.upstream()
         d = self.arnie(up.port, MAX_SEND_ATTEMPTS=2)
