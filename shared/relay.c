@@ -134,6 +134,7 @@ struct session_state {
 	smtp_recipient_t **srcpt; /* NULL: recipient not pending */
 	bool *reported;           /* its results went to the parent */
 	int fd;                   /* the report pipe */
+	int ackfd;                /* the parent's acknowledgements */
 	int started;              /* smtp_start_session()'s result */
 	size_t attempted;
 	char sreason[RELAY_REPLY_MAX];
@@ -1037,6 +1038,24 @@ report_message(int fd, size_t i, const struct relay_msg *m)
 	write_all(fd, m->rcpt, m->env->nrcpts * sizeof(*m->rcpt));
 }
 
+/*
+ * Wait until the parent has recorded the results just reported (see
+ * relay.h): only then may the session go on, so that a crash of the daemon
+ * re-sends at most the message in flight.  The parent writes one octet per
+ * WIRE_MSG record.  If it is gone, so is the point of going on.
+ */
+static void
+wait_ack(int fd)
+{
+	char c;
+	ssize_t r;
+
+	while ((r = read(fd, &c, 1)) == -1 && errno == EINTR)
+		continue;
+	if (r != 1)
+		_exit(0);
+}
+
 static void
 report_end(int fd, enum relay_status status, const char *reason)
 {
@@ -1198,6 +1217,7 @@ message_done:
 	}
 report:
 	report_message(st->fd, i, m);
+	wait_ack(st->ackfd);
 }
 
 static void
@@ -1219,7 +1239,7 @@ message_ended(struct session_state *st, smtp_message_t msg)
  */
 static enum relay_status
 session_run(struct relay *relay, struct relay_msg *msgs, size_t n, int fd,
-    char *reason, size_t reasonlen)
+    int ackfd, char *reason, size_t reasonlen)
 {
 	struct session_state st;
 	smtp_session_t session = NULL;
@@ -1237,6 +1257,7 @@ session_run(struct relay *relay, struct relay_msg *msgs, size_t n, int fd,
 	st.msgs = msgs;
 	st.n = n;
 	st.fd = fd;
+	st.ackfd = ackfd;
 	st.smsg = xcalloc(n, sizeof(*st.smsg));
 	st.srcpt = xcalloc(n, sizeof(*st.srcpt));
 	st.reported = xcalloc(n, sizeof(*st.reported));
@@ -1398,13 +1419,13 @@ child_setup(int keepfd, pid_t parent)
 
 static void __attribute__((noreturn))
 child_main(struct relay *relay, struct relay_msg *msgs, size_t n, int fd,
-    pid_t parent)
+    int ackfd, pid_t parent)
 {
 	char reason[RELAY_REPLY_MAX] = "";
 	enum relay_status ret;
 
 	child_setup(fd, parent);
-	ret = session_run(relay, msgs, n, fd, reason, sizeof(reason));
+	ret = session_run(relay, msgs, n, fd, ackfd, reason, sizeof(reason));
 	report_end(fd, ret, reason);
 	/* No exit(): atexit handlers and stdio buffers are the parent's. */
 	_exit(0);
@@ -1414,6 +1435,9 @@ child_main(struct relay *relay, struct relay_msg *msgs, size_t n, int fd,
 
 /* What the parent gathered from one session process. */
 struct collect {
+	relay_result_fn *fn; /* the caller's, for each message's results */
+	void *arg;
+	int ackfd; /* to the child: one octet per recorded message */
 	bool *got; /* a complete WIRE_MSG arrived for this message */
 	size_t ngot;
 	bool complete; /* WIRE_END arrived */
@@ -1498,6 +1522,11 @@ read_record(int fd, struct relay_msg *msgs, size_t n, struct collect *c,
 	m->data = h.res;
 	c->got[h.index] = true;
 	c->ngot++;
+	/* Recorded before the session goes on (see wait_ack()).  A child
+	 * that is gone makes the write fail, which is no harm. */
+	if (c->fn != NULL)
+		c->fn(c->arg, m);
+	(void)!write(c->ackfd, "k", 1);
 	return 1;
 }
 
@@ -1641,27 +1670,40 @@ prepare_msgs(struct relay_msg *msgs, size_t n)
 	return queued;
 }
 
-/* Fork the session process, with *fd the read end of its report pipe.
- * Returns its PID, or -1 with errno. */
+/* Fork the session process, with *fd the read end of its report pipe and
+ * *ackfd the write end of its acknowledgements.  Returns its PID, or -1
+ * with errno. */
 static pid_t
-start_child(struct relay *relay, struct relay_msg *msgs, size_t n, int *fd)
+start_child(struct relay *relay, struct relay_msg *msgs, size_t n, int *fd,
+    int *ackfd)
 {
 	pid_t pid, parent = getpid();
-	int fds[2], saved;
+	int fds[2], acks[2], saved;
 
 	if (pipe2(fds, O_CLOEXEC) == -1)
 		return -1;
-	if ((pid = fork()) == 0) {
+	if (pipe2(acks, O_CLOEXEC) == -1) {
+		saved = errno;
 		close(fds[0]);
-		child_main(relay, msgs, n, fds[1], parent);
-	}
-	saved = errno;
-	close(fds[1]);
-	if (pid == -1) {
-		close(fds[0]);
+		close(fds[1]);
 		errno = saved;
 		return -1;
 	}
+	if ((pid = fork()) == 0) {
+		close(fds[0]);
+		close(acks[1]);
+		child_main(relay, msgs, n, fds[1], acks[0], parent);
+	}
+	saved = errno;
+	close(fds[1]);
+	close(acks[0]);
+	if (pid == -1) {
+		close(fds[0]);
+		close(acks[1]);
+		errno = saved;
+		return -1;
+	}
+	*ackfd = acks[1];
 	/* relay_abort() before this point finds no child and the session
 	 * runs its course, as if the abort had come before relay_send(). */
 	pthread_mutex_lock(&relay->child_lock);
@@ -1682,8 +1724,8 @@ start_child(struct relay *relay, struct relay_msg *msgs, size_t n, int *fd)
  * (OpenSSL, the resolver) would hang the child, which the deadline ends.
  */
 enum relay_status
-relay_send(struct relay *relay, struct relay_msg *msgs, size_t n, char *reason,
-    size_t reasonlen)
+relay_send(struct relay *relay, struct relay_msg *msgs, size_t n,
+    relay_result_fn *fn, void *arg, char *reason, size_t reasonlen)
 {
 	struct collect c;
 	enum relay_status ret;
@@ -1699,8 +1741,10 @@ relay_send(struct relay *relay, struct relay_msg *msgs, size_t n, char *reason,
 	}
 	memset(&c, 0, sizeof(c));
 	c.got = xcalloc(n, sizeof(*c.got));
+	c.fn = fn;
+	c.arg = arg;
 
-	if ((pid = start_child(relay, msgs, n, &fd)) == -1) {
+	if ((pid = start_child(relay, msgs, n, &fd, &c.ackfd)) == -1) {
 		log_warn(
 		    "relay %s: cannot start the relay process", relay->name);
 		snprintf(c.reason, sizeof(c.reason),
@@ -1710,6 +1754,7 @@ relay_send(struct relay *relay, struct relay_msg *msgs, size_t n, char *reason,
 	}
 	status = collect_report(relay, pid, fd, msgs, n, &c);
 	close(fd);
+	close(c.ackfd);
 	if (c.complete) {
 		if (!c.aborted && (status == -1 || !WIFEXITED(status) ||
 		                      WEXITSTATUS(status) != 0))

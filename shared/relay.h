@@ -14,9 +14,12 @@
  * 1.1 can stall on TLS 1.3 session tickets, see relay.c).
  *
  * Each session runs in a child process (fork, no exec) that reports each
- * message's results over a pipe as soon as they are final: a crash inside
- * libesmtp (1.1 can jump through a bad pointer when the upstream drops a
- * pipelined session) costs that session only, never the daemon.  The child
+ * message's results over a pipe as soon as they are final, and waits until
+ * the caller has recorded them (relay_result_fn) before it goes on: a crash
+ * of the daemon during a batch sends again at most the message in flight.
+ * A crash inside libesmtp (1.1 can jump through a bad pointer when the
+ * upstream drops a pipelined session) costs that session only, never the
+ * daemon.  The child
  * is bounded by a deadline (see relay_send()) and killed when it passes,
  * and it dies with the thread that started it (no orphan goes on sending
  * after the daemon is gone).
@@ -75,7 +78,17 @@ void relay_free(struct relay *relay);
 const char *relay_name(const struct relay *relay);
 
 /*
- * Send msgs[0..n) over one connection.  Returns RELAY_OK when the session
+ * Called on relay_send()'s thread with each message of the batch whose
+ * results have arrived (attempted, queue_wide, rcpt and data set), while
+ * the session waits: record them durably enough that a restarted daemon
+ * does not send what the upstream took.  m stays the caller's; relay_send()
+ * touches its results no more.
+ */
+typedef void relay_result_fn(void *arg, struct relay_msg *m);
+
+/*
+ * Send msgs[0..n) over one connection, calling fn (if not NULL) for each
+ * message as its results arrive.  Returns RELAY_OK when the session
  * ran, each message then carrying its results (a message with attempted
  * false was not tried and stays as it was), or RELAY_TEMPFAIL for
  * queue-wide trouble (connection refused or timed out, TLS or certificate
@@ -88,11 +101,12 @@ const char *relay_name(const struct relay *relay);
  * 16 KiB of messages (libesmtp has no connect timeout), or by
  * relay_abort().  Messages whose results it had reported keep them; the
  * others are marked not attempted (the failure is ours or the upstream's
- * state, not theirs), their results carrying the reason.  The bodies'
- * file positions are undefined afterwards.
+ * state, not theirs), their results carrying the reason; fn is not called
+ * for them.  The bodies' file positions are undefined afterwards.
  */
 enum relay_status relay_send(struct relay *relay, struct relay_msg *msgs,
-    size_t n, char *reason, size_t reasonlen);
+    size_t n, relay_result_fn *fn, void *arg, char *reason,
+    size_t reasonlen);
 
 /* Kill the session process of a relay_send() in progress (SIGKILL), which
  * then returns RELAY_TEMPFAIL soon, as above.  Does nothing when no session

@@ -14,8 +14,10 @@
  *
  * The on-disk file is the truth: the heap starts every message as due now
  * and the envelope's next-attempt time, read when it is popped, puts it back
- * in its place.  Results are applied only after relay_send() returns, so an
- * interrupted batch leaves every file as it was and is simply sent again.
+ * in its place.  Each message's results are applied as soon as they arrive
+ * (relay_send() calls record_results() while the session waits), so a
+ * crash in the middle of a batch sends again at most the message in
+ * flight; the messages not reached are untouched and simply sent again.
  * The one exception: when the disk refuses to record results (ENOSPC), the
  * envelope is held in memory and written again before its message is looked
  * at, so recipients the upstream accepted are not sent again every few
@@ -26,11 +28,11 @@
  * transfer is still running then, it kills the session (relay_abort()) and
  * waits up to SENDER_ABORT_WAIT more, so that the results the session had
  * already reported (messages the upstream accepted) are applied.  Only if
- * the thread is still busy then is it abandoned: when relay_send() returns
- * it sees the flag and exits without touching the spool, so the batch stays
- * in outbox/ untouched and is sent again at the next start (a message the
- * upstream already accepted in it may be delivered twice, never lost).  The
- * sender's memory is then left to the exiting process.
+ * the thread is still busy then is it abandoned: from then on it records
+ * nothing more and exits when relay_send() returns, so the rest of the
+ * batch stays in outbox/ untouched and is sent again at the next start (a
+ * message the upstream already accepted may be delivered twice, never
+ * lost).  The sender's memory is then left to the exiting process.
  *
  * It never exits the process and never logs a password.
  */
@@ -104,6 +106,7 @@ struct sender {
 	bool told_lock_error;
 	size_t max_batch;
 	struct held *held; /* few: only messages hit by disk errors */
+	bool unsynced;     /* outbox/ changed since its last fsync */
 
 	pthread_t thread;
 	bool started;
@@ -395,6 +398,7 @@ requeue(struct sender *s, struct envelope *env, time_t now)
 		hold(s, env, now);
 		return;
 	}
+	s->unsynced = true;
 	sched_add(s->sched, env->id,
 	    env->next_attempt > now ? env->next_attempt : now);
 }
@@ -416,6 +420,7 @@ finish(struct sender *s, struct envelope *env, enum spool_fate fate, time_t now)
 		hold(s, env, now);
 		return;
 	}
+	s->unsynced = true;
 	if (fate == SPOOL_FAILED) {
 		log_info("%s: moved to failed/", env->id);
 		report_failed(s->report, env);
@@ -587,6 +592,8 @@ apply(struct sender *s, struct relay_msg *m, double nowd)
 		free(why);
 		return;
 	}
+	/* A queue-wide failure spends no attempt; the pause, decided when
+	 * the session ends, holds the message back beyond this if longer. */
 	if (m->queue_wide)
 		next = sched_pause_mode(&s->pause, now) == SCHED_PAUSED
 		           ? s->pause.until
@@ -711,6 +718,50 @@ done:
 }
 
 /*
+ * Make the state changes of a session durable with one fsync of outbox/
+ * (see spool.h): each was visible at once, which is all a restarted daemon
+ * needs; a power loss before this fsync can only bring a message back.
+ */
+static void
+sync_state(struct sender *s)
+{
+	if (!s->unsynced)
+		return;
+	s->unsynced = false;
+	if (spool_sync(s->spool) == -1)
+		log_warn("cannot fsync %s", spool_outbox_path(s->spool));
+}
+
+/* One batch in the relay's hands, for record_results(). */
+struct batch {
+	struct sender *s;
+	struct relay_msg *msgs;
+	bool *recorded; /* its results are applied */
+};
+
+/*
+ * relay_result_fn: apply a message's results the moment they arrive, while
+ * the session waits, so that a crash cannot send again what the upstream
+ * took.  A message that was not attempted is left for the end of the
+ * session (its file is untouched; the pause, once updated, gates it).
+ */
+static void
+record_results(void *arg, struct relay_msg *m)
+{
+	struct batch *b = arg;
+	struct sender *s = b->s;
+
+	if (!m->attempted)
+		return;
+	pthread_mutex_lock(&s->lock);
+	if (!s->abandoned) {
+		apply(s, m, clock_wall());
+		b->recorded[m - b->msgs] = true;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/*
  * Send one batch if anything may go now.  Returns the number of messages
  * handed to the relay, or -1 if the sender was abandoned meanwhile (the
  * caller must then leave at once: nothing may touch the spool any more).
@@ -719,6 +770,7 @@ static int
 send_batch(struct sender *s)
 {
 	struct relay_msg *msgs = NULL;
+	struct batch batch;
 	char id[SCHED_IDMAX + 1], reason[RELAY_REPLY_MAX];
 	enum relay_status st;
 	struct envelope *env;
@@ -735,6 +787,9 @@ send_batch(struct sender *s)
 	if (limit == 0)
 		return 0;
 	msgs = xcalloc(limit, sizeof(*msgs));
+	batch.s = s;
+	batch.msgs = msgs;
+	batch.recorded = xcalloc(limit, sizeof(*batch.recorded));
 	while (n < limit && sched_pop_due(s->sched, now, id)) {
 		env = NULL;
 		body = NULL;
@@ -750,12 +805,12 @@ send_batch(struct sender *s)
 
 	reason[0] = '\0';
 	pthread_mutex_unlock(&s->lock);
-	st = relay_send(s->relay, msgs, n, reason, sizeof(reason));
+	st = relay_send(
+	    s->relay, msgs, n, record_results, &batch, reason, sizeof(reason));
 	pthread_mutex_lock(&s->lock);
 	if (s->abandoned) {
 		/* sender_stop() returned already; the spool may be closed.
-		 * The files are untouched: the batch is sent again at the
-		 * next start. */
+		 * What was not recorded yet is sent again at the next start. */
 		pthread_mutex_unlock(&s->lock);
 		return -1;
 	}
@@ -772,11 +827,11 @@ send_batch(struct sender *s)
 		snprintf(reason, sizeof(reason), "%s",
 		    st == RELAY_TEMPFAIL ? "upstream unavailable"
 		                         : "no message was attempted");
-	/* First the queue's state, so that messages hit by the trouble wait
-	 * for the end of the pause. */
 	update_pause(s, trouble, reason, now);
 	for (i = 0; i < n; i++) {
-		if (msgs[i].attempted)
+		if (batch.recorded[i])
+			;
+		else if (msgs[i].attempted)
 			apply(s, &msgs[i], nowd);
 		else
 			/* Untouched on disk; the pause gates it. */
@@ -784,11 +839,13 @@ send_batch(struct sender *s)
 		relay_msg_clear(&msgs[i]);
 	}
 out:
+	sync_state(s);
 	for (i = 0; i < n; i++) {
 		if (msgs[i].body != NULL)
 			fclose(msgs[i].body);
 		envelope_free(msgs[i].env);
 	}
+	free(batch.recorded);
 	free(msgs);
 	return (int)n;
 }

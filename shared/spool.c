@@ -1209,13 +1209,14 @@ fail:
 /* ---------------------------------------------------------- rewriting */
 
 /*
- * Write env's header and the message of outbox/ID into a new file, then
- * rename it to ID in the folder tofd and fsync that folder.  The queued file
- * itself is never modified, so a crash leaves either the old or the new
- * version, both complete.
+ * Write env's header and the message of outbox/ID into a new file, fsync
+ * it, then rename it to ID in the folder tofd, and fsync that folder when
+ * sync_dir says so.  The queued file itself is never modified, so a crash
+ * leaves either the old or the new version, both complete.
  */
 static int
-rewrite(struct spool *spool, const struct envelope *env, int tofd)
+rewrite(struct spool *spool, const struct envelope *env, int tofd,
+    bool sync_dir)
 {
 	struct envelope *old = NULL, copy;
 	char tmp[SPOOL_IDLEN + 1], *hdr = NULL;
@@ -1255,7 +1256,7 @@ rewrite(struct spool *spool, const struct envelope *env, int tofd)
 	if (renameat(spool->inboxfd, tmp, tofd, env->id) == -1)
 		goto out;
 	made = false;
-	if (fsync(tofd) == -1)
+	if (sync_dir && fsync(tofd) == -1)
 		goto out;
 	rc = 0;
 out:
@@ -1275,7 +1276,15 @@ out:
 int
 spool_update(struct spool *spool, const struct envelope *env)
 {
-	return rewrite(spool, env, spool->outboxfd);
+	/* The rename is visible at once; spool_sync() makes it durable. */
+	return rewrite(spool, env, spool->outboxfd, false);
+}
+
+/* Remove outbox/ID; the next spool_sync() makes the removal durable. */
+static int
+unlink_queued(struct spool *spool, const char *id)
+{
+	return unlinkat(spool->outboxfd, id, 0);
 }
 
 int
@@ -1289,14 +1298,14 @@ spool_finish(
 		return -1;
 	}
 	if (fate == SPOOL_SENT && !spool->save_sent)
-		return spool_discard(spool, env->id);
+		return unlink_queued(spool, env->id);
 	tofd = fate == SPOOL_SENT ? spool->sentfd : spool->failedfd;
 	/* Final copy first (renamed and its folder fsynced), the queued one
 	 * removed second: a crash in between leaves a duplicate that
 	 * spool_load() recognises, never a lost message. */
-	if (rewrite(spool, env, tofd) == -1)
+	if (rewrite(spool, env, tofd, true) == -1)
 		return -1;
-	return spool_discard(spool, env->id);
+	return unlink_queued(spool, env->id);
 }
 
 int

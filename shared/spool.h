@@ -15,8 +15,15 @@
  * Durability: spool_write() writes to inbox/, fsyncs the file and renames it
  * into outbox/; spool_sync() fsyncs outbox/.  Only after both may a front-end
  * say 250.  A queued file is never edited in place: a changed envelope is
- * written to a new file that is renamed over the old one.  Directory file
- * descriptors stay open for the life of the spool.
+ * written to a new file, fsynced, that is renamed over the old one.  A
+ * state change (spool_update(), spool_finish()) is visible to every process
+ * at once, which is what keeps a restarted daemon from sending again what
+ * was delivered; it becomes durable against a power loss at the next
+ * spool_sync(), which the sender runs once per session.  Until then a power
+ * loss can only bring back the previous state (a message sent again, never
+ * one lost: a final copy in sent/ or failed/ is durable before the queued
+ * one goes).  Directory file descriptors stay open for the life of the
+ * spool.
  *
  * All functions are safe to call from several threads at once.  They return
  * 0 or -1 with errno set, and never exit or log, except where noted.
@@ -155,15 +162,17 @@ int spool_load(struct spool *spool, const char *id, struct envelope **envp);
 /* Open the message of a loaded envelope, positioned at body_offset. */
 FILE *spool_open_message(struct spool *spool, const struct envelope *env);
 
-/* Write env's new state: a new file with the same message, renamed over
- * outbox/ID, then outbox/ fsynced. */
+/* Write env's new state: a new file with the same message, fsynced and
+ * renamed over outbox/ID (durable at the next spool_sync()). */
 int spool_update(struct spool *spool, const struct envelope *env);
 
 enum spool_fate {
 	SPOOL_SENT,		/* to sent/ with SAVE_SENT_MAIL, else deleted */
 	SPOOL_FAILED,		/* to failed/, envelope kept with the reason */
 };
-/* Take a message out of the queue for good, with env's final state. */
+/* Take a message out of the queue for good, with env's final state: the
+ * copy in sent/ or failed/ is durable on return, the removal from outbox/
+ * at the next spool_sync(). */
 int spool_finish(struct spool *spool, const struct envelope *env,
     enum spool_fate fate);
 /* Move an unreadable outbox/ID to corrupt/. */
