@@ -34,8 +34,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "secret.h"
 #include "xmalloc.h"
 
 #ifndef SYSCONFDIR
@@ -438,10 +440,26 @@ parse_env(
 	return 0;
 }
 
+/* A bigger buffer for the file: realloc() could leave a copy of the
+ * password behind in freed memory, so the old one is wiped by hand. */
+static char *
+grow_wiped(char *buf, size_t len, size_t cap)
+{
+	char *bigger = xmalloc(cap);
+
+	if (buf != NULL) {
+		memcpy(bigger, buf, len);
+		explicit_bzero(buf, len);
+		free(buf);
+	}
+	return bigger;
+}
+
 /* Read path whole; the buffer holds the password, so it is wiped after. */
 static int
 read_env_file(struct envfile *ef, const char *path, char *err, size_t errlen)
 {
+	struct stat sb;
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
 	ssize_t r;
@@ -452,6 +470,13 @@ read_env_file(struct envfile *ef, const char *path, char *err, size_t errlen)
 		    err, errlen, "cannot open %s: %s", path, strerror(errno));
 		return -1;
 	}
+	/* One buffer of the right size, usually: no copy to wipe. */
+	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
+	    sb.st_size < CONFIG_FILE_MAX)
+		cap = (size_t)sb.st_size + 1;
+	buf = grow_wiped(NULL, 0, cap > 0 ? cap : 4096);
+	if (cap == 0)
+		cap = 4096;
 	for (;;) {
 		if (len == cap) {
 			if (cap >= CONFIG_FILE_MAX) {
@@ -461,8 +486,8 @@ read_env_file(struct envfile *ef, const char *path, char *err, size_t errlen)
 				    path, CONFIG_FILE_MAX);
 				goto out;
 			}
-			cap = cap ? cap * 2 : 4096;
-			buf = xreallocarray(buf, cap, 1);
+			buf = grow_wiped(buf, len, cap * 2);
+			cap *= 2;
 		}
 		r = read(fd, buf + len, cap - len);
 		if (r == -1 && errno == EINTR)
@@ -658,7 +683,8 @@ set_value(struct config *cfg, const struct keydef *kd, const char *text,
 
 	switch (kd->type) {
 	case KT_SECRET:
-		*(char **)field = xstrdup(text);
+		/* Kept where a core dump does not look (secret.h). */
+		*(char **)field = secret_strdup(text);
 		return 0;
 	case KT_STRING:
 		if (has_control(text)) {
@@ -912,7 +938,7 @@ read_password_file(struct config *cfg, char *err, size_t errlen)
 		goto out;
 	}
 	if (len > 0)
-		cfg->password = xstrndup(buf, len);
+		cfg->password = secret_strndup(buf, len);
 	rc = 0;
 out:
 	explicit_bzero(buf, sizeof(buf));
@@ -1136,7 +1162,7 @@ config_free(struct config *cfg)
 	free(cfg->outbound_host);
 	free(cfg->ca_file);
 	free(cfg->username);
-	xfree_secret(cfg->password);
+	secret_free(cfg->password);
 	free(cfg->password_file);
 	free(cfg->helo_name);
 	free(cfg->admin_address);

@@ -21,6 +21,7 @@
 #include "config.h"
 #include "log.h"
 #include "mailq.h"
+#include "secret.h"
 #include "spool.h"
 
 static void
@@ -125,6 +126,9 @@ daemon_start(const char *progname, int argc, char *argv[])
 	free(path);
 	if (cfg == NULL)
 		fatalx(EX_CONFIG, "%s", err);
+	/* The configuration holds its own copy, in pages no core dump
+	 * shows; the one the environment passed goes. */
+	secret_wipe_env("OUTBOUND_EMAIL_PASSWORD");
 	if (check) {
 		config_print(cfg, stdout);
 		config_free(cfg);

@@ -84,6 +84,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "secret.h"
 #include "spool.h"
 #include "xmalloc.h"
 
@@ -770,7 +771,7 @@ relay_new(const struct config *cfg, char *err, size_t errlen)
 	if (cfg->username != NULL && *cfg->username != '\0') {
 		relay->username = xstrdup(cfg->username);
 		relay->password =
-		    xstrdup(cfg->password != NULL ? cfg->password : "");
+		    secret_strdup(cfg->password != NULL ? cfg->password : "");
 	}
 	if (cfg->helo_name != NULL && *cfg->helo_name != '\0')
 		relay->helo_name = xstrdup(cfg->helo_name);
@@ -794,7 +795,7 @@ relay_free(struct relay *relay)
 	free(relay->host);
 	free(relay->name);
 	free(relay->username);
-	xfree_secret(relay->password);
+	secret_free(relay->password);
 	free(relay->helo_name);
 	free(relay);
 }

@@ -39,7 +39,7 @@ sources() {
 	smtp_parse) echo "$top/standalone/smtp_parse.c $s/xmalloc.c $s/log.c" ;;
 	message) echo "$s/message.c $s/timefmt.c $s/xmalloc.c $s/log.c" ;;
 	# fuzz_config.c includes config.c itself.
-	config) echo "$s/xmalloc.c $s/log.c" ;;
+	config) echo "$s/xmalloc.c $s/secret.c $s/log.c" ;;
 	*) echo "run.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }

@@ -531,6 +531,7 @@ class Arnie:
         self.extra_env = extra_env or {}
         self.proc = None
         self.wrapper = []         # argv prefix, e.g. unshare; must exec
+        self.preexec = None       # run in the child before exec
         self.logs = []            # one stderr log per start
         self.returncode = None
 
@@ -549,7 +550,7 @@ class Arnie:
             self.proc = subprocess.Popen(
                 self.wrapper + [ARNIE_BIN, "-c", self.env_path],
                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                cwd=self.workdir,
+                cwd=self.workdir, preexec_fn=self.preexec,
                 env=clean_env(self.extra_env))
         self.returncode = None
         if wait:

@@ -6,6 +6,9 @@ queued, the log says why), TLS_VERIFY=false, AUTH PLAIN, a wrong password
 import base64
 import os
 import re
+import resource
+import signal
+import subprocess
 
 import arnietest
 from arnietest import ArnieTestCase, make_message, smtp_send, wait_for
@@ -16,7 +19,7 @@ CERTIFICATE = re.compile(r"certificate", re.IGNORECASE)
 WRONG_NAME = re.compile(r"certificate.*(host ?name|mismatch)", re.IGNORECASE)
 
 
-class TlsAuthTest(ArnieTestCase):
+class TlsAuthBase(ArnieTestCase):
 
     def setUp(self):
         super().setUp()
@@ -54,6 +57,10 @@ class TlsAuthTest(ArnieTestCase):
         self.assertEqual(len(envs), 1)
         self.assertEqual(envs[0].attempts, 0, envs[0].header_text())
         self.assertEqual(envs[0].rcpt_state("user@example.org"), "pending")
+
+
+
+class TlsAuthTest(TlsAuthBase):
 
     # ------------------------------------------------------------ STARTTLS
 
@@ -164,6 +171,88 @@ class TlsAuthTest(ArnieTestCase):
         t = self.assertDeliveredOnce(up, "auth-file")
         self.assertEqual(t.user, USER)
         self.assertNoSecretInLog(d, PASSWORD)
+
+
+class CoreDumpTest(TlsAuthBase):
+    """The upstream password must not be in a core dump of the daemon,
+    wherever it came from (the .env file, the environment, a password
+    file): it lives in pages a core dump leaves out, and every other copy
+    is wiped."""
+
+    def dump_core(self, d, writer):
+        """A core file of d, written by the kernel (kill -SEGV; core_pattern
+        must be a plain "core") or by gdb's gcore; returns its bytes."""
+        if writer == "kernel":
+            d.signal(signal.SIGSEGV)
+            d.proc.wait(timeout=30)
+            self.assertEqual(d.proc.returncode, -signal.SIGSEGV)
+            names = [n for n in os.listdir(self.tmp)
+                     if n == "core" or n.startswith("core.")]
+            self.assertEqual(len(names), 1, os.listdir(self.tmp))
+            path = os.path.join(self.tmp, names[0])
+        else:
+            path = os.path.join(self.tmp, "gcore")
+            r = subprocess.run(["gcore", "-o", path, str(d.pid)],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            path += ".%d" % d.pid
+        with open(path, "rb") as f:
+            data = f.read()
+        os.unlink(path)
+        return data
+
+    def assertNoPasswordInCore(self, source, writer="kernel"):
+        if "ASAN_OPTIONS" in os.environ:
+            self.skipTest("a sanitizer build writes no core file")
+        with open("/proc/sys/kernel/core_pattern") as f:
+            pattern = f.read().strip()
+        if writer == "kernel" and pattern != "core":
+            self.skipTest("core_pattern is %r; the gcore test runs" %
+                          pattern)
+        up = self.tls_upstream(auth=(USER, PASSWORD))
+        keys = dict(OUTBOUND_EMAIL_USERNAME=USER)
+        extra = {}
+        if source == "file":
+            path = os.path.join(self.tmp, "password")
+            with open(path, "w") as f:
+                f.write(PASSWORD + "\n")
+            os.chmod(path, 0o600)
+            keys["OUTBOUND_EMAIL_PASSWORD_FILE"] = path
+        elif source == "env":
+            extra["OUTBOUND_EMAIL_PASSWORD"] = PASSWORD
+        else:
+            keys["OUTBOUND_EMAIL_PASSWORD"] = '"%s"' % PASSWORD
+        d = self.tls_arnie(up, start=False, **keys)
+        d.extra_env = extra
+        d.preexec = lambda: resource.setrlimit(
+            resource.RLIMIT_CORE,
+            (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        d.start()
+        # The password has been used: a relay session authenticated.
+        self.send(d, "core-" + source)
+        t = self.assertDeliveredOnce(up, "core-" + source)
+        self.assertEqual(t.user, USER)
+        core = self.dump_core(d, writer)
+        # A real core of the daemon: the user name is in it.
+        self.assertGreater(len(core), 1000000)
+        self.assertTrue(USER.encode() in core, "no user name in the core")
+        plain = base64.b64encode(("\0%s\0%s" % (USER, PASSWORD)).encode())
+        for secret in (PASSWORD.encode(), plain):
+            at = core.find(secret)
+            self.assertEqual(at, -1, "the password is in the %d-octet "
+                             "core at offset %d" % (len(core), at))
+
+    def test_password_from_env_file_not_in_core(self):
+        self.assertNoPasswordInCore("dotenv")
+
+    def test_password_from_environment_not_in_core(self):
+        self.assertNoPasswordInCore("env")
+
+    def test_password_file_not_in_core(self):
+        self.assertNoPasswordInCore("file")
+
+    def test_password_not_in_gcore(self):
+        self.assertNoPasswordInCore("dotenv", "gdb")
 
 
 if __name__ == "__main__":
