@@ -60,6 +60,7 @@ struct entry {
 
 struct envfile {
 	const char *path;
+	mode_t mode; /* of the file, for warn_readable() */
 	struct entry *v;
 	size_t n, cap;
 };
@@ -471,9 +472,11 @@ read_env_file(struct envfile *ef, const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	/* One buffer of the right size, usually: no copy to wipe. */
-	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
-	    sb.st_size < CONFIG_FILE_MAX)
-		cap = (size_t)sb.st_size + 1;
+	if (fstat(fd, &sb) == 0) {
+		ef->mode = sb.st_mode;
+		if (S_ISREG(sb.st_mode) && sb.st_size < CONFIG_FILE_MAX)
+			cap = (size_t)sb.st_size + 1;
+	}
 	buf = grow_wiped(NULL, 0, cap > 0 ? cap : 4096);
 	if (cap == 0)
 		cap = 4096;
@@ -551,6 +554,37 @@ warn_unknown(const struct envfile *ef, config_warn_fn *warn)
 		    ef->v[i].key, ef->path, ef->v[i].line);
 		warn(msg);
 	}
+}
+
+/* Does the file itself give key a value (the environment aside)? */
+static bool
+file_sets(const struct envfile *ef, const char *key)
+{
+	size_t i;
+
+	for (i = ef->n; i-- > 0;)
+		if (strcmp(ef->v[i].key, key) == 0)
+			return ef->v[i].value[0] != '\0';
+	return false;
+}
+
+/*
+ * A file holding the password that every local user can read: worth one
+ * warning at start-up, naming the file, its mode and the fix (the daemon
+ * reads it as root or as ARNIE_USER; nobody else needs to).
+ */
+static void
+warn_readable(config_warn_fn *warn, const char *path, mode_t mode,
+    const char *what)
+{
+	char msg[PATH_MAX + 200];
+
+	if (warn == NULL || !(mode & S_IROTH))
+		return;
+	snprintf(msg, sizeof(msg),
+	    "%s %s and every user can read it (mode %04o): chmod o-r %s", path,
+	    what, (unsigned)(mode & 07777), path);
+	warn(msg);
 }
 
 /*
@@ -891,9 +925,11 @@ expand_files_directory(struct config *cfg, char *err, size_t errlen)
 }
 
 static int
-read_password_file(struct config *cfg, char *err, size_t errlen)
+read_password_file(
+    struct config *cfg, config_warn_fn *warn, char *err, size_t errlen)
 {
 	char buf[PASSWORD_FILE_MAX + 1];
+	struct stat sb;
 	size_t len = 0;
 	ssize_t r;
 	int fd, rc = -1;
@@ -905,6 +941,9 @@ read_password_file(struct config *cfg, char *err, size_t errlen)
 		    cfg->password_file, strerror(errno));
 		return -1;
 	}
+	if (fstat(fd, &sb) == 0)
+		warn_readable(warn, cfg->password_file, sb.st_mode,
+		    "is OUTBOUND_EMAIL_PASSWORD_FILE");
 	while (len < sizeof(buf)) {
 		r = read(fd, buf + len, sizeof(buf) - len);
 		if (r == -1 && errno == EINTR)
@@ -947,7 +986,7 @@ out:
 }
 
 static int
-finish(struct config *cfg, char *err, size_t errlen)
+finish(struct config *cfg, config_warn_fn *warn, char *err, size_t errlen)
 {
 	char host[256];
 	int fd;
@@ -977,7 +1016,7 @@ finish(struct config *cfg, char *err, size_t errlen)
 			    "one of them");
 			return -1;
 		}
-		if (read_password_file(cfg, err, errlen) == -1)
+		if (read_password_file(cfg, warn, err, errlen) == -1)
 			return -1;
 	}
 	if (cfg->username != NULL && cfg->password == NULL) {
@@ -1051,6 +1090,9 @@ config_load(const char *path, config_warn_fn *warn, char *err, size_t errlen)
 		if (read_env_file(&ef, cfg->path, err, errlen) == -1)
 			goto fail;
 		warn_unknown(&ef, warn);
+		if (file_sets(&ef, "OUTBOUND_EMAIL_PASSWORD"))
+			warn_readable(warn, cfg->path, ef.mode,
+			    "holds OUTBOUND_EMAIL_PASSWORD");
 	}
 	for (i = 0; i < NKEYS; i++) {
 		kd = &keys[i];
@@ -1073,7 +1115,7 @@ config_load(const char *path, config_warn_fn *warn, char *err, size_t errlen)
 			goto fail;
 		}
 	}
-	if (finish(cfg, err, errlen) == -1)
+	if (finish(cfg, warn, err, errlen) == -1)
 		goto fail;
 	envfile_clear(&ef);
 	return cfg;

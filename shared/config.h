@@ -10,7 +10,9 @@
  * config_load() never exits and never logs: on a bad value it returns NULL
  * and a message naming the key, and the caller exits with EX_CONFIG (78).
  * Unknown keys in the file are reported through the warning callback (they
- * are harmless: an application's own .env may hold them).  The password is
+ * are harmless: an application's own .env may hold them), and so is a file
+ * that holds the password (the .env with OUTBOUND_EMAIL_PASSWORD, or
+ * OUTBOUND_EMAIL_PASSWORD_FILE) and that every user may read.  The password is
  * kept only in memory, wiped on config_free(), and config_print() masks it.
  */
 #ifndef ARNIE_CONFIG_H

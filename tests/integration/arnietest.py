@@ -137,6 +137,8 @@ def write_env(directory, name=".env", **keys):
             if v is None:
                 continue
             f.write("%s=%s\n" % (k, _fmt_value(v)))
+    # It may hold a password: readable by its owner only, as it should.
+    os.chmod(path, 0o600)
     return path
 
 

@@ -38,6 +38,36 @@ class ConfigTest(ArnieTestCase):
                 out[k.strip()] = v
         return out
 
+    def test_readable_password_files_get_one_warning(self):
+        pw = os.path.join(self.tmp, "password")
+        with open(pw, "w") as f:
+            f.write(PASSWORD + "\n")
+        for pw_mode, env_mode, key, warned in (
+                (0o644, 0o600, "OUTBOUND_EMAIL_PASSWORD_FILE", pw),
+                (0o640, 0o644, "OUTBOUND_EMAIL_PASSWORD", None),
+                (0o600, 0o640, "OUTBOUND_EMAIL_PASSWORD", None)):
+            keys = dict(OUTBOUND_EMAIL_HOST="smtp.example.com",
+                        OUTBOUND_EMAIL_USERNAME="AKIAEXAMPLE")
+            keys[key] = pw if key.endswith("_FILE") else PASSWORD
+            path = write_env(self.tmp, **keys)
+            os.chmod(pw, pw_mode)
+            os.chmod(path, env_mode)
+            r = self.check(path)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertNotIn(PASSWORD, r.stdout + r.stderr)
+            lines = [l for l in r.stderr.splitlines()
+                     if "every user can read it" in l]
+            if env_mode & 0o004 and key == "OUTBOUND_EMAIL_PASSWORD":
+                warned = path
+            if warned is None:
+                self.assertEqual(lines, [], r.stderr)
+            else:
+                self.assertEqual(len(lines), 1, r.stderr)
+                self.assertIn("%s " % warned, lines[0])
+                self.assertIn("(mode %04o): chmod o-r %s" % (
+                    pw_mode if warned == pw else env_mode, warned),
+                    lines[0])
+
     def test_check_config_prints_effective_config_with_password_masked(self):
         path = write_env(self.tmp, OUTBOUND_EMAIL_HOST="smtp.example.com",
                          OUTBOUND_EMAIL_USERNAME="AKIAEXAMPLE",

@@ -103,7 +103,8 @@ teardown(void)
 	scratch_remove(tmpdir);
 }
 
-/* Write name (relative to the test directory) with exactly these bytes. */
+/* Write name (relative to the test directory) with exactly these bytes,
+ * mode 0600 as a secret's file should be (see test_readable_secrets). */
 static void
 write_file(const char *name, const char *content)
 {
@@ -112,6 +113,7 @@ write_file(const char *name, const char *content)
 	ck_assert_ptr_nonnull(f);
 	ck_assert_int_eq(fputs(content, f) >= 0 || content[0] == '\0', 1);
 	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(chmod(name, 0600), 0);
 }
 
 static struct config *
@@ -693,6 +695,57 @@ START_TEST(test_password_file)
 }
 END_TEST
 
+/* A file that holds the password and that every user can read gets one
+ * warning naming it, its mode and the fix; group-readable (0640 root:arnie,
+ * as the package installs it) is fine, and so is a .env without the
+ * password. */
+static const struct {
+	const char *env;  /* the .env's text */
+	mode_t env_mode;  /* its mode */
+	mode_t pw_mode;   /* the password file's, if the .env names "pw" */
+	const char *warn; /* the warning expected, NULL for none */
+} readable_cases[] = {
+    {HOSTLINE "OUTBOUND_EMAIL_USERNAME=u\nOUTBOUND_EMAIL_PASSWORD=p\n", 0644,
+        0, "holds OUTBOUND_EMAIL_PASSWORD and every user can read it (mode "
+           "0644): chmod o-r "},
+    {HOSTLINE "OUTBOUND_EMAIL_USERNAME=u\nOUTBOUND_EMAIL_PASSWORD=p\n", 0640,
+        0, NULL},
+    {HOSTLINE "OUTBOUND_EMAIL_USERNAME=u\nOUTBOUND_EMAIL_PASSWORD=p\n", 0604,
+        0, "(mode 0604)"},
+    {HOSTLINE "OUTBOUND_EMAIL_USERNAME=u\n"
+              "OUTBOUND_EMAIL_PASSWORD_FILE=pw\n",
+        0644, 0644,
+        "pw is OUTBOUND_EMAIL_PASSWORD_FILE and every user can read it "
+        "(mode 0644): chmod o-r pw"},
+    {HOSTLINE "OUTBOUND_EMAIL_USERNAME=u\n"
+              "OUTBOUND_EMAIL_PASSWORD_FILE=pw\n",
+        0644, 0640, NULL},
+    {HOSTLINE, 0644, 0, NULL},
+};
+
+START_TEST(test_readable_secrets)
+{
+	struct config *cfg;
+
+	if (readable_cases[_i].pw_mode != 0) {
+		write_file("pw", "secret\n");
+		ck_assert_int_eq(chmod("pw", readable_cases[_i].pw_mode), 0);
+	}
+	write_file(envpath, readable_cases[_i].env);
+	ck_assert_int_eq(chmod(envpath, readable_cases[_i].env_mode), 0);
+	cfg = config_load(envpath, warn_cb, err, sizeof(err));
+	ck_assert_msg(cfg != NULL, "%s", err);
+	if (readable_cases[_i].warn == NULL) {
+		ck_assert_msg(nwarn == 0, "%s", warnings[0]);
+	} else {
+		ck_assert_int_eq(nwarn, 1);
+		ck_assert_msg(strstr(warnings[0], readable_cases[_i].warn),
+		    "%s", warnings[0]);
+	}
+	config_free(cfg);
+}
+END_TEST
+
 START_TEST(test_find_file)
 {
 	char *path, sys[PATH_MAX];
@@ -882,6 +935,7 @@ config_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	LOOP(tc, test_tilde, tilde_cases);
 	LOOP(tc, test_password_file, pwfile_cases);
+	LOOP(tc, test_readable_secrets, readable_cases);
 	tcase_add_test(tc, test_find_file);
 	tcase_add_test(tc, test_print_masks_password);
 	tcase_add_test(tc, test_print_round_trip);
