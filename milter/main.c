@@ -52,19 +52,21 @@ main(int argc, char *argv[])
 	struct config *cfg;
 	struct spool *spool;
 	struct sender *sender;
+	const char *owned[2] = {NULL, NULL};
 	int rc;
 
 	cfg = daemon_start(PROGNAME, argc, argv);
 	daemon_mask_signals(SIG_BLOCK);
-	if ((spool = spool_open(cfg->spool_directory, cfg->save_sent_mail)) ==
-	    NULL)
-		fatal(EX_CANTCREAT, "cannot open the spool %s",
-		    cfg->spool_directory);
+	/* Listen first (as root, if started so), give a unix socket to
+	 * ARNIE_USER, become that user, and only then touch the spool. */
+	if (milter_listen(cfg->milter_socket) == -1)
+		exit(EX_UNAVAILABLE);
+	owned[0] = milter_socket_path(cfg->milter_socket);
+	daemon_drop_privileges(cfg, owned);
+	spool = daemon_open_spool(cfg);
 	if ((sender = sender_new(cfg, spool, err, sizeof(err))) == NULL)
 		fatalx(EX_CONFIG, "%s", err);
 	milter_init(cfg, spool, sender);
-	if (milter_listen(cfg->milter_socket) == -1)
-		exit(EX_UNAVAILABLE);
 	if (sender_start(sender) == -1)
 		fatal(EX_OSERR, "cannot start the sender");
 	log_info("arnie-milter %s listening on %s, %s mode, spool %s",

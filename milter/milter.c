@@ -735,9 +735,8 @@ milter_init(
 	milter_sender = sender;
 }
 
-/* The path of a "unix:" or "local:" socket, or NULL for inet sockets. */
-static const char *
-unix_path(const char *conn)
+const char *
+milter_socket_path(const char *conn)
 {
 	if (strncmp(conn, "unix:", 5) == 0)
 		return conn + 5;
@@ -751,10 +750,8 @@ unix_path(const char *conn)
 int
 milter_listen(const char *conn)
 {
-	const char *path = unix_path(conn);
+	const char *path = milter_socket_path(conn);
 
-	if (milter_cfg == NULL)
-		arnie_panic("milter_listen before milter_init");
 	if (smfi_setconn((char *)conn) != MI_SUCCESS) {
 		log_warnx("ARNIE_MILTER_SOCKET=%s: not a milter socket", conn);
 		return -1;

@@ -28,7 +28,7 @@ struct spool;
 /*
  * Remember the configuration, the spool to commit into and the sender to
  * wake after each commit (NULL: nobody is woken).  All three are borrowed and
- * must outlive smfi_main().  Call once, before milter_listen().
+ * must outlive smfi_main().  Call once, before smfi_main().
  */
 void milter_init(
     const struct config *cfg, struct spool *spool, struct sender *sender);
@@ -39,9 +39,15 @@ void milter_init(
  * "local:/path").  A stale unix socket is removed first and the new one is
  * made mode 0660 so that a member of the daemon's group (the MTA's user) can
  * connect.  The socket is listening when this returns 0; -1 (already
- * logged) on failure.  smfi_main() then serves it.
+ * logged) on failure.  smfi_main() then serves it, once milter_init() has
+ * been called; this may come first, so that a daemon started as root can
+ * listen before it becomes ARNIE_USER.
  */
 int milter_listen(const char *conn);
+
+/* The file of a "unix:" or "local:" socket named in conn (a pointer into
+ * it), or NULL for an inet socket. */
+const char *milter_socket_path(const char *conn);
 
 /*
  * Call after smfi_main() has returned, before freeing what milter_init()

@@ -54,6 +54,9 @@ OUTBOUND_EMAIL_HOST_PORT=2525
 OUTBOUND_EMAIL_USE_TLS=false
 FILES_DIRECTORY=$demo
 SAVE_SENT_MAIL=true
+# The demo runs in your checkout as you ($(id -un)); an installed Arnie
+# started as root becomes the "arnie" user instead (see the README).
+ARNIE_USER=$(id -un)
 ENV
 
 /usr/bin/python3 -m aiosmtpd -n -l 127.0.0.1:2525 \

@@ -90,7 +90,7 @@ struct keydef {
 };
 
 static check_fn check_host, check_hostname, check_address, check_ip,
-    check_milter_socket;
+    check_milter_socket, check_user;
 
 #define OFF(f) offsetof(struct config, f)
 #define DAY 86400LL
@@ -166,6 +166,8 @@ static const struct keydef keys[] = {
 	{ "ARNIE_MILTER_MODE", KT_MODE, OFF(milter_mode), "divert", 0, 0, NULL,
 	    false },
 	{ "ARNIE_LOG_FILE", KT_STRING, OFF(log_file), NULL, 0, 0, NULL,
+	    false },
+	{ "ARNIE_USER", KT_STRING, OFF(user), "arnie", 0, 0, check_user,
 	    false },
 };
 /* clang-format on */
@@ -873,6 +875,26 @@ check_milter_socket(
 	return -1;
 }
 
+/* A user name as useradd takes it; whether it exists is the daemon's
+ * business at start-up (daemon.h), not the configuration's. */
+static int
+check_user(const char *key, const char *value, char *err, size_t errlen)
+{
+	char buf[ECHO_MAX + 8];
+	const char *s;
+
+	for (s = value; *s != '\0'; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' &&
+		    *s != '.')
+			break;
+	if (*s != '\0' || value[0] == '-' || strlen(value) > 32) {
+		seterr(err, errlen, "%s: '%s' is not a user name", key,
+		    echo(value, buf, sizeof(buf)));
+		return -1;
+	}
+	return 0;
+}
+
 /* ------------------------------------------------------------ cross-key */
 
 /* "~" and "~/..." become $HOME (or the user's home from passwd). */
@@ -1214,5 +1236,6 @@ config_free(struct config *cfg)
 	free(cfg->listen_address);
 	free(cfg->milter_socket);
 	free(cfg->log_file);
+	free(cfg->user);
 	free(cfg);
 }

@@ -76,6 +76,10 @@ struct config {
 
 	/* Logging. */
 	char *log_file;		/* ARNIE_LOG_FILE, NULL = standard error */
+
+	/* Process. */
+	char *user;		/* ARNIE_USER, "arnie": who a daemon started
+				 * as root becomes */
 };
 
 typedef void config_warn_fn(const char *message);

@@ -6,14 +6,20 @@
 
 #include "daemon.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <limits.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
@@ -143,6 +149,111 @@ daemon_start(const char *progname, int argc, char *argv[])
 	/* A peer that goes away is an error return, not death. */
 	signal(SIGPIPE, SIG_IGN);
 	return cfg;
+}
+
+/*
+ * The spool must be the user's: a file it cannot read would sit in the
+ * queue for ever, a folder it cannot write would refuse every message.
+ * Checked as root, before the switch: the folders, the lock, and what is
+ * queued (one directory read).  A spool not made yet is made by the user.
+ */
+static void
+check_spool_owner(const char *spool, const struct passwd *pw)
+{
+	static const char *const parts[] = {".", "inbox", "outbox", "sent",
+	    "failed", "corrupt", "sender.lock"};
+	const char *bad = NULL;
+	struct dirent *de;
+	struct stat sb;
+	char path[PATH_MAX];
+	size_t i;
+	DIR *d;
+
+	for (i = 0; i < sizeof(parts) / sizeof(parts[0]) && bad == NULL; i++) {
+		snprintf(path, sizeof(path), "%s/%s", spool, parts[i]);
+		if (stat(path, &sb) == 0 && sb.st_uid != pw->pw_uid)
+			bad = parts[i];
+	}
+	snprintf(path, sizeof(path), "%s/outbox", spool);
+	if (bad == NULL && (d = opendir(path)) != NULL) {
+		while (bad == NULL && (de = readdir(d)) != NULL)
+			if (de->d_name[0] != '.' &&
+			    fstatat(dirfd(d), de->d_name, &sb,
+			        AT_SYMLINK_NOFOLLOW) == 0 &&
+			    sb.st_uid != pw->pw_uid)
+				bad = "outbox/*";
+		closedir(d);
+	}
+	if (bad != NULL)
+		fatalx(EX_NOPERM,
+		    "the spool %s (%s) does not belong to ARNIE_USER %s (uid "
+		    "%u): chown -R %s: %s",
+		    spool, bad, pw->pw_name, (unsigned)pw->pw_uid, pw->pw_name,
+		    spool);
+}
+
+void
+daemon_drop_privileges(const struct config *cfg, const char *const *owned)
+{
+	struct passwd *pw;
+	size_t i;
+
+	if (geteuid() != 0)
+		return;
+	if (strcmp(cfg->user, "root") == 0) {
+		log_warnx("running as root because ARNIE_USER=root; a user of "
+		          "its own (the default, arnie) is safer");
+		return;
+	}
+	errno = 0;
+	if ((pw = getpwnam(cfg->user)) == NULL)
+		fatalx(EX_CONFIG,
+		    "ARNIE_USER=%s: no such user; create it (useradd "
+		    "--system --home-dir /var/spool/arnie --shell "
+		    "/usr/sbin/nologin %s) or name another",
+		    cfg->user, cfg->user);
+	if (pw->pw_uid == 0)
+		fatalx(EX_CONFIG,
+		    "ARNIE_USER=%s has uid 0; say ARNIE_USER=root to run as "
+		    "root",
+		    cfg->user);
+	check_spool_owner(cfg->spool_directory, pw);
+	for (i = 0; owned != NULL && owned[i] != NULL; i++)
+		if (chown(owned[i], pw->pw_uid, pw->pw_gid) == -1)
+			fatal(EX_OSERR, "cannot give %s to ARNIE_USER %s",
+			    owned[i], pw->pw_name);
+	if (log_give_to(pw->pw_uid, pw->pw_gid) == -1)
+		log_warn("cannot give the log file to ARNIE_USER %s; it may "
+		         "not be reopened after rotation",
+		    pw->pw_name);
+	/* Groups first: after setuid() nothing may be changed any more. */
+	if (initgroups(pw->pw_name, pw->pw_gid) == -1 ||
+	    setgid(pw->pw_gid) == -1 || setuid(pw->pw_uid) == -1)
+		fatal(EX_OSERR, "cannot become ARNIE_USER %s", pw->pw_name);
+	if (setuid(0) != -1 || geteuid() == 0)
+		fatalx(EX_OSERR, "could become root again after switching to "
+		                 "ARNIE_USER %s",
+		    pw->pw_name);
+	log_info("running as %s (uid %u, gid %u)", pw->pw_name,
+	    (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+}
+
+struct spool *
+daemon_open_spool(const struct config *cfg)
+{
+	struct spool *spool;
+	struct passwd *pw;
+
+	if ((spool = spool_open(cfg->spool_directory, cfg->save_sent_mail)) !=
+	    NULL)
+		return spool;
+	if (errno == EACCES && (pw = getpwuid(geteuid())) != NULL)
+		fatal(EX_CANTCREAT,
+		    "cannot open the spool %s as %s (make it: install -d -o "
+		    "%s -m 0700 %s)",
+		    cfg->spool_directory, pw->pw_name, pw->pw_name,
+		    cfg->files_directory);
+	fatal(EX_CANTCREAT, "cannot open the spool %s", cfg->spool_directory);
 }
 
 void

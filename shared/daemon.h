@@ -21,6 +21,24 @@ struct config;
 struct config *daemon_start(const char *progname, int argc, char *argv[]);
 
 /*
+ * A daemon started as root becomes ARNIE_USER once it has bound its socket
+ * and before it opens its spool or starts a thread.  It exits with a
+ * sysexits code when that cannot be done safely: 78 when the user does not
+ * exist (the message names ARNIE_USER), 77 when the spool or a file in it
+ * belongs to someone else (the message says how to hand it over), 71 when
+ * the switch itself fails.  The files in owned (NULL-terminated, may be
+ * NULL: the milter's unix socket) and a log file the daemon created are
+ * handed to the user first.  ARNIE_USER=root keeps root, with one warning.
+ * Started as any other user, it changes nothing.
+ */
+void daemon_drop_privileges(
+    const struct config *cfg, const char *const *owned);
+
+/* Open (creating what is missing) the spool, as the user the daemon now
+ * is; exits 73 with a message saying what to do when it cannot. */
+struct spool *daemon_open_spool(const struct config *cfg);
+
+/*
  * Block (how = SIG_BLOCK) or unblock SIGTERM, SIGINT and SIGHUP in the
  * calling thread.  Threads started while they are blocked keep them
  * blocked, so the kernel hands them to the thread that handles them.

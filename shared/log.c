@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,11 +29,22 @@ static char *log_path;
 static int log_fd = STDERR_FILENO;
 static int log_verbose;
 static int log_journal;
+static bool log_created; /* log_init() made the file (log_give_to()) */
 
+/* Open path for appending; *created says whether this call made it. */
 static int
-open_log_file(const char *path)
+open_log_file(const char *path, bool *created)
 {
-	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	int fd, flags = O_WRONLY | O_APPEND | O_CLOEXEC;
+
+	*created = false;
+	if ((fd = open(path, flags | O_CREAT | O_EXCL, 0640)) != -1) {
+		*created = true;
+		return fd;
+	}
+	if (errno != EEXIST)
+		return -1;
+	return open(path, flags | O_CREAT, 0640);
 }
 
 static void
@@ -57,6 +69,7 @@ log_atfork(void)
 int
 log_init(const char *progname, const char *path, int verbose)
 {
+	bool created;
 	int fd;
 
 	pthread_once(&log_atfork_once, log_atfork);
@@ -65,8 +78,9 @@ log_init(const char *progname, const char *path, int verbose)
 	log_journal = getenv("JOURNAL_STREAM") != NULL && path == NULL;
 	if (path == NULL)
 		return 0;
-	if ((fd = open_log_file(path)) == -1)
+	if ((fd = open_log_file(path, &created)) == -1)
 		return -1;
+	log_created = created;
 	free(log_path);
 	log_path = strdup(path);
 	pthread_mutex_lock(&log_lock);
@@ -80,11 +94,12 @@ log_init(const char *progname, const char *path, int verbose)
 int
 log_reopen(void)
 {
+	bool created;
 	int fd, old;
 
 	if (log_path == NULL)
 		return 0;
-	if ((fd = open_log_file(log_path)) == -1)
+	if ((fd = open_log_file(log_path, &created)) == -1)
 		return -1;
 	pthread_mutex_lock(&log_lock);
 	old = log_fd;
@@ -92,6 +107,18 @@ log_reopen(void)
 	pthread_mutex_unlock(&log_lock);
 	close(old);
 	return 0;
+}
+
+int
+log_give_to(uid_t uid, gid_t gid)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&log_lock);
+	if (log_path != NULL && log_created && fchown(log_fd, uid, gid) == -1)
+		rc = -1;
+	pthread_mutex_unlock(&log_lock);
+	return rc;
 }
 
 static size_t

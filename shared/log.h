@@ -16,6 +16,7 @@
 #define ARNIE_LOG_H
 
 #include <stdarg.h>
+#include <sys/types.h>
 #include <syslog.h>
 
 /*
@@ -27,6 +28,11 @@ int log_init(const char *progname, const char *path, int verbose);
 
 /* Reopen the log file after rotation (SIGHUP).  0, or -1 with errno. */
 int log_reopen(void);
+
+/* Before a daemon started as root becomes another user: hand it the log
+ * file if log_init() created it, so that the user can go on writing it.
+ * A file that existed keeps its owner.  0, or -1 with errno. */
+int log_give_to(uid_t uid, gid_t gid);
 
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -88,20 +88,20 @@ main(int argc, char *argv[])
 	if ((d.base = event_base_new()) == NULL)
 		fatalx(EX_OSERR, "cannot create the event loop");
 
-	if ((spool = spool_open(cfg->spool_directory, cfg->save_sent_mail)) ==
-	    NULL)
-		fatal(EX_CANTCREAT, "cannot open the spool %s",
-		    cfg->spool_directory);
+	/* Bind first (a port below 1024 needs root), then become ARNIE_USER,
+	 * and only then touch the spool; a daemon that cannot listen should
+	 * not begin relaying either. */
+	if ((d.smtpd = smtpd_new(d.base, cfg)) == NULL)
+		fatal(EX_OSERR, "cannot listen on %s port %d",
+		    cfg->listen_address, cfg->listen_port);
+	daemon_drop_privileges(cfg, NULL);
+	spool = daemon_open_spool(cfg);
 	if ((sender = sender_new(cfg, spool, err, sizeof(err))) == NULL)
 		fatalx(EX_CONFIG, "%s", err);
 
-	/* Bind before the sender starts: a daemon that cannot listen should
-	 * not begin relaying either. */
 	daemon_mask_signals(SIG_BLOCK);
 	q = commitq_new(spool, sender);
-	if ((d.smtpd = smtpd_new(d.base, cfg, spool, q)) == NULL)
-		fatal(EX_OSERR, "cannot listen on %s port %d",
-		    cfg->listen_address, cfg->listen_port);
+	smtpd_start(d.smtpd, spool, q);
 	if (sender_start(sender) == -1)
 		fatal(EX_OSERR, "cannot start the sender thread");
 	daemon_mask_signals(SIG_UNBLOCK);

@@ -855,9 +855,10 @@ listen_on(struct event_base *base, struct smtpd *sd,
 	int tries;
 
 	for (tries = 0;; tries++) {
+		/* Disabled until smtpd_start(): the spool is not open yet. */
 		l = evconnlistener_new_bind(base, accept_cb, sd,
 		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-		        LEV_OPT_CLOSE_ON_EXEC,
+		        LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
 		    SMTPD_BACKLOG, (const struct sockaddr *)ss, (int)sslen);
 		if (l != NULL || errno != EADDRINUSE ||
 		    tries == SMTPD_BIND_TRIES)
@@ -870,8 +871,7 @@ listen_on(struct event_base *base, struct smtpd *sd,
 }
 
 struct smtpd *
-smtpd_new(struct event_base *base, const struct config *cfg,
-    struct spool *spool, struct commitq *q)
+smtpd_new(struct event_base *base, const struct config *cfg)
 {
 	struct smtpd *sd;
 	struct sockaddr_storage ss;
@@ -884,8 +884,6 @@ smtpd_new(struct event_base *base, const struct config *cfg,
 	sd = xcalloc(1, sizeof(*sd));
 	sd->base = base;
 	sd->cfg = cfg;
-	sd->spool = spool;
-	sd->q = q;
 	sd->hostname = cfg->helo_name != NULL ? cfg->helo_name : "localhost";
 	TAILQ_INIT(&sd->sessions);
 	/* IPv6 in brackets, so that the port reads unambiguously. */
@@ -909,6 +907,15 @@ smtpd_new(struct event_base *base, const struct config *cfg,
 	if ((sd->resume_ev = evtimer_new(base, accept_resume, sd)) == NULL)
 		arnie_panic("smtpd: cannot allocate a timer");
 	return sd;
+}
+
+void
+smtpd_start(struct smtpd *sd, struct spool *spool, struct commitq *q)
+{
+	sd->spool = spool;
+	sd->q = q;
+	if (evconnlistener_enable(sd->listener) == -1)
+		arnie_panic("smtpd: cannot enable the listener");
 }
 
 const char *

@@ -29,12 +29,17 @@ struct smtpd;
 
 /*
  * Bind and listen on cfg->listen_address:cfg->listen_port (an IPv4 or IPv6
- * literal; brackets around IPv6 are allowed).  cfg, spool and q are borrowed
- * and must outlive the smtpd.  Returns NULL with errno set when the address
- * does not parse (EINVAL) or cannot be bound.
+ * literal; brackets around IPv6 are allowed), without accepting anyone yet:
+ * a daemon started as root binds first, then becomes ARNIE_USER and opens
+ * its spool.  cfg is borrowed and must outlive the smtpd.  Returns NULL
+ * with errno set when the address does not parse (EINVAL) or cannot be
+ * bound.
  */
-struct smtpd *smtpd_new(struct event_base *base, const struct config *cfg,
-    struct spool *spool, struct commitq *q);
+struct smtpd *smtpd_new(struct event_base *base, const struct config *cfg);
+
+/* Start accepting clients, committing their mail through q into spool
+ * (both borrowed, to outlive the smtpd). */
+void smtpd_start(struct smtpd *sd, struct spool *spool, struct commitq *q);
 
 /* "127.0.0.1:8025" or "[::1]:8025", for log lines.  Borrowed. */
 const char *smtpd_address(const struct smtpd *sd);

@@ -269,7 +269,7 @@ class StandaloneTarget:
             OUTBOUND_EMAIL_HOST_PORT=upstream_port,
             OUTBOUND_EMAIL_USE_TLS=False, FILES_DIRECTORY=self.files,
             ARNIE_LISTEN_PORT=self.port, ARNIE_HOSTNAME="arnie.test",
-            RETRY_DELAY_SECONDS=1,
+            ARNIE_USER="root", RETRY_DELAY_SECONDS=1,
             RETRY_MAX_DELAY_SECONDS=2, OUTBOUND_EMAIL_TIMEOUT_SECONDS=2,
             MAX_CONNECTIONS=50)
         env = arnietest.write_env(work, **keys)

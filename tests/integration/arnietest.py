@@ -903,6 +903,9 @@ class ArnieTestCase(unittest.TestCase):
             REPORT_INTERVAL_SECONDS=3600,
             OUTBOUND_EMAIL_TIMEOUT_SECONDS=5,
             SAVE_SENT_MAIL=False,
+            # The tests run as root in CI, where no "arnie" user exists;
+            # test_privileges.py covers the switch to another user.
+            ARNIE_USER="root",
         )
         keys.update(overrides)
         return keys

@@ -110,6 +110,9 @@ class Milter:
             "ARNIE_LOG_FILE": self.logfile,
             "RETRY_DELAY_SECONDS": "1",
             "RETRY_MAX_DELAY_SECONDS": "2",
+            # Tests run as root; the switch to another user has a test of
+            # its own.
+            "ARNIE_USER": "root",
         }
         conf.update({k: str(v) for k, v in settings.items()})
         self.envfile = os.path.join(workdir, "arnie.env")

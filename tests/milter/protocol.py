@@ -314,6 +314,37 @@ def tmpfs_spool(m):
                  m.spool]
 
 
+tmpfs_spool.before_start = True
+
+
+def nobody_spool(m):
+    """ARNIE_USER=nobody: the spool is made nobody's beforehand, since the
+    work directory is root's."""
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    os.makedirs(m.spool)
+    os.chown(m.spool, nobody.pw_uid, nobody.pw_gid)
+
+
+nobody_spool.before_start = True
+
+
+def check_nobody(m, q):
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    st = os.stat(m.path)
+    # The socket is handed to ARNIE_USER before the switch; the MTA gets
+    # in through the group.
+    assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid), st
+    assert stat.S_IMODE(st.st_mode) == 0o660, oct(st.st_mode)
+    assert "running as nobody (uid %d, gid %d)" % (
+        nobody.pw_uid, nobody.pw_gid) in m.log(), m.log()
+    for msg in q:
+        st = os.stat(os.path.join(m.spool, "outbox", msg["id"]))
+        assert st.st_uid == nobody.pw_uid, (msg["id"], st)
+    check_one_rcpt(m, q)
+
+
 def check_diskfull(m, q):
     assert [msg["from"] for msg in q] == ["fits@example.com"], q
     assert m.live_inbox == [], m.live_inbox
@@ -350,6 +381,9 @@ RUNS = [
     ("tempfail", {}, break_inbox, [
         ("tempfail.lua", check_tempfail),
     ]),
+    ("nobody", {"unix": True, "ARNIE_USER": "nobody"}, nobody_spool, [
+        ("one_rcpt.lua", check_nobody),
+    ]),
     ("diskfull", {}, tmpfs_spool, [
         ("diskfull.lua", check_diskfull),
     ]),
@@ -362,11 +396,12 @@ def run(name, settings, prepare, scripts, work):
         stale_socket(work)
     m = milterlib.Milter(work, ARNIE_HOSTNAME=HOST, **settings)
     wrapped = prepare is tmpfs_spool
-    if wrapped:
+    early = getattr(prepare, "before_start", False)
+    if early:
         prepare(m)
     m.start()
     try:
-        if prepare is not None and not wrapped:
+        if prepare is not None and not early:
             prepare(m)
         for script, _ in scripts:
             run_lua(m, script, mode)

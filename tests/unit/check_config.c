@@ -62,6 +62,7 @@ static const char *const all_keys[] = {
     "ARNIE_MILTER_SOCKET",
     "ARNIE_MILTER_MODE",
     "ARNIE_LOG_FILE",
+    "ARNIE_USER",
 };
 #define NKEYS (sizeof(all_keys) / sizeof(all_keys[0]))
 
@@ -293,6 +294,9 @@ static const struct {
     {"ARNIE_MILTER_SOCKET", "tcp:8026@127.0.0.1", NULL},
     {"ARNIE_MILTER_MODE", "forward", NULL},
     {"ARNIE_LOG_FILE", "a\nb", "a?b"},
+    {"ARNIE_USER", "no body", NULL},
+    {"ARNIE_USER", "-rf", NULL},
+    {"ARNIE_USER", "user:group", NULL},
 };
 
 static void
@@ -456,6 +460,7 @@ START_TEST(test_defaults)
 	ck_assert_str_eq(cfg->milter_socket, "inet:8026@127.0.0.1");
 	ck_assert_int_eq(cfg->milter_mode, MILTER_DIVERT);
 	ck_assert_ptr_null(cfg->log_file);
+	ck_assert_str_eq(cfg->user, "arnie");
 	ck_assert_int_eq(nwarn, 0);
 	config_free(cfg);
 }
@@ -497,7 +502,8 @@ START_TEST(test_all_keys)
 	             "ARNIE_MAX_BATCH=5\n"
 	             "ARNIE_MILTER_SOCKET=unix:/run/arnie/milter.sock\n"
 	             "ARNIE_MILTER_MODE=copy\n"
-	             "ARNIE_LOG_FILE=/var/log/arnie.log\n");
+	             "ARNIE_LOG_FILE=/var/log/arnie.log\n"
+	             "ARNIE_USER=mail\n");
 	ck_assert_msg(cfg != NULL, "%s", err);
 	ck_assert_int_eq(cfg->outbound_port, 2587);
 	ck_assert(!cfg->use_tls);
@@ -529,6 +535,7 @@ START_TEST(test_all_keys)
 	ck_assert_str_eq(cfg->milter_socket, "unix:/run/arnie/milter.sock");
 	ck_assert_int_eq(cfg->milter_mode, MILTER_COPY);
 	ck_assert_str_eq(cfg->log_file, "/var/log/arnie.log");
+	ck_assert_str_eq(cfg->user, "mail");
 	ck_assert_int_eq(nwarn, 0);
 	config_free(cfg);
 }
