@@ -235,19 +235,44 @@ msg_append(struct msg *m, const void *data, size_t n)
 	return true;
 }
 
-/* The 552 reply for an oversize message; REJECT makes the MTA refuse it. */
+/*
+ * A message Arnie will not take (why: for the log): in divert mode the MTA
+ * refuses it with this reply, since nobody else would deliver it; in copy
+ * mode the MTA delivers it as it always did and Arnie only keeps no copy,
+ * so one of Arnie's limits never stops the MTA's own delivery.
+ */
+static sfsistat
+refuse(SMFICTX *ctx, struct conn *c, const char *why, const char *code,
+    const char *xcode, const char *text)
+{
+	bool copy = milter_cfg->milter_mode == MILTER_COPY;
+
+	if (c->msg != NULL)
+		log_info("milter queue_id=%s client=%s from=<%s>: %s, %s",
+		    mta_queue_id(ctx), nz(c->client_addr), c->msg->env->sender,
+		    why, copy ? "not copied (the MTA delivers it)" : "refused");
+	else
+		log_info("milter queue_id=%s client=%s: %s, %s",
+		    mta_queue_id(ctx), nz(c->client_addr), why,
+		    copy ? "not copied (the MTA delivers it)" : "refused");
+	msg_free(c->msg);
+	c->msg = NULL;
+	if (copy)
+		return SMFIS_ACCEPT;
+	smfi_setreply(ctx, (char *)code, (char *)xcode, (char *)text);
+	return SMFIS_REJECT;
+}
+
+/* The 552 reply for an oversize message, as soon as it is one. */
 static sfsistat
 refuse_size(SMFICTX *ctx, struct conn *c)
 {
-	log_warnx("milter queue_id=%s client=%s: message larger than "
-	          "MAX_MESSAGE_SIZE=%zu, refused",
-	    mta_queue_id(ctx), nz(c->client_addr),
+	char why[64];
+
+	snprintf(why, sizeof(why), "message larger than MAX_MESSAGE_SIZE=%zu",
 	    milter_cfg->max_message_size);
-	smfi_setreply(ctx, "552", "5.3.4",
+	return refuse(ctx, c, why, "552", "5.3.4",
 	    "Arnie: message size exceeds fixed maximum message size");
-	msg_free(c->msg);
-	c->msg = NULL;
-	return SMFIS_REJECT;
 }
 
 /*
@@ -257,8 +282,25 @@ refuse_size(SMFICTX *ctx, struct conn *c)
  * in breach of the RFC after a 250.
  */
 static sfsistat
-refuse_eai(SMFICTX *ctx)
+refuse_eai(SMFICTX *ctx, struct conn *c)
 {
+	return refuse(ctx, c, "non-ASCII sender", "553", "5.6.7",
+	    "Arnie: non-ASCII addresses are not supported");
+}
+
+/* The same for one recipient: refused alone (the others go on), or in
+ * copy mode left out of Arnie's copy. */
+static sfsistat
+refuse_eai_rcpt(SMFICTX *ctx, struct conn *c, const char *rcpt)
+{
+	bool copy = milter_cfg->milter_mode == MILTER_COPY;
+
+	log_info("milter queue_id=%s client=%s from=<%s>: non-ASCII recipient "
+	         "<%s>, %s",
+	    mta_queue_id(ctx), nz(c->client_addr), c->msg->env->sender, rcpt,
+	    copy ? "not copied (the MTA delivers it)" : "refused");
+	if (copy)
+		return SMFIS_CONTINUE;
 	smfi_setreply(ctx, "553", "5.6.7",
 	    "Arnie: non-ASCII addresses are not supported");
 	return SMFIS_REJECT;
@@ -390,7 +432,7 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	}
 	if (has_8bit(from, strlen(from))) {
 		free(from);
-		return refuse_eai(ctx);
+		return refuse_eai(ctx, c);
 	}
 	c->msg = xcalloc(1, sizeof(*c->msg));
 	c->msg->env = envelope_new();
@@ -405,6 +447,7 @@ static sfsistat
 do_envrcpt(SMFICTX *ctx, char **argv)
 {
 	struct conn *c = conn_get(ctx);
+	sfsistat rv;
 	char *rcpt;
 
 	if (c->msg == NULL)
@@ -422,8 +465,9 @@ do_envrcpt(SMFICTX *ctx, char **argv)
 		return SMFIS_REJECT;
 	}
 	if (has_8bit(rcpt, strlen(rcpt))) {
+		rv = refuse_eai_rcpt(ctx, c, rcpt);
 		free(rcpt);
-		return refuse_eai(ctx);
+		return rv;
 	}
 	envelope_add_rcpt(c->msg->env, rcpt);
 	free(rcpt);
@@ -521,43 +565,32 @@ received_field(
 
 /*
  * What the relay could only send in breach of a standard, refused now
- * (554, with the reply set), while the client can still act on it; false
+ * (see refuse()), while the client can still act on it; SMFIS_CONTINUE
  * when the message may be queued.  buf is the message, fix its plan.
  */
-static bool
-refuse_content(SMFICTX *ctx, const struct conn *c, const char *buf,
+static sfsistat
+refuse_content(SMFICTX *ctx, struct conn *c, const char *buf,
     const struct message_fix *fix)
 {
 	const struct msg *m = c->msg;
 	struct message_lines lines = {0, 0, false};
-	char *text;
+	char why[64];
 
 	message_lines_feed(&lines, buf, m->len);
 	if (lines.longest > MESSAGE_LINE_MAX) {
-		log_info("milter queue_id=%s client=%s from=<%s>: refused, a "
-		         "line of %zu octets",
-		    mta_queue_id(ctx), nz(c->client_addr), m->env->sender,
+		snprintf(why, sizeof(why), "a line of %zu octets",
 		    lines.longest);
-		text = xasprintf("Arnie: message has a line longer than %d "
-		                 "octets; encode it (quoted-printable or base64)",
-		    MESSAGE_LINE_MAX);
-		smfi_setreply(ctx, "554", "5.6.0", text);
-		free(text);
-		return true;
+		return refuse(
+		    ctx, c, why, "554", "5.6.0", "Arnie: " MESSAGE_LINE_REFUSAL);
 	}
 	/* Declared and used: UTF-8 in the header section may only travel
 	 * with SMTPUTF8 (RFC 6532), which the relay cannot send.  Without
 	 * the declaration such bytes are the client's own 8-bit header,
 	 * passed on as they came. */
-	if (m->smtputf8 && has_8bit(buf, fix->scan.header_len)) {
-		log_info("milter queue_id=%s client=%s from=<%s>: refused, "
-		         "SMTPUTF8 with a non-ASCII header",
-		    mta_queue_id(ctx), nz(c->client_addr), m->env->sender);
-		smfi_setreply(ctx, "554", "5.6.7",
-		    "Arnie: SMTPUTF8 is not supported");
-		return true;
-	}
-	return false;
+	if (m->smtputf8 && has_8bit(buf, fix->scan.header_len))
+		return refuse(ctx, c, "SMTPUTF8 with a non-ASCII header", "554",
+		    "5.6.7", "Arnie: SMTPUTF8 is not supported");
+	return SMFIS_CONTINUE;
 }
 
 static sfsistat
@@ -596,10 +629,8 @@ do_eom(SMFICTX *ctx)
 	message_fixup(&fix, buf, m->len,
 	    milter_cfg->remove_bcc ? 0 : MESSAGE_KEEP_BCC, m->env->id,
 	    m->env->sender, milter_cfg->helo_name, now);
-	if (refuse_content(ctx, c, buf, &fix)) {
-		rv = SMFIS_REJECT;
+	if ((rv = refuse_content(ctx, c, buf, &fix)) != SMFIS_CONTINUE)
 		goto out;
-	}
 	/* The trace field first, then the completed message. */
 	received = received_field(ctx, c, m, now);
 	n = message_iovcnt(&fix) + 1;

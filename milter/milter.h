@@ -10,9 +10,13 @@
  * the same durable path the standalone listener uses.  Only after the commit
  * has returned does it answer SMFIS_DISCARD (divert mode: the MTA keeps
  * nothing) or SMFIS_ACCEPT (copy mode: the MTA delivers too).  Anything that
- * goes wrong while accepting answers SMFIS_TEMPFAIL with a 451 reply, so the
- * MTA keeps or refuses the mail and nothing is lost; a message over
- * MAX_MESSAGE_SIZE is refused with 552.
+ * goes wrong while accepting answers SMFIS_TEMPFAIL (452 4.3.1 for a full
+ * disk, else 451 4.3.0), so the MTA keeps or refuses the mail and nothing
+ * is lost.  What Arnie will not relay is refused in divert mode (552 5.3.4
+ * over MAX_MESSAGE_SIZE, 553 5.6.7 for a non-ASCII address, 554 5.6.0 for
+ * a line over 998 octets, 554 5.6.7 for SMTPUTF8 with a non-ASCII header);
+ * in copy mode the MTA delivers it and Arnie keeps no copy (or, for a
+ * non-ASCII recipient, none for that recipient).
  *
  * Never includes libevent and never writes a spool file itself.  The state
  * of a connection lives in its SMFICTX private pointer and is freed by the

@@ -62,9 +62,18 @@ warn_key(const char *message)
 /* --queue: list the spool's queue and exit, as mailq(1) does. */
 static void __attribute__((noreturn)) list_queue(struct config *cfg)
 {
+	char outbox[PATH_MAX];
 	struct spool *spool;
 	int n;
 
+	/* A listing must not make the spool: made by root here, it would
+	 * belong to the wrong user for the daemon (ARNIE_USER). */
+	snprintf(outbox, sizeof(outbox), "%s/outbox", cfg->spool_directory);
+	if (access(outbox, F_OK) == -1 && errno == ENOENT) {
+		printf("The queue is empty.\n");
+		config_free(cfg);
+		exit(fflush(stdout) == 0 ? 0 : EX_IOERR);
+	}
 	if ((spool = spool_open(cfg->spool_directory, cfg->save_sent_mail)) ==
 	    NULL)
 		fatal(EX_NOINPUT, "cannot open the spool %s",
@@ -151,51 +160,11 @@ daemon_start(const char *progname, int argc, char *argv[])
 	return cfg;
 }
 
-/*
- * The spool must be the user's: a file it cannot read would sit in the
- * queue for ever, a folder it cannot write would refuse every message.
- * Checked as root, before the switch: the folders, the lock, and what is
- * queued (one directory read).  A spool not made yet is made by the user.
- */
-static void
-check_spool_owner(const char *spool, const struct passwd *pw)
-{
-	static const char *const parts[] = {".", "inbox", "outbox", "sent",
-	    "failed", "corrupt", "sender.lock"};
-	const char *bad = NULL;
-	struct dirent *de;
-	struct stat sb;
-	char path[PATH_MAX];
-	size_t i;
-	DIR *d;
-
-	for (i = 0; i < sizeof(parts) / sizeof(parts[0]) && bad == NULL; i++) {
-		snprintf(path, sizeof(path), "%s/%s", spool, parts[i]);
-		if (stat(path, &sb) == 0 && sb.st_uid != pw->pw_uid)
-			bad = parts[i];
-	}
-	snprintf(path, sizeof(path), "%s/outbox", spool);
-	if (bad == NULL && (d = opendir(path)) != NULL) {
-		while (bad == NULL && (de = readdir(d)) != NULL)
-			if (de->d_name[0] != '.' &&
-			    fstatat(dirfd(d), de->d_name, &sb,
-			        AT_SYMLINK_NOFOLLOW) == 0 &&
-			    sb.st_uid != pw->pw_uid)
-				bad = "outbox/*";
-		closedir(d);
-	}
-	if (bad != NULL)
-		fatalx(EX_NOPERM,
-		    "the spool %s (%s) does not belong to ARNIE_USER %s (uid "
-		    "%u): chown -R %s: %s",
-		    spool, bad, pw->pw_name, (unsigned)pw->pw_uid, pw->pw_name,
-		    spool);
-}
-
 void
 daemon_drop_privileges(const struct config *cfg, const char *const *owned)
 {
 	struct passwd *pw;
+	const char *bad;
 	size_t i;
 
 	if (geteuid() != 0)
@@ -206,7 +175,10 @@ daemon_drop_privileges(const struct config *cfg, const char *const *owned)
 		return;
 	}
 	errno = 0;
-	if ((pw = getpwnam(cfg->user)) == NULL)
+	if ((pw = getpwnam(cfg->user)) == NULL && errno != 0 &&
+	    errno != ENOENT && errno != ESRCH)
+		fatal(EX_OSERR, "cannot look up ARNIE_USER=%s", cfg->user);
+	if (pw == NULL)
 		fatalx(EX_CONFIG,
 		    "ARNIE_USER=%s: no such user; create it (useradd "
 		    "--system --home-dir /var/spool/arnie --shell "
@@ -217,7 +189,15 @@ daemon_drop_privileges(const struct config *cfg, const char *const *owned)
 		    "ARNIE_USER=%s has uid 0; say ARNIE_USER=root to run as "
 		    "root",
 		    cfg->user);
-	check_spool_owner(cfg->spool_directory, pw);
+	/* The spool must be the user's: a file it cannot read would sit in
+	 * the queue for ever, a folder it cannot write would refuse every
+	 * message.  A spool not made yet is made by the user. */
+	if (spool_check_owner(cfg->spool_directory, pw->pw_uid, &bad) == -1)
+		fatalx(EX_NOPERM,
+		    "the spool %s (%s) does not belong to ARNIE_USER %s (uid "
+		    "%u): chown -R %s: %s",
+		    cfg->spool_directory, bad, pw->pw_name,
+		    (unsigned)pw->pw_uid, pw->pw_name, cfg->spool_directory);
 	for (i = 0; owned != NULL && owned[i] != NULL; i++)
 		if (chown(owned[i], pw->pw_uid, pw->pw_gid) == -1)
 			fatal(EX_OSERR, "cannot give %s to ARNIE_USER %s",
@@ -236,6 +216,10 @@ daemon_drop_privileges(const struct config *cfg, const char *const *owned)
 		    pw->pw_name);
 	log_info("running as %s (uid %u, gid %u)", pw->pw_name,
 	    (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+	if (!log_reopenable())
+		log_warnx("ARNIE_LOG_FILE %s or its folder is not writable by "
+		          "%s: SIGHUP will not reopen it after rotation",
+		    cfg->log_file, pw->pw_name);
 }
 
 struct spool *
@@ -243,11 +227,15 @@ daemon_open_spool(const struct config *cfg)
 {
 	struct spool *spool;
 	struct passwd *pw;
+	int saved;
 
 	if ((spool = spool_open(cfg->spool_directory, cfg->save_sent_mail)) !=
 	    NULL)
 		return spool;
-	if (errno == EACCES && (pw = getpwuid(geteuid())) != NULL)
+	saved = errno;
+	pw = saved == EACCES ? getpwuid(geteuid()) : NULL;
+	errno = saved;
+	if (pw != NULL)
 		fatal(EX_CANTCREAT,
 		    "cannot open the spool %s as %s (make it: install -d -o "
 		    "%s -m 0700 %s)",

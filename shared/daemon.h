@@ -24,9 +24,11 @@ struct config *daemon_start(const char *progname, int argc, char *argv[]);
  * A daemon started as root becomes ARNIE_USER once it has bound its socket
  * and before it opens its spool or starts a thread.  It exits with a
  * sysexits code when that cannot be done safely: 78 when the user does not
- * exist (the message names ARNIE_USER), 77 when the spool or a file in it
- * belongs to someone else (the message says how to hand it over), 71 when
- * the switch itself fails.  The files in owned (NULL-terminated, may be
+ * exist (the message names ARNIE_USER), 77 when the spool, one of its
+ * folders or a file queued in outbox/ belongs to someone else (the message
+ * says how to hand it over; spool_check_owner()), 71 when the switch itself
+ * fails.  After the switch it warns when the log file could not be reopened
+ * after rotation.  The files in owned (NULL-terminated, may be
  * NULL: the milter's unix socket) and a log file the daemon created are
  * handed to the user first.  ARNIE_USER=root keeps root, with one warning.
  * Started as any other user, it changes nothing.

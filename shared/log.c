@@ -9,6 +9,8 @@
 
 #include "log.h"
 
+#include "xmalloc.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -119,6 +121,26 @@ log_give_to(uid_t uid, gid_t gid)
 		rc = -1;
 	pthread_mutex_unlock(&log_lock);
 	return rc;
+}
+
+bool
+log_reopenable(void)
+{
+	char *dir, *slash;
+	bool ok;
+
+	if (log_path == NULL)
+		return true;
+	dir = xstrdup(log_path);
+	if ((slash = strrchr(dir, '/')) == NULL)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	ok = access(log_path, W_OK) == 0 && access(dir, W_OK | X_OK) == 0;
+	free(dir);
+	return ok;
 }
 
 static size_t

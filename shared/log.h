@@ -16,6 +16,7 @@
 #define ARNIE_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <sys/types.h>
 #include <syslog.h>
 
@@ -30,9 +31,14 @@ int log_init(const char *progname, const char *path, int verbose);
 int log_reopen(void);
 
 /* Before a daemon started as root becomes another user: hand it the log
- * file if log_init() created it, so that the user can go on writing it.
- * A file that existed keeps its owner.  0, or -1 with errno. */
+ * file if log_init() created it.  A file that existed keeps its owner.  The
+ * open descriptor goes on working either way; log_reopenable() says
+ * whether a reopen after rotation will.  0, or -1 with errno. */
 int log_give_to(uid_t uid, gid_t gid);
+
+/* Can this process reopen the log file, or make it anew in its folder (as
+ * after rotation)?  True when logging to standard error. */
+bool log_reopenable(void);
 
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -211,6 +211,10 @@ void message_fix_log(const struct message_fix *fix, const char *id);
  * 250 and break the bytes-spooled-are-bytes-relayed rule.
  */
 #define MESSAGE_LINE_MAX 998
+/* The text of both front-ends' 554 5.6.0 for a longer line. */
+#define MESSAGE_LINE_REFUSAL                                                   \
+	"Message has a line longer than 998 octets; encode it "                \
+	"(quoted-printable or base64)"
 
 struct message_lines {
 	size_t cur;     /* octets of the line so far */
@@ -235,7 +239,7 @@ struct message_trace {
 	const char *client_addr; /* its IP address as text, no brackets */
 	const char *by;          /* Arnie's host name; NULL: "localhost" */
 	const char *by_comment;  /* after the host name: "Arnie", ... */
-	const char *with;        /* "ESMTP", "SMTP", "UTF8SMTP"; NULL: none */
+	const char *with;        /* "ESMTP", "SMTP"; NULL: none */
 	const char *id;          /* the spool ID */
 	const char *comment;     /* "(comment)" on the line after the ID */
 	const char *rcpt;        /* the only recipient: "for <rcpt>"; give

@@ -4,9 +4,13 @@
  *
  * The session runs in a child process (see relay_send() at the bottom):
  * the parent prepares the messages, logs, forks, reads the child's report
- * from a pipe under a deadline, and reaps it; the child runs libesmtp, sends
- * each message's results as soon as they are final, then the session's
- * status, and exits.  A libesmtp crash or hang thus costs one session.
+ * from a pipe under a deadline, hands each message's results to the
+ * caller's relay_result_fn and acknowledges them on a second pipe, and
+ * reaps the child; the child runs libesmtp, sends each message's results as
+ * soon as they are final, waits for the acknowledgement before it goes on,
+ * then sends the session's status and exits.  A libesmtp crash or hang thus
+ * costs one session, and a crash of the daemon at most the message in
+ * flight.
  *
  * What this module does: hands libesmtp Arnie's own SSL_CTX (TLS 1.2
  * only, system CA store plus OUTBOUND_EMAIL_CA_FILE, the configured host
@@ -26,6 +30,10 @@
  *   replies through the protocol monitor (reads only, never what is
  *   written) and takes the event callback's reports, and decides from the
  *   per-message statuses, never from the return value alone.
+ * - It reads a reply code with strtol(): "2500 ok" is code 2500, a failed
+ *   recipient, and with no recipient left it still sends DATA's body as an
+ *   empty message.  So the monitor checks every reply line and shuts the
+ *   connection at the first malformed one (protocol_error()).
  * - Its own certificate name check compares the CNAME-resolved name with
  *   DNS names only.  OpenSSL already checked the configured name (or IP
  *   address) during the handshake when verification is on, so the
@@ -574,27 +582,54 @@ static void message_ended(struct session_state *st, smtp_message_t msg);
  * libesmtp does not show its socket, but this process closed every socket
  * it inherited (child_setup()), so the only one open now is the upstream's.
  */
-static int
-set_upstream_nodelay(void)
+/* Every descriptor above standard error that is a socket, except skip,
+ * goes to fn: those /proc/self/fd lists, or without /proc every one below
+ * the limit (at most SOCKET_SCAN_MAX). */
+#define SOCKET_SCAN_MAX 65536
+
+static void
+each_socket(int skip, void (*fn)(int fd, void *arg), void *arg)
 {
 	struct dirent *de;
 	struct stat sb;
-	int one = 1, found = -1;
+	long max;
 	DIR *dir;
 	int fd;
 
-	if ((dir = opendir("/proc/self/fd")) == NULL)
-		return -1;
-	while ((de = readdir(dir)) != NULL) {
-		fd = atoi(de->d_name);
-		if (fd > STDERR_FILENO && fd != dirfd(dir) &&
-		    fstat(fd, &sb) == 0 && S_ISSOCK(sb.st_mode)) {
-			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
-			    sizeof(one));
-			found = fd;
+	if ((dir = opendir("/proc/self/fd")) != NULL) {
+		while ((de = readdir(dir)) != NULL) {
+			fd = atoi(de->d_name);
+			if (fd > STDERR_FILENO && fd != skip &&
+			    fd != dirfd(dir) && fstat(fd, &sb) == 0 &&
+			    S_ISSOCK(sb.st_mode))
+				fn(fd, arg);
 		}
+		closedir(dir);
+		return;
 	}
-	closedir(dir);
+	max = sysconf(_SC_OPEN_MAX);
+	if (max < 0 || max > SOCKET_SCAN_MAX)
+		max = SOCKET_SCAN_MAX;
+	for (fd = STDERR_FILENO + 1; fd < max; fd++)
+		if (fd != skip && fstat(fd, &sb) == 0 && S_ISSOCK(sb.st_mode))
+			fn(fd, arg);
+}
+
+static void
+nodelay(int fd, void *arg)
+{
+	int one = 1;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	*(int *)arg = fd;
+}
+
+static int
+set_upstream_nodelay(void)
+{
+	int found = -1;
+
+	each_socket(-1, nodelay, &found);
 	return found;
 }
 
@@ -1071,11 +1106,23 @@ report_end(int fd, enum relay_status status, const char *reason)
 
 /* ------------------------------------------- in the session process */
 
+/* The first digit of a reply code libesmtp read, however long. */
+static int
+leading_digit(int code)
+{
+	while (code >= 10)
+		code /= 10;
+	return code;
+}
+
 /*
- * Recipient j of m got a malformed RCPT reply.  If the message was taken
- * anyway (a 2xx to the end of DATA) and another recipient was accepted, the
- * whole body went out and the upstream took it for this recipient too, as
- * far as anyone can tell: never send it again, and say so.  With no
+ * Recipient j of m got a malformed RCPT reply.  protocol_error() shuts the
+ * connection at once, so this normally ends the session before the body
+ * goes; should it not (the socket could not be found), this decides.  If
+ * the message was taken anyway (a 2xx to the end of DATA), another
+ * recipient was accepted and the malformed reply began with a 2, the whole
+ * body went out and the upstream took it for this recipient too, as far as
+ * anyone can tell: never send it again, and say so.  With no
  * recipient accepted, libesmtp sent an empty message instead of the body:
  * the recipient must get the real one, so it is deferred.  Either way the
  * session ends (protocol_error() shut it already).
@@ -1090,7 +1137,9 @@ malformed_rcpt(struct session_state *st, struct relay_msg *m, size_t j,
 
 	format_status(rs, why, sizeof(why));
 	protocol_error(st, why);
-	if (dres->status == RELAY_OK && body_went) {
+	/* "5500 no such user" was a refusal, however malformed. */
+	if (dres->status == RELAY_OK && body_went &&
+	    leading_digit(rs->code) == 2) {
 		*r = *dres;
 		log_info("%s: to=<%s>: malformed RCPT reply \"%s\", but the "
 		         "upstream took the message (%s): recorded as sent, "
@@ -1374,15 +1423,19 @@ session_run(struct relay *relay, struct relay_msg *msgs, size_t n, int fd,
  * closes them, not when this process ends).
  */
 static void
+close_socket(int fd, void *arg)
+{
+	(void)arg;
+	(void)close(fd);
+}
+
+static void
 child_setup(int keepfd, pid_t parent)
 {
 	struct sigaction sa, old;
 	struct rlimit rl = {0, 0};
-	struct dirent *de;
-	struct stat sb;
 	sigset_t none;
-	DIR *dir;
-	int sig, fd;
+	int sig;
 
 	memset(&sa, 0, sizeof(sa));
 	sigemptyset(&sa.sa_mask);
@@ -1407,15 +1460,7 @@ child_setup(int keepfd, pid_t parent)
 	/* A crash here is libesmtp's, known and logged by the parent; a core
 	 * file at every retry would only fill the disk. */
 	(void)setrlimit(RLIMIT_CORE, &rl);
-	if ((dir = opendir("/proc/self/fd")) == NULL)
-		return;
-	while ((de = readdir(dir)) != NULL) {
-		fd = atoi(de->d_name);
-		if (fd > STDERR_FILENO && fd != keepfd && fd != dirfd(dir) &&
-		    fstat(fd, &sb) == 0 && S_ISSOCK(sb.st_mode))
-			(void)close(fd);
-	}
-	closedir(dir);
+	each_socket(keepfd, close_socket, NULL);
 }
 
 static void __attribute__((noreturn))
@@ -1442,6 +1487,7 @@ struct collect {
 	bool *got; /* a complete WIRE_MSG arrived for this message */
 	size_t ngot;
 	bool complete; /* WIRE_END arrived */
+	bool unrecorded; /* fn could not record a message's results */
 	bool killed;   /* by us, at the deadline */
 	bool aborted;  /* by relay_abort() */
 	long deadline; /* seconds the child was given */
@@ -1524,9 +1570,13 @@ read_record(int fd, struct relay_msg *msgs, size_t n, struct collect *c,
 	c->got[h.index] = true;
 	c->ngot++;
 	/* Recorded before the session goes on (see wait_ack()).  A child
-	 * that is gone makes the write fail, which is no harm. */
-	if (c->fn != NULL)
-		c->fn(c->arg, m);
+	 * that is gone makes the write fail, which is no harm.  What cannot
+	 * be recorded stops the session: the child, seeing no
+	 * acknowledgement, exits. */
+	if (c->fn != NULL && c->fn(c->arg, m) == -1) {
+		c->unrecorded = true;
+		return 0;
+	}
 	(void)!write(c->ackfd, "k", 1);
 	return 1;
 }
@@ -1625,7 +1675,10 @@ death_reason(const struct collect *c, int status, size_t queued, char *dst,
 {
 	char what[128];
 
-	if (c->killed)
+	if (c->unrecorded)
+		snprintf(what, sizeof(what),
+		    "session stopped: results cannot be recorded in the spool");
+	else if (c->killed)
 		snprintf(what, sizeof(what),
 		    "relay process killed at the %ld s deadline", c->deadline);
 	else if (c->aborted)

@@ -81,10 +81,13 @@ const char *relay_name(const struct relay *relay);
  * Called on relay_send()'s thread with each message of the batch whose
  * results have arrived (attempted, queue_wide, rcpt and data set), while
  * the session waits: record them durably enough that a restarted daemon
- * does not send what the upstream took.  m stays the caller's; relay_send()
- * touches its results no more.
+ * does not send what the upstream took, and return 0; -1 when they could
+ * not be recorded, which ends the session there (the messages not reached
+ * stay as they were).  m stays the caller's; relay_send() touches its
+ * results no more.  The time spent here counts against the session's
+ * deadline: disk work for one message, nothing slower.
  */
-typedef void relay_result_fn(void *arg, struct relay_msg *m);
+typedef int relay_result_fn(void *arg, struct relay_msg *m);
 
 /*
  * Send msgs[0..n) over one connection, calling fn (if not NULL) for each

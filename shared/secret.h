@@ -4,11 +4,13 @@
  * Generic layer.  A secret is copied into pages of its own that a core dump
  * leaves out (madvise MADV_DONTDUMP) and that are locked in memory when the
  * limits allow it (never written to swap); secret_free() wipes them before
- * giving them back.  So a crash, a kill -SEGV or gcore never writes the
- * upstream password into a core file, whether the kernel, systemd-coredump
- * or gdb writes it.  Copies elsewhere must be wiped by whoever made them
- * (xfree_secret(), explicit_bzero()); secret_wipe_env() does it for the
- * process environment.
+ * giving them back.  So a crash, a kill -SEGV or gcore of a running daemon
+ * writes none of the long-lived copies of the upstream password into a
+ * core file, whether the kernel, systemd-coredump or gdb writes it.
+ * Short-lived copies elsewhere must be wiped by whoever made them
+ * (xfree_secret(), explicit_bzero(): the .env parser's); secret_wipe_env()
+ * does it for the process environment.  The relay's session process, which
+ * hands the password to libesmtp, writes no core file at all.
  *
  * Out of memory is a panic, as in xmalloc.  A failed madvise or mlock is
  * not an error: the copy still works, only less protected.

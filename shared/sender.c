@@ -386,30 +386,31 @@ unhold(struct sender *s, const char *id)
  * refuses, the old file stays and env is held: our copy keeps the accepted
  * recipients from being sent again.
  */
-static void
+static int
 requeue(struct sender *s, struct envelope *env, time_t now)
 {
 	if (spool_update(s->spool, env) == -1) {
 		if (errno == ENOENT)
-			return; /* someone took the file away */
+			return 0; /* someone took the file away */
 		log_warn("%s: cannot update the queue file, trying again in "
 		         "%ds",
 		    env->id, SENDER_DISK_RETRY);
 		hold(s, env, now);
-		return;
+		return -1;
 	}
 	s->unsynced = true;
 	sched_add(s->sched, env->id,
 	    env->next_attempt > now ? env->next_attempt : now);
+	return 0;
 }
 
 /* Take env out of the queue; on a disk error keep it and try again soon. */
-static void
+static int
 finish(struct sender *s, struct envelope *env, enum spool_fate fate, time_t now)
 {
 	if (spool_finish(s->spool, env, fate) == -1) {
 		if (errno == ENOENT)
-			return; /* someone took the file away: nothing to do */
+			return 0; /* someone took the file away */
 		log_warn("%s: cannot move out of the queue, trying again in "
 		         "%ds",
 		    env->id, SENDER_DISK_RETRY);
@@ -418,7 +419,7 @@ finish(struct sender *s, struct envelope *env, enum spool_fate fate, time_t now)
 		 * instead of sending again. */
 		(void)spool_update(s->spool, env);
 		hold(s, env, now);
-		return;
+		return -1;
 	}
 	s->unsynced = true;
 	if (fate == SPOOL_FAILED) {
@@ -428,6 +429,7 @@ finish(struct sender *s, struct envelope *env, enum spool_fate fate, time_t now)
 		log_info("%s: moved to sent/", env->id);
 	else
 		log_info("%s: removed", env->id);
+	return 0;
 }
 
 static bool
@@ -443,15 +445,13 @@ any_failed(const struct envelope *env)
 
 /* Every recipient is done: sent/ if all were accepted, else failed/ so that
  * the admin sees it (its envelope shows which recipients got it). */
-static void
+static int
 finish_done(struct sender *s, struct envelope *env, time_t now)
 {
 	size_t i;
 
-	if (!any_failed(env)) {
-		finish(s, env, SPOOL_SENT, now);
-		return;
-	}
+	if (!any_failed(env))
+		return finish(s, env, SPOOL_SENT, now);
 	/* The file in failed/ should say why at a glance, even when the
 	 * last attempt was a success for another recipient. */
 	for (i = 0; i < env->nrcpts; i++)
@@ -461,11 +461,11 @@ finish_done(struct sender *s, struct envelope *env, time_t now)
 			    &env->last_reply, env->rcpts[i].reply);
 			break;
 		}
-	finish(s, env, SPOOL_FAILED, now);
+	return finish(s, env, SPOOL_FAILED, now);
 }
 
 /* Out of attempts or of time: the pending recipients fail with reason. */
-static void
+static int
 give_up(struct sender *s, struct envelope *env, const char *reason,
     bool via_relay, double now)
 {
@@ -493,7 +493,7 @@ give_up(struct sender *s, struct envelope *env, const char *reason,
 		text = xstrdup(reason);
 	free(env->last_reply);
 	env->last_reply = text;
-	finish(s, env, SPOOL_FAILED, (time_t)now);
+	return finish(s, env, SPOOL_FAILED, (time_t)now);
 }
 
 /* The reason a message is out of attempts or time, or NULL. */
@@ -535,8 +535,10 @@ outcome(const struct relay_msg *m, size_t j, struct relay_result *none)
 	return none;
 }
 
-/* Apply an attempted message's results to its envelope and the spool. */
-static void
+/* Apply an attempted message's results to its envelope and the spool.  0
+ * when the new state is on disk, -1 when the disk refused it and it is only
+ * held in memory (see hold()). */
+static int
 apply(struct sender *s, struct relay_msg *m, double nowd)
 {
 	struct envelope *env = m->env;
@@ -545,6 +547,7 @@ apply(struct sender *s, struct relay_msg *m, double nowd)
 	time_t now = (time_t)nowd, next;
 	char *why;
 	size_t j;
+	int done;
 
 	if (!m->queue_wide)
 		env->attempts++;
@@ -583,14 +586,12 @@ apply(struct sender *s, struct relay_msg *m, double nowd)
 	if (r != NULL && r->reply[0] != '\0')
 		envelope_set_reply(&env->last_reply, r->reply);
 
-	if (envelope_pending(env) == 0) {
-		finish_done(s, env, now);
-		return;
-	}
+	if (envelope_pending(env) == 0)
+		return finish_done(s, env, now);
 	if ((why = expired(s, env, now)) != NULL) {
-		give_up(s, env, why, true, nowd);
+		done = give_up(s, env, why, true, nowd);
 		free(why);
-		return;
+		return done;
 	}
 	/* A queue-wide failure spends no attempt; the pause, decided when
 	 * the session ends, holds the message back beyond this if longer. */
@@ -602,7 +603,7 @@ apply(struct sender *s, struct relay_msg *m, double nowd)
 		next = now + sched_backoff(env->attempts, s->cfg->retry_delay,
 		                 s->cfg->retry_max_delay);
 	env->next_attempt = next;
-	requeue(s, env, now);
+	return requeue(s, env, now);
 }
 
 /*
@@ -744,21 +745,26 @@ struct batch {
  * the session waits, so that a crash cannot send again what the upstream
  * took.  A message that was not attempted is left for the end of the
  * session (its file is untouched; the pause, once updated, gates it).
+ * When the disk refuses the new state, the session stops (-1).
  */
-static void
+static int
 record_results(void *arg, struct relay_msg *m)
 {
 	struct batch *b = arg;
 	struct sender *s = b->s;
+	int rc = 0;
 
 	if (!m->attempted)
-		return;
+		return 0;
 	pthread_mutex_lock(&s->lock);
 	if (!s->abandoned) {
-		apply(s, m, clock_wall());
+		/* Held in memory only: a crash now would send it again, so
+		 * the session must not go on to the next message. */
+		rc = apply(s, m, clock_wall());
 		b->recorded[m - b->msgs] = true;
 	}
 	pthread_mutex_unlock(&s->lock);
+	return rc;
 }
 
 /*

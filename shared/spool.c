@@ -1325,6 +1325,50 @@ spool_quarantine(struct spool *spool, const char *id)
 }
 
 int
+spool_check_owner(const char *dir, uid_t uid, const char **what)
+{
+	static const char *const others[] = {".", "sender.lock"};
+	struct dirent *de;
+	struct stat sb;
+	char path[PATH_MAX];
+	size_t i;
+	DIR *d;
+	int n;
+
+	*what = NULL;
+	for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]) +
+	                    sizeof(others) / sizeof(others[0]);
+	     i++) {
+		const char *part = i < sizeof(subdirs) / sizeof(subdirs[0])
+		                       ? subdirs[i]
+		                       : others[i - sizeof(subdirs) /
+		                                        sizeof(subdirs[0])];
+
+		n = snprintf(path, sizeof(path), "%s/%s", dir, part);
+		if (n < 0 || (size_t)n >= sizeof(path)) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		if (stat(path, &sb) == 0 && sb.st_uid != uid) {
+			*what = strcmp(part, ".") == 0 ? "the folder itself"
+			                               : part;
+			return -1;
+		}
+	}
+	snprintf(path, sizeof(path), "%s/outbox", dir);
+	if ((d = opendir(path)) == NULL)
+		return 0;
+	while (*what == NULL && (de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.' &&
+		    fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) ==
+		        0 &&
+		    sb.st_uid != uid)
+			*what = "a file in outbox";
+	closedir(d);
+	return *what == NULL ? 0 : -1;
+}
+
+int
 spool_lock_sender(struct spool *spool)
 {
 	int fd, rc = -1, saved;

@@ -178,6 +178,14 @@ int spool_finish(struct spool *spool, const struct envelope *env,
 /* Move an unreadable outbox/ID to corrupt/. */
 int spool_quarantine(struct spool *spool, const char *id);
 
+/*
+ * Does the spool at dir (not opened) belong to uid: the folder, its
+ * sub-folders, the sender lock and every file queued in outbox/?  0 when it
+ * does or does not exist yet; -1 with *what naming the first part that does
+ * not ("outbox", "a file in outbox", ...).  For a daemon about to become that user.
+ */
+int spool_check_owner(const char *dir, uid_t uid, const char **what);
+
 /* Try to become the one sender of this spool: a non-blocking flock on
  * sender.lock, held until spool_close().  -1 with EWOULDBLOCK when another
  * process holds it. */

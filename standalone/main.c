@@ -88,6 +88,19 @@ main(int argc, char *argv[])
 	if ((d.base = event_base_new()) == NULL)
 		fatalx(EX_OSERR, "cannot create the event loop");
 
+	/* From the moment the port is bound a supervisor may stop us: the
+	 * signals wait, blocked, for the loop's handlers, and the threads
+	 * started meanwhile keep them blocked for good. */
+	daemon_mask_signals(SIG_BLOCK);
+	ev_term = evsignal_new(d.base, SIGTERM, on_stop, &d);
+	ev_int = evsignal_new(d.base, SIGINT, on_stop, &d);
+	ev_hup = evsignal_new(d.base, SIGHUP, on_hup, &d);
+	if (ev_term == NULL || ev_int == NULL || ev_hup == NULL ||
+	    evsignal_add(ev_term, NULL) == -1 ||
+	    evsignal_add(ev_int, NULL) == -1 ||
+	    evsignal_add(ev_hup, NULL) == -1)
+		fatalx(EX_OSERR, "cannot set up signal handling");
+
 	/* Bind first (a port below 1024 needs root), then become ARNIE_USER,
 	 * and only then touch the spool; a daemon that cannot listen should
 	 * not begin relaying either. */
@@ -98,22 +111,11 @@ main(int argc, char *argv[])
 	spool = daemon_open_spool(cfg);
 	if ((sender = sender_new(cfg, spool, err, sizeof(err))) == NULL)
 		fatalx(EX_CONFIG, "%s", err);
-
-	daemon_mask_signals(SIG_BLOCK);
 	q = commitq_new(spool, sender);
 	smtpd_start(d.smtpd, spool, q);
 	if (sender_start(sender) == -1)
 		fatal(EX_OSERR, "cannot start the sender thread");
 	daemon_mask_signals(SIG_UNBLOCK);
-
-	ev_term = evsignal_new(d.base, SIGTERM, on_stop, &d);
-	ev_int = evsignal_new(d.base, SIGINT, on_stop, &d);
-	ev_hup = evsignal_new(d.base, SIGHUP, on_hup, &d);
-	if (ev_term == NULL || ev_int == NULL || ev_hup == NULL ||
-	    evsignal_add(ev_term, NULL) == -1 ||
-	    evsignal_add(ev_int, NULL) == -1 ||
-	    evsignal_add(ev_hup, NULL) == -1)
-		fatalx(EX_OSERR, "cannot set up signal handling");
 
 	log_info("arnie %s started: listening on %s, spool %s, relay %s:%d",
 	    PACKAGE_VERSION, smtpd_address(d.smtpd), cfg->spool_directory,

@@ -120,7 +120,9 @@ struct smtpd {
 
 static void session_process(struct session *s);
 static void transaction_reset(struct session *s);
+static void session_destroy(struct session *s);
 static void deadline_clear(struct session *s);
+static void deadline_arm(struct session *s);
 
 /* ---------------------------------------------------------------- replies */
 
@@ -148,7 +150,10 @@ close_after(struct session *s, const char *text)
 {
 	reply(s, "%s", text);
 	s->state = S_CLOSING;
+	/* A client that does not read its last reply is dropped when this
+	 * fresh clock runs out. */
 	deadline_clear(s);
+	deadline_arm(s);
 	if (s->bev != NULL)
 		bufferevent_disable(s->bev, EV_READ);
 }
@@ -243,6 +248,9 @@ deadline_expired(evutil_socket_t fd, short what, void *arg)
 		log_info("command from %s not complete within %lds, closing",
 		    s->client, s->sd->cfg->smtp_timeout);
 		close_after(s, "421 4.4.2 Command not completed in time, closing");
+	} else if (s->state == S_CLOSING) {
+		log_info("%s does not read its last reply, dropped", s->client);
+		session_destroy(s);
 	}
 }
 
@@ -574,9 +582,7 @@ data_end(struct session *s, enum smtp_data_status st)
 		free(msg);
 		transaction_reset(s);
 		s->state = S_CMD;
-		reply(s, "554 5.6.0 Message has a line longer than %d octets; "
-		         "encode it (quoted-printable or base64)",
-		    MESSAGE_LINE_MAX);
+		reply(s, "554 5.6.0 " MESSAGE_LINE_REFUSAL);
 		return;
 	}
 	commit_start(s, msg, len);
@@ -643,9 +649,11 @@ session_process(struct session *s)
 	out = bufferevent_get_output(s->bev);
 	while (s->state == S_CMD || s->state == S_DATA) {
 		if (evbuffer_get_length(out) > SMTPD_OUTPUT_MAX) {
-			/* A client that sends without reading. */
+			/* A client that sends without reading: it has the
+			 * deadline's time to take its replies. */
 			s->out_blocked = true;
 			bufferevent_disable(s->bev, EV_READ);
+			deadline_arm(s);
 			return;
 		}
 		if (s->state == S_CMD && evbuffer_get_length(in) == 0) {

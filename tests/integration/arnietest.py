@@ -890,13 +890,18 @@ class ArnieTestCase(unittest.TestCase):
     def config(self, upstream_port, **overrides):
         """The usual test configuration: plain SMTP to the fake upstream,
         short retry delays."""
+        # A stopped upstream's port is free again: never listen on it, or
+        # the daemon would relay to itself.
+        listen = free_port()
+        while listen == upstream_port:
+            listen = free_port()
         keys = dict(
             OUTBOUND_EMAIL_HOST="127.0.0.1",
             OUTBOUND_EMAIL_HOST_PORT=upstream_port,
             OUTBOUND_EMAIL_USE_TLS=False,
             FILES_DIRECTORY=self.files_dir,
             ARNIE_LISTEN_ADDRESS="127.0.0.1",
-            ARNIE_LISTEN_PORT=free_port(),
+            ARNIE_LISTEN_PORT=listen,
             ARNIE_HOSTNAME="arnie.test",
             RETRY_DELAY_SECONDS=1,
             RETRY_MAX_DELAY_SECONDS=2,

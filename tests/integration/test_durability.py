@@ -227,6 +227,45 @@ class DiskTest(DataClientMixin, ArnieTestCase):
         self.assertEqual(up.with_test_id("full", False), [])
 
 
+    def test_results_the_disk_refuses_stop_the_session(self):
+        if os.geteuid() != 0 or not self._tmpfs_works():
+            why = "needs root and mount -t tmpfs in unshare -m"
+            if os.environ.get("CI"):
+                self.fail(why + ", which CI has")
+            self.skipTest(why)
+        up = self.upstream()
+        up.stop()
+        d = self.arnie(up.port, start=False, ARNIE_MAX_BATCH=10)
+        d.wrapper = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                     'mount -t tmpfs -o size=1m tmpfs "$0" && exec "$@"',
+                     d.files_dir]
+        d.start()
+        inside = arnietest.Spool("/proc/%d/root%s/arniefiles" %
+                                 (d.pid, d.files_dir))
+        rcpts = ["r%d@example.org" % i for i in range(5)]
+        for i, r in enumerate(rcpts):
+            up.script_rcpt(r, ["451 4.2.0 later"])
+            send(d, "full%d" % i, rcpts=[r])
+        # Fill the disk: a deferral needs a new queue file, and gets none.
+        filler = os.path.join(inside.root, "..", "filler")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"x" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        up.restart()
+        wait_for(lambda: "results cannot be recorded" in d.log_text(),
+                 what="the session to stop")
+        # One message was tried, its deferral could not be written, and
+        # the session stopped there: the others were not touched.
+        self.assertEqual(len({a[1] for a in up.rcpt_log}), 1, up.rcpt_log)
+        os.unlink(filler)
+        for i in range(5):
+            self.assertDeliveredOnce(up, "full%d" % i)
+
+
 class SharedSpoolTest(ArnieTestCase):
 
     def test_two_processes_on_one_spool_send_each_message_once(self):

@@ -9,7 +9,7 @@ local r = send_message(conn, "QIDLONG", "<long@example.com>",
     {string.rep("x", 500), string.rep("x", 499) .. "\r\nend\r\n"})
 check(r == SMFIR_REPLYCODE, "eom long body line: reply " .. tostring(r))
 check(mt.eom_check(conn, MT_SMTPREPLY, "554", "5.6.0",
-    "Arnie: message has a line longer than 998 octets; " ..
+    "Arnie: Message has a line longer than 998 octets; " ..
     "encode it (quoted-printable or base64)"), "eom: not 554 5.6.0")
 check(mt.abort(conn) == nil, "abort")
 

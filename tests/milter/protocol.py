@@ -18,6 +18,7 @@ empty line and the body, unchanged.
 """
 
 import os
+import re
 import shutil
 import socket
 import stat
@@ -246,7 +247,7 @@ def check_utf8(m, q):
     assert len(msgs) == 1 and msgs[0]["rcpts"] == ["ascii@example.org"], q
     assert msgs[0]["message"].endswith(b"\r\n\r\ncaf\xc3\xa9\r\n"), msgs
     assert "queue_id=QIDUTF client=192.0.2.21 from=<utf@example.com>: " \
-        "refused, SMTPUTF8 with a non-ASCII header" in m.log(), m.log()
+        "SMTPUTF8 with a non-ASCII header, refused" in m.log(), m.log()
 
 
 def check_longline(m, q):
@@ -256,8 +257,23 @@ def check_longline(m, q):
     assert msgs[0]["message"].endswith(b"\r\n\r\n" + b"x" * 998 + b"\r\n")
     for qid, sender in (("QIDLONG", "long"), ("QIDLONGH", "longh")):
         assert "queue_id=%s client=192.0.2.22 from=<%s@example.com>: " \
-            "refused, a line of 999 octets" % (qid, sender) in m.log(), \
+            "a line of 999 octets, refused" % (qid, sender) in m.log(), \
             m.log()
+
+
+def check_copy_limits(m, q):
+    # Nothing of these was queued, and the log says the MTA delivers them.
+    assert mine(q, "cl1@example.com", "cl3@example.com") == [], q
+    # The message with a recipient Arnie cannot relay, for the others.
+    partly = mine(q, "cl2@example.com")
+    assert [msg["rcpts"] for msg in partly] == [["cl2@example.org"]], q
+    for qid, why in (("QIDCL1", "a line of 999 octets"),
+                     ("QIDCL2", "non-ASCII recipient <m\u00fcller@"
+                                "example.org>"),
+                     ("QIDCL3", "message larger than MAX_MESSAGE_SIZE=4000")):
+        assert re.search(r"queue_id=%s client=192\.0\.2\.23( from=<[^>]*>)?: "
+                         r"%s, not copied \(the MTA delivers it\)" % (
+                             qid, re.escape(why)), m.log()), (qid, m.log())
 
 
 def check_oversize(m, q):
@@ -369,8 +385,9 @@ RUNS = [
     ("keepbcc", {"REMOVE_BCC_HEADERS": "false"}, None, [
         ("bcc.lua", lambda m, q: check_bcc(m, q, kept=True)),
     ]),
-    ("copy", {"ARNIE_MILTER_MODE": "copy"}, None, [
+    ("copy", {"ARNIE_MILTER_MODE": "copy", "MAX_MESSAGE_SIZE": 4000}, None, [
         ("one_rcpt.lua", lambda m, q: check_one_rcpt(m, q, "copy")),
+        ("copy_limits.lua", check_copy_limits),
     ]),
     ("oversize", {"MAX_MESSAGE_SIZE": 2000}, None, [
         ("oversize.lua", check_oversize),
