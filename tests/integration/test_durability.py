@@ -194,15 +194,15 @@ class DiskTest(DataClientMixin, ArnieTestCase):
             capture_output=True, timeout=10)
         return r.returncode == 0
 
-    def test_disk_full_gives_452_and_stores_nothing(self):
+    def start_on_tmpfs(self, up, **keys):
+        """A daemon whose FILES_DIRECTORY is a 1 MB tmpfs, visible to it
+        only; returns it and its view of its spool."""
         if os.geteuid() != 0 or not self._tmpfs_works():
             why = "needs root and mount -t tmpfs in unshare -m"
             if os.environ.get("CI"):
                 self.fail(why + ", which CI has")  # no silent skip there
             self.skipTest(why)
-        up = self.upstream()
-        d = self.arnie(up.port, start=False)
-        # A 1 MB tmpfs as FILES_DIRECTORY, visible to the daemon only.
+        d = self.arnie(up.port, start=False, **keys)
         d.wrapper = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                      'mount -t tmpfs -o size=1m tmpfs "$0" && exec "$@"',
                      d.files_dir]
@@ -210,7 +210,13 @@ class DiskTest(DataClientMixin, ArnieTestCase):
         # The daemon's view of its spool, through its mount namespace.
         inside = arnietest.Spool("/proc/%d/root%s/arniefiles" %
                                  (d.pid, d.files_dir))
-        self.assertTrue(os.path.isdir(inside.path("outbox")))
+        wait_for(lambda: os.path.isdir(inside.path("outbox")),
+                 what="the spool on the tmpfs")
+        return d, inside
+
+    def test_disk_full_gives_452_and_stores_nothing(self):
+        up = self.upstream()
+        d, inside = self.start_on_tmpfs(up)
         body = ("z" * 76 + "\r\n") * 26000            # about 2 MB
         c = self.client_in_data(d)
         c.send(make_message("full", body=body) + b".\r\n")
@@ -226,22 +232,10 @@ class DiskTest(DataClientMixin, ArnieTestCase):
         self.assertDeliveredOnce(up, "fits")
         self.assertEqual(up.with_test_id("full", False), [])
 
-
     def test_results_the_disk_refuses_stop_the_session(self):
-        if os.geteuid() != 0 or not self._tmpfs_works():
-            why = "needs root and mount -t tmpfs in unshare -m"
-            if os.environ.get("CI"):
-                self.fail(why + ", which CI has")
-            self.skipTest(why)
         up = self.upstream()
         up.stop()
-        d = self.arnie(up.port, start=False, ARNIE_MAX_BATCH=10)
-        d.wrapper = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                     'mount -t tmpfs -o size=1m tmpfs "$0" && exec "$@"',
-                     d.files_dir]
-        d.start()
-        inside = arnietest.Spool("/proc/%d/root%s/arniefiles" %
-                                 (d.pid, d.files_dir))
+        d, inside = self.start_on_tmpfs(up, ARNIE_MAX_BATCH=10)
         rcpts = ["r%d@example.org" % i for i in range(5)]
         for i, r in enumerate(rcpts):
             up.script_rcpt(r, ["451 4.2.0 later"])
