@@ -92,6 +92,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "reply.h"
 #include "secret.h"
 #include "spool.h"
 #include "xmalloc.h"
@@ -174,42 +175,24 @@ auth_init_once(void)
 	auth_client_init();
 }
 
-bool
-relay_code_valid(int code)
+/* A libesmtp status as a relay_result's outcome, through reply.h. */
+static enum relay_status
+status_of(enum reply_class c)
 {
-	/* RFC 5321 4.2: the first digit 2 to 5; 1xx is never sent. */
-	return code >= 200 && code <= 599;
-}
-
-enum relay_status
-relay_classify(int code)
-{
-	if (code >= 200 && code <= 299)
+	switch (c) {
+	case REPLY_OK:
 		return RELAY_OK;
-	if (code >= 500 && code <= 599)
+	case REPLY_PERM:
 		return RELAY_PERMFAIL;
-	/* 4xx, and anything that is not an answer (0, 1xx, 3xx): the next
-	 * attempt will tell. */
-	return RELAY_TEMPFAIL;
+	default:
+		return RELAY_TEMPFAIL;
+	}
 }
 
-/* Replies that describe the upstream or our standing with it, not the
- * message: service closing (421), TLS or throttling (454, SES), AUTH
- * required or refused (530, 534, 535, 538). */
 static bool
-code_is_queue_wide(int code)
+queue_wide(int code, const char *text, enum reply_stage stage)
 {
-	switch (code) {
-	case 421:
-	case 454:
-	case 530:
-	case 534:
-	case 535:
-	case 538:
-		return true;
-	default:
-		return false;
-	}
+	return reply_is_queue_wide(reply_classify(code, text, stage));
 }
 
 /* Copy text into dst as one printable line: runs of CR, LF and other
@@ -273,9 +256,10 @@ set_result(struct relay_result *res, enum relay_status status, int code,
 }
 
 static void
-set_result_status(struct relay_result *res, const smtp_status_t *st)
+set_result_status(struct relay_result *res, const smtp_status_t *st,
+    enum reply_stage stage)
 {
-	res->status = relay_classify(st->code);
+	res->status = status_of(reply_classify(st->code, st->text, stage));
 	res->code = st->code;
 	format_status(st, res->reply, sizeof(res->reply));
 }
@@ -455,24 +439,14 @@ interact_cb(auth_client_request_t req, char **result, int fields, void *arg)
 }
 
 /*
- * A reply line is three digits, the first 2 to 5 (RFC 5321 4.2), then
- * nothing, a space or (not the last line) a hyphen.  libesmtp reads
- * "2500 ok" as code 2500, which is no success, and still sends the
- * message (an empty one when no recipient was accepted): the upstream
- * stores something and Arnie sends the message again.  So a malformed line
- * ends the session at once, before anything more is written: nothing is
- * taken twice, the queue pauses (a protocol error is the upstream's
- * state) and the next probe tells whether the upstream has recovered.
+ * A malformed reply line (reply_line_ok()) ends the session at once,
+ * before anything more is written: libesmtp reads "2500 ok" as code 2500,
+ * which is no success, and still sends the message (an empty one when no
+ * recipient was accepted), so the upstream would store something and Arnie
+ * send the message again.  Nothing is taken twice this way: the queue
+ * pauses (a protocol error is the upstream's state) and the next probe
+ * tells whether the upstream has recovered.
  */
-static bool
-reply_line_ok(const char *line, size_t len)
-{
-	return len >= 3 && line[0] >= '2' && line[0] <= '5' &&
-	       isdigit((unsigned char)line[1]) &&
-	       isdigit((unsigned char)line[2]) &&
-	       (len == 3 || line[3] == ' ' || line[3] == '-');
-}
-
 static void
 protocol_error(struct session_state *st, const char *line)
 {
@@ -997,19 +971,20 @@ session_reason(const struct relay *relay, const struct session_state *st,
 }
 
 /* The first reply of msg that is about the upstream rather than the
- * message (see code_is_queue_wide()). */
+ * message (see reply.h). */
 static void
 first_queue_wide(
     const struct relay_msg *m, smtp_recipient_t *rc, char *dst, size_t dstlen)
 {
 	size_t j;
 
-	if (code_is_queue_wide(m->data.code)) {
+	if (queue_wide(m->data.code, NULL, REPLY_AT_END)) {
 		snprintf(dst, dstlen, "%s", m->data.reply);
 		return;
 	}
 	for (j = 0; j < m->env->nrcpts; j++)
-		if (rc[j] != NULL && code_is_queue_wide(m->rcpt[j].code)) {
+		if (rc[j] != NULL &&
+		    queue_wide(m->rcpt[j].code, NULL, REPLY_AT_RCPT)) {
 			snprintf(dst, dstlen, "%s", m->rcpt[j].reply);
 			return;
 		}
@@ -1185,8 +1160,8 @@ finish_message(struct session_state *st, size_t i)
 	m->attempted = true;
 	st->attempted++;
 	if (mail->code / 100 != 2) {
-		set_result_status(&m->data, mail);
-		qw = code_is_queue_wide(mail->code);
+		set_result_status(&m->data, mail, REPLY_AT_MAIL);
+		qw = queue_wide(mail->code, mail->text, REPLY_AT_MAIL);
 		for (j = 0; j < env->nrcpts; j++)
 			if (rc[j] != NULL)
 				m->rcpt[j] = m->data;
@@ -1195,8 +1170,8 @@ finish_message(struct session_state *st, size_t i)
 
 	data = smtp_message_transfer_status(st->smsg[i]);
 	if (data != NULL && data->code != 0) {
-		set_result_status(&dres, data);
-		qw = code_is_queue_wide(data->code);
+		set_result_status(&dres, data, REPLY_AT_END);
+		qw = queue_wide(data->code, data->text, REPLY_AT_END);
 	} else {
 		if (st->sreason[0] == '\0')
 			session_reason(relay, st, st->started, st->sreason,
@@ -1206,7 +1181,8 @@ finish_message(struct session_state *st, size_t i)
 	m->data = dres;
 	for (j = 0; j < env->nrcpts; j++) {
 		rs = rc[j] != NULL ? smtp_recipient_status(rc[j]) : NULL;
-		if (rs != NULL && rs->code / 100 == 2 && relay_code_valid(rs->code))
+		if (rs != NULL && reply_classify(rs->code, rs->text,
+		                      REPLY_AT_RCPT) == REPLY_OK)
 			accepted++;
 	}
 	for (j = 0; j < env->nrcpts; j++) {
@@ -1215,7 +1191,8 @@ finish_message(struct session_state *st, size_t i)
 		if (rc[j] == NULL)
 			continue;
 		rs = smtp_recipient_status(rc[j]);
-		if (rs != NULL && rs->code != 0 && !relay_code_valid(rs->code)) {
+		if (rs != NULL && reply_classify(rs->code, rs->text,
+		                      REPLY_AT_RCPT) == REPLY_MALFORMED) {
 			malformed_rcpt(st, m, j, rs, &dres, accepted > 0);
 			qw = true;
 		} else if (rs == NULL || rs->code == 0) {
@@ -1225,8 +1202,8 @@ finish_message(struct session_state *st, size_t i)
 				    st->sreason, sizeof(st->sreason));
 			set_result(r, RELAY_TEMPFAIL, 0, st->sreason);
 		} else if (rs->code / 100 != 2) {
-			set_result_status(r, rs);
-			if (code_is_queue_wide(rs->code))
+			set_result_status(r, rs, REPLY_AT_RCPT);
+			if (queue_wide(rs->code, rs->text, REPLY_AT_RCPT))
 				qw = true;
 		} else {
 			/* Accepted at RCPT: the end of DATA decides, and its

@@ -27,7 +27,7 @@
  * It never touches the spool and never logs a password or AUTH payload.
  * relay_send() calls on one relay must not run concurrently (the sender
  * thread is its one caller).  relay_abort() may be called from any thread.
- * relay_classify() is the one place that maps an SMTP reply to an outcome.
+ * What each upstream reply means is decided by reply.h, nowhere else.
  */
 #ifndef ARNIE_RELAY_H
 #define ARNIE_RELAY_H
@@ -119,10 +119,6 @@ void relay_abort(struct relay *relay);
 /* Release the results relay_send() allocated in msg. */
 void relay_msg_clear(struct relay_msg *msg);
 
-/* The one mapping from an SMTP reply code to an outcome. */
-enum relay_status relay_classify(int code);
-/* True for a well-formed reply code (200 to 599); libesmtp reads "2500
- * ok" as 2500, which is a protocol error of the upstream. */
-bool relay_code_valid(int code);
+
 
 #endif

@@ -1,0 +1,75 @@
+/*
+ * reply: see reply.h.  The rules are in one function, in the order they
+ * are checked; the table test lists the cases they were written for.
+ */
+#include "autoconf.h"
+
+#include "reply.h"
+
+#include <ctype.h>
+
+enum reply_class
+reply_classify(int code, const char *text, enum reply_stage stage)
+{
+	(void)text;
+	if (code == 0)
+		return REPLY_NONE;
+	/* RFC 5321 4.2: three digits, the first 2 to 5. */
+	if (code < 200 || code > 599)
+		return REPLY_MALFORMED;
+	/* 354 is the expected answer to DATA; elsewhere a 3xx is no answer
+	 * the client asked for. */
+	if (code / 100 == 3)
+		return stage == REPLY_AT_DATA && code == 354 ? REPLY_OK
+		                                              : REPLY_MALFORMED;
+	if (code / 100 == 2)
+		return REPLY_OK;
+	/* Before any message, a refusal is about the session. */
+	if (stage == REPLY_AT_SESSION)
+		return REPLY_TEMP_QUEUE;
+	switch (code) {
+	case 421: /* service closing */
+	case 454: /* TLS unavailable; SES throttling, also after DATA */
+	case 530: /* authentication required */
+	case 534: /* mechanism too weak */
+	case 535: /* credentials refused */
+	case 538: /* encryption required */
+		return REPLY_TEMP_QUEUE;
+	}
+	return code / 100 == 4 ? REPLY_TEMP : REPLY_PERM;
+}
+
+bool
+reply_is_queue_wide(enum reply_class c)
+{
+	return c == REPLY_TEMP_QUEUE || c == REPLY_MALFORMED;
+}
+
+bool
+reply_line_ok(const char *line, size_t len)
+{
+	return len >= 3 && line[0] >= '2' && line[0] <= '5' &&
+	       isdigit((unsigned char)line[1]) &&
+	       isdigit((unsigned char)line[2]) &&
+	       (len == 3 || line[3] == ' ' || line[3] == '-');
+}
+
+const char *
+reply_class_name(enum reply_class c)
+{
+	switch (c) {
+	case REPLY_OK:
+		return "ok";
+	case REPLY_TEMP:
+		return "temp";
+	case REPLY_TEMP_QUEUE:
+		return "temp-queue";
+	case REPLY_PERM:
+		return "perm";
+	case REPLY_MALFORMED:
+		return "malformed";
+	case REPLY_NONE:
+		return "none";
+	}
+	return "?";
+}
