@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "scratch.h"
 #include "xmalloc.h"
 
 #define ID "018C7A9F2D4E80001F2A"
@@ -558,15 +559,8 @@ message_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	/* Every expected Date above is in UTC. */
 	setenv("TZ", "UTC0", 1);
 	tzset();
-	sr = srunner_create(message_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return unit_run(message_suite());
 }

@@ -3,6 +3,7 @@
  * one row per case the relay handles.
  */
 #include "autoconf.h"
+#include "scratch.h"
 
 #include "reply.h"
 
@@ -120,11 +121,5 @@ reply_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(reply_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return unit_run(reply_suite());
 }

@@ -840,14 +840,8 @@ report_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(report_suite());
-	int failed;
-
 	/* Reports carry local time; the expected dates are in UTC. */
 	setenv("TZ", "UTC0", 1);
 	tzset();
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return unit_run(report_suite());
 }

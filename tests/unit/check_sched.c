@@ -5,6 +5,7 @@
  * machine.  Every time is injected; nothing sleeps.
  */
 #include "autoconf.h"
+#include "scratch.h"
 
 #include "sched.h"
 
@@ -528,11 +529,5 @@ sched_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(sched_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return unit_run(sched_suite());
 }

@@ -5,6 +5,7 @@
  * secret_free(); a wiped environment value is overwritten in place.
  */
 #include "autoconf.h"
+#include "scratch.h"
 
 #include "secret.h"
 
@@ -105,11 +106,5 @@ secret_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(secret_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return unit_run(secret_suite());
 }

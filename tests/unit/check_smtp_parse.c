@@ -9,6 +9,7 @@
  * whatever segmentation TCP produces.
  */
 #include "autoconf.h"
+#include "scratch.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -481,11 +482,5 @@ smtp_parse_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(smtp_parse_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return unit_run(smtp_parse_suite());
 }

@@ -1073,11 +1073,5 @@ spool_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(spool_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return unit_run(spool_suite());
 }

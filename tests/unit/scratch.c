@@ -5,6 +5,7 @@
 
 #include "scratch.h"
 
+#include <check.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,4 +37,16 @@ scratch_remove(char *dir)
 	if (dir[0] != '\0')
 		nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	dir[0] = '\0';
+}
+
+int
+unit_run(Suite *suite)
+{
+	SRunner *sr = srunner_create(suite);
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
