@@ -4,7 +4,7 @@
 #   tests/fuzz/run.sh [SECONDS [TARGET...]]
 #
 # SECONDS (default 60) bounds each target (-max_total_time).  TARGETs are
-# spool, smtp_parse, message, config (default: all), run FUZZ_JOBS (2) at a
+# spool, smtp_parse, message, config, wire (default: all), run FUZZ_JOBS (2) at a
 # time.  The build goes to FUZZ_BUILD (default /tmp/build-fuzz), which is
 # configured with CC=clang first if it holds no autoconf.h; binaries, corpora
 # and crash files go to FUZZ_BUILD/fuzz/.  Each harness is linked directly
@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-spool smtp_parse message config}
+targets=${*:-spool smtp_parse message config wire}
 build=${FUZZ_BUILD:-/tmp/build-fuzz}
 jobs=${FUZZ_JOBS:-2}
 cc=${FUZZ_CC:-clang}
@@ -40,6 +40,7 @@ sources() {
 	message) echo "$s/message.c $s/timefmt.c $s/xmalloc.c $s/log.c" ;;
 	# fuzz_config.c includes config.c itself.
 	config) echo "$s/xmalloc.c $s/secret.c $s/log.c" ;;
+	wire) echo "$s/wire.c" ;;
 	*) echo "run.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }

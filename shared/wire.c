@@ -1,0 +1,205 @@
+/*
+ * wire: see wire.h.
+ */
+#include "autoconf.h"
+
+#include "wire.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define HEAD_WORDS 3 /* magic, type, n */
+
+int
+wire_send(int sock, uint32_t type, const struct iovec *fields, size_t n,
+    int fd)
+{
+	uint32_t head[HEAD_WORDS + WIRE_FIELDS_MAX];
+	struct iovec iov[1 + WIRE_FIELDS_MAX];
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct msghdr mh;
+	struct cmsghdr *cm;
+	size_t i, total = 0;
+	ssize_t r;
+
+	if (n > WIRE_FIELDS_MAX) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	head[0] = WIRE_MAGIC;
+	head[1] = type;
+	head[2] = (uint32_t)n;
+	for (i = 0; i < n; i++) {
+		head[HEAD_WORDS + i] = (uint32_t)fields[i].iov_len;
+		total += fields[i].iov_len;
+		iov[1 + i] = fields[i];
+	}
+	if (total > WIRE_MAX) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	iov[0].iov_base = head;
+	iov[0].iov_len = (HEAD_WORDS + n) * sizeof(uint32_t);
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = iov;
+	mh.msg_iovlen = 1 + n;
+	if (fd >= 0) {
+		memset(cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
+	/* MSG_NOSIGNAL: a gone peer is EPIPE, not a signal. */
+	while ((r = sendmsg(sock, &mh, MSG_NOSIGNAL)) == -1 && errno == EINTR)
+		continue;
+	return r == -1 ? -1 : 0;
+}
+
+int
+wire_sendv(int sock, uint32_t type, int fd, ...)
+{
+	struct iovec iov[WIRE_FIELDS_MAX + 1];
+	const char *s;
+	size_t n = 0;
+	va_list ap;
+
+	va_start(ap, fd);
+	while ((s = va_arg(ap, const char *)) != NULL) {
+		if (n == WIRE_FIELDS_MAX) {
+			va_end(ap);
+			errno = EMSGSIZE;
+			return -1;
+		}
+		iov[n].iov_base = (void *)s;
+		iov[n].iov_len = strlen(s);
+		n++;
+	}
+	va_end(ap);
+	return wire_send(sock, type, iov, n, fd);
+}
+
+int
+wire_parse(const char *buf, size_t len, struct wire_rec *r)
+{
+	uint32_t head[HEAD_WORDS + WIRE_FIELDS_MAX];
+	size_t i, hlen, off, total = 0;
+	char *out = r->buf;
+
+	r->n = 0;
+	if (len < HEAD_WORDS * sizeof(uint32_t))
+		goto bad;
+	memcpy(head, buf, HEAD_WORDS * sizeof(uint32_t));
+	if (head[0] != WIRE_MAGIC || head[2] > WIRE_FIELDS_MAX)
+		goto bad;
+	hlen = (HEAD_WORDS + head[2]) * sizeof(uint32_t);
+	if (len < hlen)
+		goto bad;
+	memcpy(head, buf, hlen);
+	for (i = 0; i < head[2]; i++) {
+		if (head[HEAD_WORDS + i] > WIRE_MAX)
+			goto bad;
+		total += head[HEAD_WORDS + i];
+	}
+	if (total > WIRE_MAX || len - hlen != total)
+		goto bad;
+	r->type = head[1];
+	r->n = head[2];
+	/* Each field copied, then a NUL: buf has room for one per field. */
+	for (i = 0, off = hlen; i < r->n; i++) {
+		r->len[i] = head[HEAD_WORDS + i];
+		memcpy(out, buf + off, r->len[i]);
+		out[r->len[i]] = '\0';
+		r->field[i] = out;
+		out += r->len[i] + 1;
+		off += r->len[i];
+	}
+	return 0;
+bad:
+	r->n = 0;
+	errno = EBADMSG;
+	return -1;
+}
+
+int
+wire_recv(int sock, struct wire_rec *r, int timeout_ms)
+{
+	char raw[WIRE_MAX + (HEAD_WORDS + WIRE_FIELDS_MAX) * sizeof(uint32_t)];
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {raw, sizeof(raw)};
+	struct pollfd pfd = {sock, POLLIN, 0};
+	struct msghdr mh;
+	struct cmsghdr *cm;
+	ssize_t got;
+	int pr;
+
+	r->fd = -1;
+	r->n = 0;
+	while ((pr = poll(&pfd, 1, timeout_ms)) == -1 && errno == EINTR)
+		continue;
+	if (pr == -1)
+		return -1;
+	if (pr == 0) {
+		errno = ETIMEDOUT;
+		return -1;
+	}
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cbuf;
+	mh.msg_controllen = sizeof(cbuf);
+	while ((got = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) == -1 &&
+	       errno == EINTR)
+		continue;
+	if (got == -1)
+		return -1;
+	for (cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET &&
+		    cm->cmsg_type == SCM_RIGHTS &&
+		    cm->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&r->fd, CMSG_DATA(cm), sizeof(int));
+	if (got == 0 && r->fd == -1)
+		return 0;
+	/* A truncated record or descriptors cut off are not records. */
+	if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+	    wire_parse(raw, (size_t)got, r) == -1) {
+		if (r->fd != -1)
+			close(r->fd);
+		r->fd = -1;
+		errno = EBADMSG;
+		return -1;
+	}
+	return 1;
+}
+
+const char *
+wire_text(const struct wire_rec *r, size_t i)
+{
+	if (i >= r->n || memchr(r->field[i], '\0', r->len[i]) != NULL)
+		return NULL;
+	return r->field[i];
+}
+
+int
+wire_number(const struct wire_rec *r, size_t i, uint64_t max, uint64_t *out)
+{
+	const char *s = wire_text(r, i);
+	uint64_t v = 0;
+
+	if (s == NULL || *s == '\0' || r->len[i] > 20)
+		return -1;
+	for (; *s != '\0'; s++)
+		if (*s < '0' || *s > '9' || __builtin_mul_overflow(v, 10, &v) ||
+		    __builtin_add_overflow(v, (uint64_t)(*s - '0'), &v) ||
+		    v > max)
+			return -1;
+	*out = v;
+	return 0;
+}
