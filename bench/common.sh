@@ -2,6 +2,9 @@
 # Every process started here is recorded and stopped by its PID on exit.
 
 ARNIE_BIN=${ARNIE_BIN:-$(cd "$(dirname "$0")/.." && pwd)/build/standalone/arnie}
+# The environment wins over the .env files the scripts write.
+ARNIE_RELAY_PROGRAM=${ARNIE_RELAY_PROGRAM:-$(dirname "$ARNIE_BIN")/../relay/arnie-relay}
+export ARNIE_RELAY_PROGRAM
 PIDS=""
 
 cleanup() {

@@ -36,6 +36,8 @@ done
 shift $((OPTIND - 1))
 ARNIE_MILTER_BIN=$(realpath "${1:-${ARNIE_MILTER_BIN:-./milter/arnie-milter}}")
 export ARNIE_MILTER_BIN
+ARNIE_RELAY_BIN=$(realpath "${ARNIE_RELAY_BIN:-$(dirname "$ARNIE_MILTER_BIN")/../relay/arnie-relay}")
+export ARNIE_RELAY_BIN
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
 
 exec /usr/bin/python3 - "$srcdir" "$n" "$s" "$l" "$f" <<'EOF'

@@ -57,6 +57,8 @@ SAVE_SENT_MAIL=true
 # The demo runs in your checkout as you ($(id -un)); an installed Arnie
 # started as root becomes the "arnie" user instead (see the README).
 ARNIE_USER=$(id -un)
+# The relay program as built here; an installed Arnie knows its own.
+ARNIE_RELAY_PROGRAM=$PWD/build/relay/arnie-relay
 ENV
 
 /usr/bin/python3 -m aiosmtpd -n -l 127.0.0.1:2525 \

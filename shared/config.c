@@ -43,6 +43,9 @@
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
 #endif
+#ifndef ARNIE_RELAY_PATH
+#define ARNIE_RELAY_PATH "/usr/libexec/arnie/arnie-relay"
+#endif
 
 /* A .env holds a few dozen lines; anything this big is the wrong file. */
 #define CONFIG_FILE_MAX (1024 * 1024)
@@ -169,6 +172,8 @@ static const struct keydef keys[] = {
 	    false },
 	{ "ARNIE_USER", KT_STRING, OFF(user), "arnie", 0, 0, check_user,
 	    false },
+	{ "ARNIE_RELAY_PROGRAM", KT_STRING, OFF(relay_program),
+	    ARNIE_RELAY_PATH, 0, 0, NULL, false },
 };
 /* clang-format on */
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -1237,5 +1242,6 @@ config_free(struct config *cfg)
 	free(cfg->milter_socket);
 	free(cfg->log_file);
 	free(cfg->user);
+	free(cfg->relay_program);
 	free(cfg);
 }

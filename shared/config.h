@@ -80,6 +80,8 @@ struct config {
 	/* Process. */
 	char *user;		/* ARNIE_USER, "arnie": who a daemon started
 				 * as root becomes */
+	char *relay_program;	/* ARNIE_RELAY_PROGRAM, the installed
+				 * arnie-relay */
 };
 
 typedef void config_warn_fn(const char *message);

@@ -86,6 +86,8 @@ static void __attribute__((noreturn)) list_queue(struct config *cfg)
 	exit(fflush(stdout) == 0 ? 0 : EX_IOERR);
 }
 
+static struct config *daemon_config;
+
 struct config *
 daemon_start(const char *progname, int argc, char *argv[])
 {
@@ -157,6 +159,9 @@ daemon_start(const char *progname, int argc, char *argv[])
 		    cfg->log_file);
 	/* A peer that goes away is an error return, not death. */
 	signal(SIGPIPE, SIG_IGN);
+	/* It lives as long as the process; held here too, so that a leak
+	 * checker does not count it lost when a fatal error exits. */
+	daemon_config = cfg;
 	return cfg;
 }
 

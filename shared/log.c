@@ -1,9 +1,7 @@
 /*
  * log: see log.h.  Keeps one file descriptor; a line is built in a stack
  * buffer and written at once, so concurrent threads need no lock for output.
- * The lock only guards swapping the descriptor on reopen.  It is held
- * across fork() (pthread_atfork), so that a child process (the relay's
- * session) never starts with it taken by a thread it does not have.
+ * The lock only guards swapping the descriptor on reopen.
  */
 #include "autoconf.h"
 
@@ -25,13 +23,13 @@
 #define LOG_LINE_MAX 4096
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t log_atfork_once = PTHREAD_ONCE_INIT;
 static const char *log_progname = "arnie";
 static char *log_path;
 static int log_fd = STDERR_FILENO;
 static int log_verbose;
 static int log_journal;
 static bool log_created; /* log_init() made the file (log_give_to()) */
+static log_sink_fn *log_sink;
 
 /* Open path for appending; *created says whether this call made it. */
 static int
@@ -49,32 +47,12 @@ open_log_file(const char *path, bool *created)
 	return open(path, flags | O_CREAT, 0640);
 }
 
-static void
-log_fork_prepare(void)
-{
-	pthread_mutex_lock(&log_lock);
-}
-
-static void
-log_fork_release(void)
-{
-	pthread_mutex_unlock(&log_lock);
-}
-
-static void
-log_atfork(void)
-{
-	(void)pthread_atfork(
-	    log_fork_prepare, log_fork_release, log_fork_release);
-}
-
 int
 log_init(const char *progname, const char *path, int verbose)
 {
 	bool created;
 	int fd;
 
-	pthread_once(&log_atfork_once, log_atfork);
 	log_progname = progname;
 	log_verbose = verbose;
 	log_journal = getenv("JOURNAL_STREAM") != NULL && path == NULL;
@@ -158,11 +136,25 @@ format_stamp(char *buf, size_t len)
 }
 
 void
+log_set_sink(log_sink_fn *sink)
+{
+	log_sink = sink;
+}
+
+void
 log_vmsg(int priority, const char *prefix, const char *fmt, va_list ap)
 {
 	char line[LOG_LINE_MAX];
 	size_t n = 0;
 	int r;
+
+	if (log_sink != NULL) {
+		n = (size_t)snprintf(line, sizeof(line), "%s", prefix);
+		if (n < sizeof(line))
+			(void)vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+		log_sink(priority, line);
+		return;
+	}
 
 	if (log_journal)
 		n = snprintf(line, sizeof(line), "<%d>", priority);

@@ -49,6 +49,14 @@ void fatal(int code, const char *fmt, ...)
 void fatalx(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
 
+/*
+ * Hand every line to sink instead of writing it (NULL: write again): the
+ * relay program sends its lines to the daemon, which logs them.  The text
+ * has no time stamp or program name; debug lines come only with verbose.
+ */
+typedef void log_sink_fn(int priority, const char *text);
+void log_set_sink(log_sink_fn *sink);
+
 /* The primitive behind the others: priority, prefix ("" for none). */
 void log_vmsg(int priority, const char *prefix, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));

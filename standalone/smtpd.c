@@ -52,8 +52,6 @@
 /* Stop reading while this much of our output waits for the client. */
 #define SMTPD_OUTPUT_MAX (64 * 1024)
 #define SMTPD_BACKLOG 128
-/* Tries 100 ms apart while the address is still held (listen_on()). */
-#define SMTPD_BIND_TRIES 50
 
 /* RFC 6531 3.4: a non-ASCII address without SMTPUTF8, which Arnie neither
  * offers nor could relay (libesmtp 1.1 cannot send it). */
@@ -848,34 +846,16 @@ make_address(
 	return -1;
 }
 
-/*
- * Bind and listen.  Right after a crash the port can still be held for a
- * moment: a relay child forked just before the crash keeps a copy of the
- * listening socket until the kernel has finished killing it.  So an address
- * in use is tried again for a few seconds before it counts as taken.
- */
+/* Bind and listen; disabled until smtpd_start(): the spool is not open
+ * yet.  Close-on-exec, so that the relay program never holds the port. */
 static struct evconnlistener *
 listen_on(struct event_base *base, struct smtpd *sd,
     const struct sockaddr_storage *ss, socklen_t sslen)
 {
-	const struct timespec pause = {0, 100 * 1000 * 1000};
-	struct evconnlistener *l;
-	int tries;
-
-	for (tries = 0;; tries++) {
-		/* Disabled until smtpd_start(): the spool is not open yet. */
-		l = evconnlistener_new_bind(base, accept_cb, sd,
-		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-		        LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
-		    SMTPD_BACKLOG, (const struct sockaddr *)ss, (int)sslen);
-		if (l != NULL || errno != EADDRINUSE ||
-		    tries == SMTPD_BIND_TRIES)
-			return l;
-		if (tries == 0)
-			log_info("%s is in use, trying again for a few seconds",
-			    sd->address);
-		nanosleep(&pause, NULL);
-	}
+	return evconnlistener_new_bind(base, accept_cb, sd,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC |
+	        LEV_OPT_DISABLED,
+	    SMTPD_BACKLOG, (const struct sockaddr *)ss, (int)sslen);
 }
 
 struct smtpd *

@@ -271,7 +271,8 @@ class StandaloneTarget:
             ARNIE_LISTEN_PORT=self.port, ARNIE_HOSTNAME="arnie.test",
             ARNIE_USER="root", RETRY_DELAY_SECONDS=1,
             RETRY_MAX_DELAY_SECONDS=2, OUTBOUND_EMAIL_TIMEOUT_SECONDS=2,
-            MAX_CONNECTIONS=50)
+            MAX_CONNECTIONS=50,
+            ARNIE_RELAY_PROGRAM=arnietest.ARNIE_RELAY_BIN or None)
         env = arnietest.write_env(work, **keys)
         self.daemon = arnietest.Arnie(work, env, self.port, self.files)
         self.spool = os.path.join(self.files, "arniefiles")

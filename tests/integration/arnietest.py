@@ -49,6 +49,8 @@ if not os.environ.get("ARNIE_TEST_DEBUG"):
 warnings.filterwarnings("ignore", message=".*login_data is deprecated.*")
 
 ARNIE_BIN = os.environ.get("ARNIE_BIN", "")
+# The built relay program; the installed one is elsewhere.
+ARNIE_RELAY_BIN = os.environ.get("ARNIE_RELAY_BIN", "")
 ARNIE_SRCDIR = os.environ.get(
     "ARNIE_SRCDIR",
     os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
@@ -911,6 +913,7 @@ class ArnieTestCase(unittest.TestCase):
             # The tests run as root in CI, where no "arnie" user exists;
             # test_privileges.py covers the switch to another user.
             ARNIE_USER="root",
+            ARNIE_RELAY_PROGRAM=ARNIE_RELAY_BIN or None,
         )
         keys.update(overrides)
         return keys

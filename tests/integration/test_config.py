@@ -231,8 +231,6 @@ class ConfigTest(ArnieTestCase):
                          OUTBOUND_EMAIL_USE_TLS=False,
                          FILES_DIRECTORY=self.files_dir,
                          ARNIE_LISTEN_PORT=port)
-        # It tries for a few seconds (a dying child may still hold the
-        # port after a crash), then gives up with EX_OSERR.
         r = self.run_arnie(["-c", path], timeout=30)
         self.assertEqual(r.returncode, 71, r.stderr)
         self.assertIn("cannot listen on 127.0.0.1 port %d" % port, r.stderr)

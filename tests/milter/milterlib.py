@@ -114,6 +114,8 @@ class Milter:
             # its own.
             "ARNIE_USER": "root",
         }
+        if os.environ.get("ARNIE_RELAY_BIN"):
+            conf["ARNIE_RELAY_PROGRAM"] = os.environ["ARNIE_RELAY_BIN"]
         conf.update({k: str(v) for k, v in settings.items()})
         self.envfile = os.path.join(workdir, "arnie.env")
         with open(self.envfile, "w") as f:

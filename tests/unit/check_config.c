@@ -63,6 +63,7 @@ static const char *const all_keys[] = {
     "ARNIE_MILTER_MODE",
     "ARNIE_LOG_FILE",
     "ARNIE_USER",
+    "ARNIE_RELAY_PROGRAM",
 };
 #define NKEYS (sizeof(all_keys) / sizeof(all_keys[0]))
 
