@@ -18,7 +18,10 @@
 #include "spool.h"
 #include "xmalloc.h"
 
-#define SPOOL_MAGIC "arnie-spool 1"
+/* What Arnie writes; "arnie-spool 1" (0.1.0, no ID.state files) is read
+ * the same way. */
+#define SPOOL_MAGIC "arnie-spool 2"
+#define SPOOL_MAGIC_V1 "arnie-spool 1"
 
 static int
 hexval(int c)
@@ -212,7 +215,9 @@ envelope_format(const struct envelope *env, size_t *lenp)
 		sb_escaped(&b, env->origin, ESC_TEXT);
 		sb_str(&b, "\n");
 	}
-	sb_printf(&b, "size: %" PRIu64 "\n", env->size);
+	/* Padded to a fixed width, so that a file written in pieces can get
+	 * its size in place once the message is complete. */
+	sb_printf(&b, "size: %-*" PRIu64 "\n", ENVELOPE_SIZE_WIDTH, env->size);
 	sb_str(&b, "\n");
 	*lenp = b.len;
 	return b.p;
@@ -369,13 +374,14 @@ parse_number(uint64_t *out, bool *seen, const char *v, size_t n, uint64_t max)
 }
 
 /*
- * Parse the header in d[0, hend) (hend from header_end()) of a file of
- * total octets.  Keys are order-independent; unknown keys are skipped so a
- * newer Arnie's files stay readable as long as the version is the same.
+ * Parse the header in d[0, hend) (hend from envelope_header_end()) of a
+ * file of *total octets (NULL: a state file, the header alone).  Keys are
+ * order-independent; unknown keys are skipped so a newer Arnie's files stay
+ * readable as long as the version is the same.
  */
-int
-envelope_parse_header(
-    const char *d, size_t hend, uint64_t total, struct envelope **envp)
+static int
+parse_header(
+    const char *d, size_t hend, const uint64_t *total, struct envelope **envp)
 {
 	struct envelope *env = envelope_new();
 	bool s_id = false, s_created = false, s_from = false, s_size = false;
@@ -397,8 +403,10 @@ envelope_parse_header(
 		                    line[n - 1] == '\t'))
 			n--;
 		if (first) {
-			if (n != strlen(SPOOL_MAGIC) ||
-			    memcmp(line, SPOOL_MAGIC, n) != 0)
+			if (!(n == strlen(SPOOL_MAGIC) &&
+			        memcmp(line, SPOOL_MAGIC, n) == 0) &&
+			    !(n == strlen(SPOOL_MAGIC_V1) &&
+			        memcmp(line, SPOOL_MAGIC_V1, n) == 0))
 				goto bad;
 			first = false;
 			continue;
@@ -452,7 +460,7 @@ envelope_parse_header(
 		goto bad;
 	/* Catches truncation (a crash or a full disk while copying by hand)
 	 * and anything appended after the message. */
-	if (hend > total || env->size != total - hend)
+	if (total != NULL && (hend > *total || env->size != *total - hend))
 		goto bad;
 	env->body_offset = (off_t)hend;
 	*envp = env;
@@ -473,4 +481,26 @@ envelope_parse(const char *data, size_t len, struct envelope **envp)
 		return -1;
 	}
 	return envelope_parse_header(data, hend, len, envp);
+}
+
+int
+envelope_parse_header(
+    const char *d, size_t hend, uint64_t total, struct envelope **envp)
+{
+	return parse_header(d, hend, &total, envp);
+}
+
+int
+envelope_parse_state(const char *data, size_t len, struct envelope **envp)
+{
+	size_t hend = envelope_header_end(data, len);
+
+	if (hend == 0 || hend != len) {
+		errno = EBADMSG;
+		return -1;
+	}
+	if (parse_header(data, hend, NULL, envp) == -1)
+		return -1;
+	(*envp)->body_offset = 0;
+	return 0;
 }

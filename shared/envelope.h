@@ -59,20 +59,32 @@ void envelope_set_reply(char **slot, const char *reply);
 void envelope_free(struct envelope *env);
 
 /*
- * Serialise the envelope header, including the blank line that ends it.
- * Returns an owned string and its length.  Replies are stored on one line:
+ * Serialise the envelope header ("arnie-spool 2"), including the blank
+ * line that ends it; the size value is padded with spaces to
+ * ENVELOPE_SIZE_WIDTH columns.  Returns an owned string and its length.  Replies are stored on one line:
  * CR, LF, other control characters and '%' inside them are percent-encoded
  * (%0D%0A), so they come back from envelope_parse() unchanged.  An empty
  * reply, last_reply or origin is stored as none (NULL).
  */
 char *envelope_format(const struct envelope *env, size_t *lenp);
 /*
- * Parse a spool file's text: header, blank line, message.  len is the size
- * of the whole file.  Sets *envp (owned) with body_offset and checks that
+ * Parse a spool file's text ("arnie-spool 2", or 1 as written by 0.1.0):
+ * header, blank line, message.  len is the size of the whole file.  Sets *envp (owned) with body_offset and checks that
  * size matches the bytes present.  -1 with errno EBADMSG when it does not
  * parse or is truncated.
  */
 int envelope_parse(const char *data, size_t len, struct envelope **envp);
+
+/*
+ * Parse a state file (spool.h): an envelope header alone, the state of the
+ * message it names; nothing may follow its blank line, and its size is not
+ * checked against anything here.  body_offset is 0.
+ */
+int envelope_parse_state(const char *data, size_t len, struct envelope **envp);
+
+/* Columns of the size value: the header of a file written in pieces keeps
+ * its length when the size is filled in. */
+#define ENVELOPE_SIZE_WIDTH 20
 
 /* Offset just past the blank line that ends the envelope header in
  * d[0..n), or 0 when there is none (yet). */

@@ -147,19 +147,6 @@ arrival(const struct envelope *env)
 	return (double)t / 1e6;
 }
 
-/* Names inotify reports: only message IDs are queued. */
-static bool
-is_id(const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < SPOOL_IDLEN; i++)
-		if (!((name[i] >= '0' && name[i] <= '9') ||
-		        (name[i] >= 'A' && name[i] <= 'F')))
-			return false;
-	return name[SPOOL_IDLEN] == '\0';
-}
-
 struct sender *
 sender_new(
     const struct config *cfg, struct spool *spool, char *err, size_t errlen)
@@ -305,7 +292,7 @@ drain(struct sender *s)
 			ev = (const struct inotify_event *)p;
 			if (ev->mask & IN_Q_OVERFLOW)
 				rescan = true;
-			else if (ev->len > 0 && is_id(ev->name))
+			else if (ev->len > 0 && spool_is_id(ev->name))
 				sched_add_new(s->sched, ev->name, DUE_NOW);
 		}
 	}

@@ -201,31 +201,20 @@ write_all(int fd, const void *buf, size_t len)
 	return write_iov(fd, &iov, 1);
 }
 
-/* Copy len octets from in at offset off to out's current position.  A
- * plain loop: messages are small and this stays portable. */
 static int
-copy_body(int in, off_t off, int out, uint64_t len)
+pwrite_all(int fd, const void *buf, size_t len, off_t off)
 {
-	char buf[65536];
-	ssize_t n;
-	size_t want;
+	ssize_t w;
 
 	while (len > 0) {
-		want = len > sizeof(buf) ? sizeof(buf) : (size_t)len;
-		if ((n = pread(in, buf, want, off)) == -1) {
+		if ((w = pwrite(fd, buf, len, off)) == -1) {
 			if (errno == EINTR)
 				continue;
 			return -1;
 		}
-		if (n == 0) {
-			/* The source shrank: not the file we parsed. */
-			errno = EBADMSG;
-			return -1;
-		}
-		if (write_all(out, buf, (size_t)n) == -1)
-			return -1;
-		off += n;
-		len -= (uint64_t)n;
+		buf = (const char *)buf + w;
+		len -= (size_t)w;
+		off += w;
 	}
 	return 0;
 }
@@ -294,6 +283,129 @@ close_checked(int *fdp)
 	int rc = close(*fdp);
 
 	*fdp = -1;
+	return rc;
+}
+
+/* -------------------------------------------------------- state files */
+
+#define STATE_SUFFIX ".state"
+#define STATE_NAME_MAX (SPOOL_IDLEN + sizeof(STATE_SUFFIX))
+
+static void
+state_name(const char *id, char name[STATE_NAME_MAX])
+{
+	snprintf(name, STATE_NAME_MAX, "%s" STATE_SUFFIX, id);
+}
+
+/* Is name "ID.state"?  Its ID goes to id. */
+static bool
+is_state_name(const char *name, char id[SPOOL_IDLEN + 1])
+{
+	if (strlen(name) != STATE_NAME_MAX - 1 ||
+	    strcmp(name + SPOOL_IDLEN, STATE_SUFFIX) != 0)
+		return false;
+	memcpy(id, name, SPOOL_IDLEN);
+	id[SPOOL_IDLEN] = '\0';
+	return spool_is_id(id);
+}
+
+/* Remove dirfd/ID.state if there is one. */
+static int
+unlink_state(int dirfd, const char *id)
+{
+	char name[STATE_NAME_MAX];
+
+	state_name(id, name);
+	if (unlinkat(dirfd, name, 0) == -1 && errno != ENOENT)
+		return -1;
+	return 0;
+}
+
+/*
+ * Write env as tofd/ID.state: a fresh file in inbox/ (named by a fresh ID,
+ * which carries our PID, so that another process's cleanup leaves it
+ * alone), fsynced, then renamed over the old state.  Never the message:
+ * a state change costs its envelope, whatever the message's size.
+ */
+static int
+write_state(struct spool *spool, const struct envelope *env, int tofd)
+{
+	char tmp[SPOOL_IDLEN + 1], name[STATE_NAME_MAX], *hdr;
+	size_t hlen;
+	int fd, saved;
+
+	if (!spool_is_id(env->id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	state_name(env->id, name);
+	spool_new_id(spool, tmp);
+	fd = openat(
+	    spool->inboxfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd == -1)
+		return -1;
+	hdr = envelope_format(env, &hlen);
+	if (write_all(fd, hdr, hlen) == -1 || fsync(fd) == -1 ||
+	    close_checked(&fd) == -1 ||
+	    renameat(spool->inboxfd, tmp, tofd, name) == -1) {
+		saved = errno;
+		if (fd != -1)
+			close(fd);
+		unlinkat(spool->inboxfd, tmp, 0);
+		free(hdr);
+		errno = saved;
+		return -1;
+	}
+	free(hdr);
+	return 0;
+}
+
+/* Read dirfd/ID.state: 1 with *envp, 0 when there is none, -1 with errno
+ * (EBADMSG: it does not parse, or names another message). */
+static int
+read_state(int dirfd, const char *id, struct envelope **envp)
+{
+	char name[STATE_NAME_MAX], *buf = NULL;
+	struct stat st;
+	size_t len = 0;
+	ssize_t n;
+	int fd, rc = -1, saved;
+
+	*envp = NULL;
+	state_name(id, name);
+	if ((fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC)) == -1)
+		return errno == ENOENT ? 0 : -1;
+	if (fstat(fd, &st) == -1)
+		goto out;
+	if (!S_ISREG(st.st_mode) || st.st_size > SPOOL_MAX_HEADER) {
+		errno = EBADMSG;
+		goto out;
+	}
+	buf = xmalloc((size_t)st.st_size + 1);
+	while (len < (size_t)st.st_size) {
+		n = pread(fd, buf + len, (size_t)st.st_size - len, (off_t)len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			goto out;
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (envelope_parse_state(buf, len, envp) == -1)
+		goto out;
+	if (strcmp((*envp)->id, id) != 0) {
+		envelope_free(*envp);
+		*envp = NULL;
+		errno = EBADMSG;
+		goto out;
+	}
+	rc = 1;
+out:
+	saved = errno;
+	free(buf);
+	close(fd);
+	errno = saved;
 	return rc;
 }
 
@@ -469,6 +581,31 @@ inbox_stale(const char *name)
 	return pid == 0 || (kill((pid_t)pid, 0) == -1 && errno == ESRCH);
 }
 
+/* Remove outbox/ID.state files whose message is gone (a crash between
+ * the two unlinks of spool_finish()); adds to *n. */
+static int
+remove_orphan_states(struct spool *spool, int *n)
+{
+	char id[SPOOL_IDLEN + 1];
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int saved;
+
+	if ((d = open_scan(spool->outboxfd)) == NULL)
+		return -1;
+	while ((errno = 0, de = readdir(d)) != NULL)
+		if (is_state_name(de->d_name, id) &&
+		    fstatat(spool->outboxfd, id, &st, 0) == -1 &&
+		    errno == ENOENT &&
+		    unlinkat(spool->outboxfd, de->d_name, 0) == 0)
+			(*n)++;
+	saved = errno;
+	closedir(d);
+	errno = saved;
+	return saved != 0 ? -1 : 0;
+}
+
 int
 spool_cleanup_inbox(struct spool *spool)
 {
@@ -492,6 +629,8 @@ spool_cleanup_inbox(struct spool *spool)
 	if (errno != 0)
 		goto fail;
 	closedir(d);
+	if (remove_orphan_states(spool, &n) == -1)
+		return -1;
 	return n;
 fail : {
 	int saved = errno;
@@ -521,74 +660,154 @@ rename_new(int fromfd, const char *name, int tofd)
 	return renameat(fromfd, name, tofd, name);
 }
 
-int
-spool_write(struct spool *spool, struct envelope *env, const struct iovec *iov,
-    int iovcnt)
-{
-	struct iovec *all = NULL;
-	char *hdr = NULL;
-	size_t hlen;
-	uint64_t size = 0;
-	time_t now = time(NULL);
-	bool made = false;
-	int i, fd = -1, saved;
+/* A message being written into inbox/ (spool.h). */
+struct spool_draft {
+	struct envelope *env; /* borrowed */
+	int fd;
+	off_t size_at; /* where the size value sits in the header */
+	uint64_t size; /* octets of the message written so far */
+	int error;     /* the first write error, sticky */
+};
 
-	if (iovcnt < 0 || (iovcnt > 0 && iov == NULL) || env->nrcpts == 0) {
+/* Offset of the size value in a formatted header. */
+static off_t
+size_offset(const char *hdr, size_t hlen)
+{
+	static const char key[] = "\nsize: ";
+	const char *p = memmem(hdr, hlen, key, sizeof(key) - 1);
+
+	if (p == NULL)
+		arnie_panic("spool: envelope without a size line");
+	return (off_t)(p - hdr) + (off_t)sizeof(key) - 1;
+}
+
+struct spool_draft *
+spool_draft_new(struct spool *spool, struct envelope *env)
+{
+	struct spool_draft *d;
+	char *hdr;
+	size_t hlen;
+	time_t now = time(NULL);
+	int saved;
+
+	if (env->nrcpts == 0 ||
+	    (env->id[0] != '\0' && !spool_is_id(env->id))) {
 		errno = EINVAL;
-		return -1;
+		return NULL;
 	}
 	if (env->id[0] == '\0')
 		spool_new_id(spool, env->id);
-	else if (!spool_is_id(env->id)) {
-		errno = EINVAL;
-		return -1;
-	}
-	for (i = 0; i < iovcnt; i++)
-		size += iov[i].iov_len;
-	env->size = size;
 	if (env->created == 0)
 		env->created = now;
 	if (env->next_attempt == 0)
 		env->next_attempt = now;
+	env->size = 0;
+	d = xcalloc(1, sizeof(*d));
+	d->env = env;
 	hdr = envelope_format(env, &hlen);
-	all = xreallocarray(NULL, (size_t)iovcnt + 1, sizeof(*all));
-	all[0].iov_base = hdr;
-	all[0].iov_len = hlen;
-	if (iovcnt > 0)
-		memcpy(all + 1, iov, (size_t)iovcnt * sizeof(*all));
-
+	d->size_at = size_offset(hdr, hlen);
 	/* O_EXCL: never append to or truncate someone else's file. */
-	fd = openat(spool->inboxfd, env->id,
+	d->fd = openat(spool->inboxfd, env->id,
 	    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd == -1)
+	if (d->fd == -1) {
+		saved = errno;
+		free(hdr);
+		free(d);
+		errno = saved;
+		return NULL;
+	}
+	if (write_all(d->fd, hdr, hlen) == -1)
+		d->error = errno;
+	free(hdr);
+	return d;
+}
+
+int
+spool_draft_write(struct spool_draft *d, const struct iovec *iov, int iovcnt)
+{
+	int i;
+
+	if (d->error == 0 && write_iov(d->fd, iov, iovcnt) == -1)
+		d->error = errno;
+	if (d->error != 0) {
+		errno = d->error;
+		return -1;
+	}
+	for (i = 0; i < iovcnt; i++)
+		d->size += iov[i].iov_len;
+	return 0;
+}
+
+/* Remove the draft's file and free it; errno is kept. */
+static void
+draft_drop(struct spool *spool, struct spool_draft *d)
+{
+	int saved = errno;
+
+	if (d->fd != -1)
+		close(d->fd);
+	unlinkat(spool->inboxfd, d->env->id, 0);
+	free(d);
+	errno = saved;
+}
+
+void
+spool_draft_abort(struct spool *spool, struct spool_draft *d)
+{
+	if (d != NULL)
+		draft_drop(spool, d);
+}
+
+int
+spool_draft_commit(struct spool *spool, struct spool_draft *d)
+{
+	char size[ENVELOPE_SIZE_WIDTH + 1];
+
+	if (d->error != 0) {
+		errno = d->error;
 		goto fail;
-	made = true;
-	if (write_iov(fd, all, iovcnt + 1) == -1)
+	}
+	/* The width is fixed, so the header keeps its length. */
+	snprintf(size, sizeof(size), "%-*" PRIu64, ENVELOPE_SIZE_WIDTH,
+	    d->size);
+	if (pwrite_all(d->fd, size, ENVELOPE_SIZE_WIDTH, d->size_at) == -1)
 		goto fail;
 	/* The data must be on disk before its name appears in outbox/, or
 	 * a crash could leave a named but empty file. */
-	if (fsync(fd) == -1)
+	if (fsync(d->fd) == -1)
 		goto fail;
 	/* close() can report a deferred write error (NFS, quotas). */
-	if (close_checked(&fd) == -1)
+	if (close_checked(&d->fd) == -1)
 		goto fail;
 	/* Atomic: outbox/ never holds a partial file.  Durable only after
 	 * spool_sync() fsyncs outbox/, which the caller batches. */
-	if (rename_new(spool->inboxfd, env->id, spool->outboxfd) == -1)
+	if (rename_new(spool->inboxfd, d->env->id, spool->outboxfd) == -1)
 		goto fail;
-	free(all);
-	free(hdr);
+	d->env->size = d->size;
+	free(d);
 	return 0;
 fail:
-	saved = errno;
-	if (fd != -1)
-		close(fd);
-	if (made)
-		unlinkat(spool->inboxfd, env->id, 0);
-	free(all);
-	free(hdr);
-	errno = saved;
+	draft_drop(spool, d);
 	return -1;
+}
+
+int
+spool_write(struct spool *spool, struct envelope *env, const struct iovec *iov,
+    int iovcnt)
+{
+	struct spool_draft *d;
+
+	if (iovcnt < 0 || (iovcnt > 0 && iov == NULL)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if ((d = spool_draft_new(spool, env)) == NULL)
+		return -1;
+	if (spool_draft_write(d, iov, iovcnt) == -1) {
+		draft_drop(spool, d);
+		return -1;
+	}
+	return spool_draft_commit(spool, d);
 }
 
 int
@@ -618,7 +837,8 @@ spool_discard(struct spool *spool, const char *id)
 		errno = EINVAL;
 		return -1;
 	}
-	if (unlinkat(spool->outboxfd, id, 0) == -1)
+	if (unlinkat(spool->outboxfd, id, 0) == -1 ||
+	    unlink_state(spool->outboxfd, id) == -1)
 		return -1;
 	return fsync(spool->outboxfd);
 }
@@ -694,6 +914,68 @@ finished_leftover(struct spool *spool, const char *id, const struct stat *q,
 	return false;
 }
 
+/*
+ * spool_finish() puts the final state into sent/ or failed/ before it moves
+ * the message there.  A crash in between leaves the message in outbox/ and
+ * its final state beside where it was going: the move is completed here.
+ * Returns true when it was (the message has left the queue).
+ */
+static bool
+complete_finish(struct spool *spool, const char *id)
+{
+	static const char *const where[] = {"sent", "failed"};
+	char name[STATE_NAME_MAX];
+	int dirs[2] = {spool->sentfd, spool->failedfd};
+	struct stat st;
+	size_t i;
+
+	state_name(id, name);
+	for (i = 0; i < 2; i++) {
+		if (fstatat(dirs[i], name, &st, 0) == -1 ||
+		    fstatat(dirs[i], id, &st, 0) == 0)
+			continue;
+		log_warnx("%s: its final state is in %s/: completing the move "
+		          "a crash interrupted",
+		    id, where[i]);
+		if (renameat(spool->outboxfd, id, dirs[i], id) == -1 ||
+		    fsync(dirs[i]) == -1 ||
+		    unlink_state(spool->outboxfd, id) == -1)
+			log_warn("%s: cannot move it to %s/", id, where[i]);
+		return true;
+	}
+	return false;
+}
+
+/* The message file's envelope, replaced by its state file's if it has
+ * one: the state as it stands, the body where the message file has it. */
+static int
+load_current(struct spool *spool, int fd, const char *id,
+    struct envelope **envp)
+{
+	struct envelope *msg, *st;
+	int got;
+
+	if (read_envelope(fd, id, &msg) == -1)
+		return -1;
+	if ((got = read_state(spool->outboxfd, id, &st)) == -1) {
+		envelope_free(msg);
+		return -1;
+	}
+	if (got == 1) {
+		if (st->size != msg->size) {
+			envelope_free(st);
+			envelope_free(msg);
+			errno = EBADMSG;
+			return -1;
+		}
+		st->body_offset = msg->body_offset;
+		envelope_free(msg);
+		msg = st;
+	}
+	*envp = msg;
+	return 0;
+}
+
 int
 spool_load(struct spool *spool, const char *id, struct envelope **envp)
 {
@@ -704,6 +986,10 @@ spool_load(struct spool *spool, const char *id, struct envelope **envp)
 	*envp = NULL;
 	if (!spool_is_id(id)) {
 		errno = EINVAL;
+		return -1;
+	}
+	if (complete_finish(spool, id)) {
+		errno = ENOENT;
 		return -1;
 	}
 	if ((fd = openat(spool->outboxfd, id, O_RDONLY | O_CLOEXEC)) == -1)
@@ -724,7 +1010,7 @@ spool_load(struct spool *spool, const char *id, struct envelope **envp)
 		errno = ENOENT;
 		return -1;
 	}
-	rc = read_envelope(fd, id, envp);
+	rc = load_current(spool, fd, id, envp);
 	saved = errno;
 	close(fd);
 	errno = saved;
@@ -759,85 +1045,13 @@ fail:
 	return NULL;
 }
 
-/* ---------------------------------------------------------- rewriting */
-
-/*
- * Write env's header and the message of outbox/ID into a new file, fsync
- * it, then rename it to ID in the folder tofd, and fsync that folder when
- * sync_dir says so.  The queued file itself is never modified, so a crash
- * leaves either the old or the new version, both complete.
- */
-static int
-rewrite(struct spool *spool, const struct envelope *env, int tofd,
-    bool sync_dir)
-{
-	struct envelope *old = NULL, copy;
-	char tmp[SPOOL_IDLEN + 1], *hdr = NULL;
-	size_t hlen;
-	bool made = false;
-	int in = -1, out = -1, rc = -1, saved;
-
-	if (!spool_is_id(env->id)) {
-		errno = EINVAL;
-		return -1;
-	}
-	if ((in = openat(spool->outboxfd, env->id, O_RDONLY | O_CLOEXEC)) == -1)
-		goto out;
-	if (read_envelope(in, env->id, &old) == -1)
-		goto out;
-	/* The message is the one on disk, whatever env->size says. */
-	copy = *env;
-	copy.size = old->size;
-	hdr = envelope_format(&copy, &hlen);
-
-	/* A fresh ID as the temporary name carries our PID, so cleanup by
-	 * another process leaves it alone while we live. */
-	spool_new_id(spool, tmp);
-	out = openat(
-	    spool->inboxfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (out == -1)
-		goto out;
-	made = true;
-	if (write_all(out, hdr, hlen) == -1)
-		goto out;
-	if (copy_body(in, old->body_offset, out, old->size) == -1)
-		goto out;
-	if (fsync(out) == -1)
-		goto out;
-	if (close_checked(&out) == -1)
-		goto out;
-	if (renameat(spool->inboxfd, tmp, tofd, env->id) == -1)
-		goto out;
-	made = false;
-	if (sync_dir && fsync(tofd) == -1)
-		goto out;
-	rc = 0;
-out:
-	saved = errno;
-	if (out != -1)
-		close(out);
-	if (made)
-		unlinkat(spool->inboxfd, tmp, 0);
-	if (in != -1)
-		close(in);
-	envelope_free(old);
-	free(hdr);
-	errno = saved;
-	return rc;
-}
+/* ------------------------------------------------------ state changes */
 
 int
 spool_update(struct spool *spool, const struct envelope *env)
 {
 	/* The rename is visible at once; spool_sync() makes it durable. */
-	return rewrite(spool, env, spool->outboxfd, false);
-}
-
-/* Remove outbox/ID; the next spool_sync() makes the removal durable. */
-static int
-unlink_queued(struct spool *spool, const char *id)
-{
-	return unlinkat(spool->outboxfd, id, 0);
+	return write_state(spool, env, spool->outboxfd);
 }
 
 int
@@ -850,25 +1064,40 @@ spool_finish(
 		errno = EINVAL;
 		return -1;
 	}
-	if (fate == SPOOL_SENT && !spool->save_sent)
-		return unlink_queued(spool, env->id);
+	if (fate == SPOOL_SENT && !spool->save_sent) {
+		/* The message first: a state left without it is removed at
+		 * start-up, a message left without its state would be sent
+		 * again.  The next spool_sync() makes both durable. */
+		if (unlinkat(spool->outboxfd, env->id, 0) == -1)
+			return -1;
+		return unlink_state(spool->outboxfd, env->id);
+	}
 	tofd = fate == SPOOL_SENT ? spool->sentfd : spool->failedfd;
-	/* Final copy first (renamed and its folder fsynced), the queued one
-	 * removed second: a crash in between leaves a duplicate that
-	 * spool_load() recognises, never a lost message. */
-	if (rewrite(spool, env, tofd, true) == -1)
+	/* The final state first, then the message beside it, then the
+	 * folder fsynced: a crash in between leaves the message in outbox/
+	 * with its final state already in place, and spool_load() completes
+	 * the move (complete_finish()); never a lost or resent message. */
+	if (write_state(spool, env, tofd) == -1 ||
+	    renameat(spool->outboxfd, env->id, tofd, env->id) == -1 ||
+	    fsync(tofd) == -1)
 		return -1;
-	return unlink_queued(spool, env->id);
+	return unlink_state(spool->outboxfd, env->id);
 }
 
 int
 spool_quarantine(struct spool *spool, const char *id)
 {
+	char name[STATE_NAME_MAX];
+
 	if (!spool_is_id(id)) {
 		errno = EINVAL;
 		return -1;
 	}
+	state_name(id, name);
 	if (renameat(spool->outboxfd, id, spool->corruptfd, id) == -1)
+		return -1;
+	if (renameat(spool->outboxfd, name, spool->corruptfd, name) == -1 &&
+	    errno != ENOENT)
 		return -1;
 	/* Destination first: if only outbox/ were synced, a crash could
 	 * lose the file from both folders' view. */

@@ -8,22 +8,27 @@
  *   corrupt/   files in outbox/ that did not parse, set aside for a human
  *   sender.lock  flock(2)ed by the one process that relays this spool
  *
- * A file is a versioned text envelope ("arnie-spool 1", key: value lines),
- * a blank line, then the message exactly as accepted (CRLF line ends).  The
- * format is documented in docs/spool-format.md.
+ * A message file is a versioned text envelope ("arnie-spool 2", key: value
+ * lines; see envelope.h), a blank line, then the message exactly as
+ * accepted (CRLF line ends).  It is written once and never modified: what
+ * changes later (recipients' states, attempts, replies) goes into a small
+ * state file beside it, "ID.state", which holds the whole envelope as it
+ * stands, and wins over the message file's own header.  The format is
+ * documented in docs/spool-format.md; files of 0.1.0 ("arnie-spool 1") are
+ * read the same way.
  *
- * Durability: spool_write() writes to inbox/, fsyncs the file and renames it
- * into outbox/; spool_sync() fsyncs outbox/.  Only after both may a front-end
- * say 250.  A queued file is never edited in place: a changed envelope is
- * written to a new file, fsynced, that is renamed over the old one.  A
- * state change (spool_update(), spool_finish()) is visible to every process
- * at once, which is what keeps a restarted daemon from sending again what
- * was delivered; it becomes durable against a power loss at the next
- * spool_sync(), which the sender runs once per session.  Until then a power
- * loss can only bring back the previous state (a message sent again, never
- * one lost: a final copy in sent/ or failed/ is durable before the queued
- * one goes).  Directory file descriptors stay open for the life of the
- * spool.
+ * Durability: spool_write() (or a draft, written in pieces) writes to
+ * inbox/, fsyncs the file and renames it into outbox/; spool_sync() fsyncs
+ * outbox/.  Only after both may a front-end say 250.  A state change
+ * (spool_update(), spool_finish()) writes a new state file, fsynced, that is
+ * renamed over the old one: it costs the envelope, never a copy of the
+ * message.  It is visible to every process at once, which is what keeps a
+ * restarted daemon from sending again what was delivered; it becomes
+ * durable against a power loss at the next spool_sync(), which the sender
+ * runs once per session.  Until then a power loss can only bring back the
+ * previous state (a message sent again, never one lost: a final state in
+ * sent/ or failed/ is durable before the queued message goes).  Directory
+ * file descriptors stay open for the life of the spool.
  *
  * All functions are safe to call from several threads at once.  They return
  * 0 or -1 with errno set, and never exit or log, except where noted.
@@ -53,8 +58,8 @@ const char *spool_path(const struct spool *spool);
 /* Absolute path of outbox/, for inotify. */
 const char *spool_outbox_path(const struct spool *spool);
 
-/* Remove leftovers of interrupted writes from inbox/; returns how many, or
- * -1 with errno. */
+/* Remove leftovers of interrupted writes from inbox/, and state files in
+ * outbox/ whose message is gone; returns how many, or -1 with errno. */
 int spool_cleanup_inbox(struct spool *spool);
 
 /* A fresh unique ID; front-ends take one early for their Received: line.
@@ -72,6 +77,24 @@ time_t spool_id_time(const char *id);
  */
 int spool_write(struct spool *spool, struct envelope *env,
     const struct iovec *iov, int iovcnt);
+/*
+ * A message written in pieces, for front-ends that stream it: the envelope
+ * header first (env as spool_write() sets it up, its size left blank), then
+ * the message as it arrives, then spool_draft_commit(), which fills in the
+ * size, fsyncs, closes and renames into outbox/ (env->size set), durable at
+ * the next spool_sync().  A write error is kept and reported again by every
+ * later call, so a caller may go on feeding and look once at the end.  On
+ * any failure of spool_draft_commit(), and by spool_draft_abort(), the file
+ * is removed and the draft freed.  env is borrowed until then.  One thread
+ * at a time per draft.
+ */
+struct spool_draft;
+struct spool_draft *spool_draft_new(struct spool *spool, struct envelope *env);
+int spool_draft_write(struct spool_draft *d, const struct iovec *iov,
+    int iovcnt);
+int spool_draft_commit(struct spool *spool, struct spool_draft *d);
+void spool_draft_abort(struct spool *spool, struct spool_draft *d);
+
 /* fsync outbox/: makes every spool_write() that returned before durable. */
 int spool_sync(struct spool *spool);
 /* spool_write() + spool_sync(); if the sync fails, the file is discarded
@@ -91,7 +114,7 @@ struct spool_reply {
 };
 void spool_commit_reply(int err, struct spool_reply *reply);
 
-/* Remove outbox/ID and fsync outbox/: for a message whose commit failed
+/* Remove outbox/ID (and any state) and fsync outbox/: for a message whose commit failed
  * after spool_write() (the client gets 4xx and retries, so keeping it would
  * send it twice).  errno ENOENT: not there. */
 int spool_discard(struct spool *spool, const char *id);
@@ -100,28 +123,31 @@ typedef void spool_scan_fn(const char *id, void *arg);
 /* Call fn for each message in outbox/ (one directory scan). */
 int spool_scan(struct spool *spool, spool_scan_fn *fn, void *arg);
 
-/* Read outbox/ID's envelope.  errno ENOENT: gone; EBADMSG: does not parse
- * (the caller moves it with spool_quarantine()).  If a crash interrupted
- * spool_finish() after the final copy reached sent/ or failed/, the queued
- * copy is removed here with a log line and ENOENT is returned. */
+/* Read outbox/ID's envelope as it stands (its state file if it has one).
+ * errno ENOENT: gone; EBADMSG: the message file or its state does not parse
+ * or they do not fit together (the caller moves them with
+ * spool_quarantine()).  If a crash interrupted spool_finish() after the
+ * final state reached sent/ or failed/, the move is completed here with a
+ * log line and ENOENT is returned. */
 int spool_load(struct spool *spool, const char *id, struct envelope **envp);
 /* Open the message of a loaded envelope, positioned at body_offset. */
 FILE *spool_open_message(struct spool *spool, const struct envelope *env);
 
-/* Write env's new state: a new file with the same message, fsynced and
- * renamed over outbox/ID (durable at the next spool_sync()). */
+/* Write env's new state: outbox/ID.state, fsynced, renamed over the old
+ * one (durable at the next spool_sync()); the message file is untouched. */
 int spool_update(struct spool *spool, const struct envelope *env);
 
 enum spool_fate {
 	SPOOL_SENT,		/* to sent/ with SAVE_SENT_MAIL, else deleted */
 	SPOOL_FAILED,		/* to failed/, envelope kept with the reason */
 };
-/* Take a message out of the queue for good, with env's final state: the
- * copy in sent/ or failed/ is durable on return, the removal from outbox/
- * at the next spool_sync(). */
+/* Take a message out of the queue for good, with env's final state: to
+ * sent/ or failed/ (the message file moved, env as ID.state beside it,
+ * durable on return), or deleted; the removal from outbox/ is durable at
+ * the next spool_sync(). */
 int spool_finish(struct spool *spool, const struct envelope *env,
     enum spool_fate fate);
-/* Move an unreadable outbox/ID to corrupt/. */
+/* Move an unreadable outbox/ID, and its state file, to corrupt/. */
 int spool_quarantine(struct spool *spool, const char *id);
 
 /*

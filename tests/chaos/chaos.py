@@ -248,7 +248,7 @@ class Clients:
 def spool_files(spool, folder):
     try:
         return [n for n in os.listdir(os.path.join(spool, folder))
-                if not n.startswith(".")]
+                if not n.startswith(".") and not n.endswith(".state")]
     except FileNotFoundError:
         return []
 

@@ -626,24 +626,32 @@ class Envelope:
     """A spool file split as docs/spool-format.md describes: a version line
     ("arnie-spool 1"), "key: value" lines, a blank line, the message."""
 
-    def __init__(self, path, data):
+    def __init__(self, path, data, state=None):
         self.path = path
         self.id = os.path.basename(path)
         self.raw = data
+        self.state = state
+        self.fields, self.body, self.version = self._parse(data)
+        if state is not None:
+            # ID.state holds the envelope as it stands (spool-format.md).
+            self.fields, _, self.version = self._parse(state)
+
+    @staticmethod
+    def _parse(data):
         sep = data.find(b"\n\n")
         sep_crlf = data.find(b"\r\n\r\n")
         if sep_crlf != -1 and (sep == -1 or sep_crlf < sep):
-            head, self.body = data[:sep_crlf], data[sep_crlf + 4:]
+            head, body = data[:sep_crlf], data[sep_crlf + 4:]
         elif sep != -1:
-            head, self.body = data[:sep], data[sep + 2:]
+            head, body = data[:sep], data[sep + 2:]
         else:
-            head, self.body = data, b""
+            head, body = data, b""
         lines = head.decode(errors="replace").replace("\r", "").split("\n")
-        self.version = lines[0]
-        self.fields = []
+        fields = []
         for line in lines[1:]:
             key, _, value = line.partition(":")
-            self.fields.append((key.strip().lower(), value.strip()))
+            fields.append((key.strip().lower(), value.strip()))
+        return fields, body, lines[0]
 
     def get(self, key, default=None):
         for k, v in self.fields:
@@ -716,19 +724,27 @@ class Spool:
         return os.path.join(self.root, folder, name)
 
     def list(self, folder):
-        """Message files in folder (hidden and temporary names left out)."""
+        """Message files in folder (hidden and temporary names, and the
+        state files beside messages, left out)."""
         try:
             names = os.listdir(self.path(folder))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(n for n in names if not n.startswith("."))
+        return sorted(n for n in names
+                      if not n.startswith(".") and not n.endswith(".state"))
 
     def count(self, folder):
         return len(self.list(folder))
 
     def read(self, folder, name):
+        """The message file and, if it has one, its state file."""
         with open(self.path(folder, name), "rb") as f:
-            return Envelope(self.path(folder, name), f.read())
+            data = f.read()
+        state = None
+        with contextlib.suppress(FileNotFoundError):
+            with open(self.path(folder, name + ".state"), "rb") as f:
+                state = f.read()
+        return Envelope(self.path(folder, name), data, state)
 
     def envelopes(self, folder):
         out = []

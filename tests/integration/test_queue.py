@@ -219,6 +219,26 @@ class QueueTest(ArnieTestCase):
         os.rename(staging, d.spool.path("outbox", names[0]))
         self.assertDeliveredOnce(up, "moved", timeout=5)
 
+    def test_requeue_recipe_from_the_docs(self):
+        # docs/spool-format.md, "Requeueing a failed message", run as
+        # written, with the shell.
+        up = self.upstream()
+        up.script_rcpt("back@example.org", ["550 5.1.1 not yet"])
+        d = self.arnie(up.port, SAVE_SENT_MAIL=True)
+        self.send(d, "requeued", rcpts=["back@example.org"])
+        ids = self.wait_spool(d, "failed", 1)
+        env = d.spool.read("failed", ids[0])
+        self.assertEqual(env.rcpt_state("back@example.org"), "failed")
+        r = arnietest.subprocess.run(
+            ["sh", "-ec", 'cd "$1"; id=$2; rm "failed/$id.state" && '
+             'mv "failed/$id" outbox/', "sh",
+             os.path.join(self.files_dir, "arniefiles"), ids[0]],
+            capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertDeliveredOnce(up, "requeued")
+        self.wait_spool(d, "sent", 1)
+        self.assertEqual(d.spool.list("failed"), [])
+        self.assertEqual(d.spool.list("outbox"), [])
 
     # ------------------------------------------------------------ --queue
 

@@ -182,7 +182,7 @@ def parse_spool_file(path):
     if not sep:
         raise AssertionError("%s: no blank line after the envelope" % path)
     lines = head.decode().split("\n")
-    if lines[0] != "arnie-spool 1":
+    if lines[0] not in ("arnie-spool 1", "arnie-spool 2"):
         raise AssertionError("%s: bad magic %r" % (path, lines[0]))
     fields = {}
     for line in lines[1:]:
@@ -329,7 +329,7 @@ def queued(spool, folder="outbox"):
     d = os.path.join(spool, folder)
     out = []
     for name in sorted(os.listdir(d)):
-        if name.startswith("."):
+        if name.startswith(".") or name.endswith(".state"):
             continue
         fields, message = parse_spool_file(os.path.join(d, name))
         out.append({

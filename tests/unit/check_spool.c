@@ -264,7 +264,15 @@ START_TEST(test_format_roundtrip)
 	hdr = envelope_format(env, &hlen);
 	/* Every header line is one line: no raw CR inside. */
 	ck_assert_ptr_null(memchr(hdr, '\r', hlen));
-	ck_assert(strncmp(hdr, "arnie-spool 1\n", 14) == 0);
+	ck_assert(strncmp(hdr, "arnie-spool 2\n", 14) == 0);
+	/* The size is padded to a fixed width (filled in after a stream). */
+	{
+		char want[64];
+
+		snprintf(want, sizeof(want), "\nsize: %-*zu\n\n",
+		    ENVELOPE_SIZE_WIDTH, sizeof(msg_body) - 1);
+		ck_assert_ptr_nonnull(strstr(hdr, want));
+	}
 	file = xasprintf("%s%s", hdr, msg_body);
 	ck_assert_int_eq(envelope_parse(file, strlen(file), &back), 0);
 	ck_assert_int_eq(back->body_offset, (off_t)hlen);
@@ -321,8 +329,12 @@ static const struct {
         "size: 3\r\n\r\nabc",
         true},
     {"empty body", GOOD_HEAD GOOD_RCPT "size: 0\n\n", true},
-    {"bad version",
+    {"version 2, padded size",
         "arnie-spool 2\nid: 0193A4B5C6D7E000020\n"
+        "created: 1\n" GOOD_RCPT "size: 3                   \n\nabc",
+        true},
+    {"bad version",
+        "arnie-spool 3\nid: 0193A4B5C6D7E000020\n"
         "created: 1\n" GOOD_RCPT "size: 3\n\nabc",
         false},
     {"no magic",
@@ -558,19 +570,59 @@ START_TEST(test_commit_load)
 }
 END_TEST
 
+/* Identity and content of a file, to show it was not rewritten. */
+struct file_id {
+	ino_t ino;
+	struct timespec mtime;
+	off_t size;
+};
+
+static struct file_id
+file_id(const char *folder, const char *name)
+{
+	char *p = sub(folder, name);
+	struct stat st;
+	struct file_id f;
+
+	ck_assert_int_eq(stat(p, &st), 0);
+	f.ino = st.st_ino;
+	f.mtime = st.st_mtim;
+	f.size = st.st_size;
+	free(p);
+	return f;
+}
+
+static void
+assert_same_file(struct file_id a, struct file_id b)
+{
+	ck_assert_uint_eq(a.ino, b.ino);
+	ck_assert_int_eq(a.mtime.tv_sec, b.mtime.tv_sec);
+	ck_assert_int_eq(a.mtime.tv_nsec, b.mtime.tv_nsec);
+	ck_assert_int_eq(a.size, b.size);
+}
+
+static char *
+state_of(const char *id)
+{
+	return xasprintf("%s.state", id);
+}
+
 START_TEST(test_update)
 {
 	struct spool *spool = spool_open(spooldir, false);
 	struct envelope *env = sample_env("a@example.org", 2), *back = NULL;
 	struct envelope *again = NULL;
-	char *msg, *long_reply;
+	struct file_id before;
+	char *msg, *long_reply, *state;
 	size_t mlen;
 	int round;
 
 	commit_sample(spool, env);
+	before = file_id("outbox", env->id);
+	state = state_of(env->id);
 	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
-	/* Twice, with a header that grows: the body must follow, even for
-	 * the stale body_offset of the envelope loaded first. */
+	/* Twice, with a state that grows: the message file is never
+	 * touched, the state file beside it holds the envelope. */
 	for (round = 1; round <= 2; round++) {
 		back->attempts = (unsigned)round;
 		back->next_attempt += 60 * round;
@@ -584,8 +636,10 @@ START_TEST(test_update)
 		free(long_reply);
 		ck_assert_int_eq(spool_update(spool, back), 0);
 		ck_assert_int_eq(count("inbox"), 0);
+		assert_same_file(before, file_id("outbox", env->id));
+		ck_assert(exists("outbox", state));
 		ck_assert_int_eq(spool_load(spool, env->id, &again), 0);
-		back->body_offset = again->body_offset;
+		ck_assert_int_eq(again->body_offset, back->body_offset);
 		assert_env_eq(back, again);
 		ck_assert_uint_eq(envelope_pending(again), 1);
 		envelope_free(again);
@@ -596,9 +650,122 @@ START_TEST(test_update)
 		              sizeof(msg_body) - 1) == 0);
 		free(msg);
 	}
-	ck_assert_int_eq(count("outbox"), 1);
+	ck_assert_int_eq(count("outbox"), 2);
+	free(state);
 	envelope_free(back);
 	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+/* A deferral of a big message writes its envelope, not its message. */
+START_TEST(test_update_big_message_writes_little)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 1), *back = NULL;
+	size_t big = 10 * 1024 * 1024;
+	char *body = xmalloc(big), *p = NULL, *state = NULL;
+	struct iovec iov = {body, big};
+	struct file_id before;
+	struct stat st;
+
+	memset(body, 'x', big);
+	ck_assert_int_eq(spool_commit(spool, env, &iov, 1), 0);
+	before = file_id("outbox", env->id);
+	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
+	back->attempts = 1;
+	envelope_set_reply(&back->last_reply, "451 4.3.0 later");
+	ck_assert_int_eq(spool_update(spool, back), 0);
+	assert_same_file(before, file_id("outbox", env->id));
+	state = state_of(env->id);
+	p = sub("outbox", state);
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_int_lt(st.st_size, 4096);
+	free(p);
+	free(state);
+	free(body);
+	envelope_free(back);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+/* A file written by Arnie 0.1.0 is read, and updated by a state file. */
+START_TEST(test_version_1_file)
+{
+	static const char v1[] =
+	    "arnie-spool 1\nid: 0193A4B5C6D7E000020\ncreated: 1\n"
+	    "from: <a@b>\nrcpt: pending <c@d>\nrcpt: pending <e@f>\n"
+	    "attempts: 2\nnext-attempt: 5\nsize: 5\n\nhello";
+	const char *id = "0193A4B5C6D7E000020";
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = NULL;
+	struct file_id before;
+	char *msg;
+	size_t mlen;
+
+	put_file("outbox", id, v1, sizeof(v1) - 1);
+	before = file_id("outbox", id);
+	ck_assert_int_eq(spool_load(spool, id, &env), 0);
+	ck_assert_uint_eq(env->attempts, 2);
+	env->rcpts[0].state = RCPT_SENT;
+	env->attempts = 3;
+	ck_assert_int_eq(spool_update(spool, env), 0);
+	assert_same_file(before, file_id("outbox", id));
+	envelope_free(env);
+	ck_assert_int_eq(spool_load(spool, id, &env), 0);
+	ck_assert_uint_eq(env->attempts, 3);
+	ck_assert_int_eq(env->rcpts[0].state, RCPT_SENT);
+	ck_assert_uint_eq(envelope_pending(env), 1);
+	msg = read_message(spool, env, &mlen);
+	ck_assert_uint_eq(mlen, 5);
+	ck_assert(memcmp(msg, "hello", 5) == 0);
+	free(msg);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+/* A state file that does not fit its message is corrupt: set aside with
+ * the message, both kept for a human. */
+START_TEST(test_bad_state_file)
+{
+	static const char *const states[] = {
+	    "arnie-spool 2\nthis is not\n\n",
+	    /* another size than the message's */
+	    NULL,
+	    /* something after the blank line */
+	    NULL,
+	};
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env, *back = NULL;
+	char *state, *hdr, *text;
+	size_t hlen;
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		env = sample_env("a@example.org", 1);
+		commit_sample(spool, env);
+		state = state_of(env->id);
+		env->size += i == 1 ? 1 : 0;
+		hdr = envelope_format(env, &hlen);
+		text = states[i] != NULL ? xstrdup(states[i])
+		       : i == 1          ? xstrdup(hdr)
+		                         : xasprintf("%sextra", hdr);
+		put_file("outbox", state, text, strlen(text));
+		errno = 0;
+		ck_assert_int_eq(spool_load(spool, env->id, &back), -1);
+		ck_assert_int_eq(errno, EBADMSG);
+		ck_assert_int_eq(spool_quarantine(spool, env->id), 0);
+		ck_assert(exists("corrupt", env->id));
+		ck_assert(exists("corrupt", state));
+		ck_assert(!exists("outbox", env->id));
+		ck_assert(!exists("outbox", state));
+		free(text);
+		free(hdr);
+		free(state);
+		envelope_free(env);
+	}
 	spool_close(spool);
 }
 END_TEST
@@ -619,10 +786,13 @@ START_TEST(test_finish)
 	struct spool *spool = spool_open(spooldir, finish_cases[_i].save_sent);
 	struct envelope *env = sample_env("a@example.org", 1), *fin = NULL;
 	const char *folder = finish_cases[_i].folder;
-	char *path, *file;
+	char *path, *file, *state;
 	size_t flen;
 
 	commit_sample(spool, env);
+	/* With a state file in outbox/ too, as after a deferral. */
+	env->attempts = 1;
+	ck_assert_int_eq(spool_update(spool, env), 0);
 	env->rcpts[0].state =
 	    finish_cases[_i].fate == SPOOL_SENT ? RCPT_SENT : RCPT_FAILED;
 	envelope_set_reply(&env->rcpts[0].reply,
@@ -632,20 +802,29 @@ START_TEST(test_finish)
 	envelope_set_reply(&env->last_reply, env->rcpts[0].reply);
 	env->attempts = 1;
 	ck_assert_int_eq(spool_finish(spool, env, finish_cases[_i].fate), 0);
-	ck_assert(!exists("outbox", env->id));
+	ck_assert_int_eq(count("outbox"), 0);
 	ck_assert_int_eq(count("inbox"), 0);
-	ck_assert_int_eq(count("sent") + count("failed"), folder ? 1 : 0);
+	/* The message as it was accepted, and its final state beside it. */
+	ck_assert_int_eq(count("sent") + count("failed"), folder ? 2 : 0);
 	if (folder != NULL) {
 		path = sub(folder, env->id);
 		file = slurp(path, &flen);
 		ck_assert_int_eq(envelope_parse(file, flen, &fin), 0);
-		env->body_offset = fin->body_offset;
-		assert_env_eq(env, fin);
+		ck_assert_uint_eq(envelope_pending(fin), 1);
 		ck_assert(memcmp(file + fin->body_offset, msg_head,
 		              sizeof(msg_head) - 1) == 0);
 		envelope_free(fin);
 		free(file);
 		free(path);
+		state = state_of(env->id);
+		path = sub(folder, state);
+		file = slurp(path, &flen);
+		ck_assert_int_eq(envelope_parse_state(file, flen, &fin), 0);
+		assert_env_eq(env, fin);
+		envelope_free(fin);
+		free(file);
+		free(path);
+		free(state);
 	}
 	/* Finishing what is gone is an error, not a crash. */
 	errno = 0;
@@ -685,6 +864,99 @@ START_TEST(test_finish_leftover)
 	ck_assert(exists("sent", env->id));
 	free(path);
 	free(file);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+/* A crash after the final state reached failed/ and before the message
+ * followed: loading it completes the move. */
+START_TEST(test_finish_interrupted)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 1), *back = NULL;
+	char *state = NULL, *hdr;
+	size_t hlen;
+
+	commit_sample(spool, env);
+	ck_assert_int_eq(spool_update(spool, env), 0);
+	env->rcpts[0].state = RCPT_FAILED;
+	envelope_set_reply(&env->last_reply, "550 no");
+	hdr = envelope_format(env, &hlen);
+	state = state_of(env->id);
+	put_file("failed", state, hdr, hlen);
+	errno = 0;
+	ck_assert_int_eq(spool_load(spool, env->id, &back), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	ck_assert_int_eq(count("outbox"), 0);
+	ck_assert(exists("failed", env->id));
+	ck_assert(exists("failed", state));
+	free(state);
+	free(hdr);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+/* A state left without its message (a crash between the two unlinks of
+ * a delivered message) is removed at start-up; others are kept. */
+START_TEST(test_orphan_state_removed)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 1);
+	char orphan[SPOOL_IDLEN + 1], *name, *kept;
+
+	commit_sample(spool, env);
+	ck_assert_int_eq(spool_update(spool, env), 0);
+	spool_new_id(spool, orphan);
+	name = state_of(orphan);
+	put_file("outbox", name, "x", 1);
+	ck_assert_int_eq(spool_cleanup_inbox(spool), 1);
+	ck_assert(!exists("outbox", name));
+	kept = state_of(env->id);
+	ck_assert(exists("outbox", kept));
+	ck_assert(exists("outbox", env->id));
+	free(kept);
+	free(name);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+/* A message written in pieces: its size is filled in at the commit. */
+START_TEST(test_draft)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 1), *back = NULL;
+	struct spool_draft *d;
+	struct iovec head = {(void *)msg_head, sizeof(msg_head) - 1};
+	struct iovec body = {(void *)msg_body, sizeof(msg_body) - 1};
+	char *msg;
+	size_t mlen;
+
+	ck_assert_ptr_nonnull(d = spool_draft_new(spool, env));
+	ck_assert(exists("inbox", env->id));
+	ck_assert_int_eq(spool_draft_write(d, &head, 1), 0);
+	ck_assert_int_eq(spool_draft_write(d, &body, 1), 0);
+	ck_assert_int_eq(spool_draft_commit(spool, d), 0);
+	ck_assert_int_eq(spool_sync(spool), 0);
+	ck_assert_uint_eq(env->size, head.iov_len + body.iov_len);
+	ck_assert_int_eq(count("inbox"), 0);
+	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
+	assert_env_eq(env, back);
+	msg = read_message(spool, back, &mlen);
+	ck_assert_uint_eq(mlen, env->size);
+	ck_assert(memcmp(msg + head.iov_len, msg_body, body.iov_len) == 0);
+	free(msg);
+	envelope_free(back);
+	envelope_free(env);
+	/* Abandoned: nothing is left anywhere. */
+	env = sample_env("a@example.org", 1);
+	ck_assert_ptr_nonnull(d = spool_draft_new(spool, env));
+	ck_assert_int_eq(spool_draft_write(d, &body, 1), 0);
+	spool_draft_abort(spool, d);
+	ck_assert_int_eq(count("inbox"), 0);
+	ck_assert_int_eq(count("outbox"), 1);
 	envelope_free(env);
 	spool_close(spool);
 }
@@ -1056,6 +1328,12 @@ spool_suite(void)
 	tcase_add_test(tc, test_open_creates_folders);
 	tcase_add_test(tc, test_commit_load);
 	tcase_add_test(tc, test_update);
+	tcase_add_test(tc, test_update_big_message_writes_little);
+	tcase_add_test(tc, test_version_1_file);
+	tcase_add_test(tc, test_bad_state_file);
+	tcase_add_test(tc, test_finish_interrupted);
+	tcase_add_test(tc, test_orphan_state_removed);
+	tcase_add_test(tc, test_draft);
 	tcase_add_loop_test(
 	    tc, test_finish, 0, sizeof(finish_cases) / sizeof(finish_cases[0]));
 	tcase_add_test(tc, test_finish_leftover);
