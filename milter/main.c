@@ -27,6 +27,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "commitq.h"
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
@@ -52,6 +53,7 @@ main(int argc, char *argv[])
 	struct config *cfg;
 	struct spool *spool;
 	struct sender *sender;
+	struct commitq *q;
 	const char *owned[2] = {NULL, NULL};
 	int rc;
 
@@ -66,7 +68,8 @@ main(int argc, char *argv[])
 	spool = daemon_open_spool(cfg);
 	if ((sender = sender_new(cfg, spool, err, sizeof(err))) == NULL)
 		fatalx(EX_CONFIG, "%s", err);
-	milter_init(cfg, spool, sender);
+	q = commitq_new(spool, sender);
+	milter_init(cfg, spool, q);
 	if (sender_start(sender) == -1)
 		fatal(EX_OSERR, "cannot start the sender");
 	log_info("arnie-milter %s listening on %s, %s mode, spool %s",
@@ -90,6 +93,7 @@ main(int argc, char *argv[])
 		    "a commit still runs after %d s; exiting", DRAIN_SECONDS);
 		return EX_SOFTWARE;
 	}
+	commitq_free(q);
 	sender_stop(sender);
 	sender_free(sender);
 	spool_close(spool);

@@ -51,21 +51,20 @@
 
 #include <libmilter/mfapi.h>
 
+#include "commitq.h"
 #include "config.h"
+#include "intake.h"
 #include "log.h"
 #include "message.h"
-#include "sender.h"
 #include "spool.h"
 #include "xmalloc.h"
 
 /* The transaction in progress: from MAIL to end-of-message or abort. */
 struct msg {
-	struct envelope *env;
-	char *buf; /* the rebuilt message */
-	size_t len;
-	size_t cap;
-	bool too_big; /* refused with 552; ignore the rest */
-	bool smtputf8; /* the client declared SMTPUTF8 at MAIL */
+	struct envelope *env; /* until the message starts, then in's */
+	struct intake *in;    /* the message, from its first octet */
+	bool smtputf8;        /* the client declared SMTPUTF8 at MAIL */
+	bool eightbit_header; /* a header field holds an octet >= 0x80 */
 };
 
 /* One MTA connection; lives from connect (or first use) to close. */
@@ -80,7 +79,7 @@ struct conn {
 
 static const struct config *milter_cfg;
 static struct spool *milter_spool;
-static struct sender *milter_sender;
+static struct commitq *milter_q;
 
 /*
  * libmilter's smfi_main() returns at SIGTERM without waiting for the
@@ -125,8 +124,15 @@ msg_free(struct msg *m)
 	if (m == NULL)
 		return;
 	envelope_free(m->env);
-	free(m->buf);
+	intake_free(m->in);
 	free(m);
+}
+
+/* The transaction's envelope, wherever it is now. */
+static struct envelope *
+msg_env(const struct msg *m)
+{
+	return m->in != NULL ? intake_envelope(m->in) : m->env;
 }
 
 static void
@@ -201,41 +207,6 @@ strip_address(const char *arg)
 }
 
 /*
- * Append n bytes to the message.  Returns false once the message is larger
- * than MAX_MESSAGE_SIZE (0: no limit); the buffer is then released, since
- * the message will be refused anyway.
- */
-static bool
-msg_append(struct msg *m, const void *data, size_t n)
-{
-	size_t max = milter_cfg->max_message_size;
-	size_t cap;
-
-	if (m->too_big)
-		return false;
-	if (max > 0 && (n > max || m->len > max - n)) {
-		m->too_big = true;
-		free(m->buf);
-		m->buf = NULL;
-		m->len = m->cap = 0;
-		return false;
-	}
-	if (n > m->cap - m->len) {
-		cap = m->cap > 0 ? m->cap : 8192;
-		while (cap - m->len < n) {
-			if (cap > SIZE_MAX / 2)
-				arnie_panic("message buffer overflow");
-			cap *= 2;
-		}
-		m->buf = xreallocarray(m->buf, 1, cap);
-		m->cap = cap;
-	}
-	memcpy(m->buf + m->len, data, n);
-	m->len += n;
-	return true;
-}
-
-/*
  * A message Arnie will not take (why: for the log): in divert mode the MTA
  * refuses it with this reply, since nobody else would deliver it; in copy
  * mode the MTA delivers it as it always did and Arnie only keeps no copy,
@@ -249,7 +220,7 @@ refuse(SMFICTX *ctx, struct conn *c, const char *why, const char *code,
 
 	if (c->msg != NULL)
 		log_info("milter queue_id=%s client=%s from=<%s>: %s, %s",
-		    mta_queue_id(ctx), nz(c->client_addr), c->msg->env->sender,
+		    mta_queue_id(ctx), nz(c->client_addr), msg_env(c->msg)->sender,
 		    why, copy ? "not copied (the MTA delivers it)" : "refused");
 	else
 		log_info("milter queue_id=%s client=%s: %s, %s",
@@ -297,7 +268,7 @@ refuse_eai_rcpt(SMFICTX *ctx, struct conn *c, const char *rcpt)
 
 	log_info("milter queue_id=%s client=%s from=<%s>: non-ASCII recipient "
 	         "<%s>, %s",
-	    mta_queue_id(ctx), nz(c->client_addr), c->msg->env->sender, rcpt,
+	    mta_queue_id(ctx), nz(c->client_addr), msg_env(c->msg)->sender, rcpt,
 	    copy ? "not copied (the MTA delivers it)" : "refused");
 	if (copy)
 		return SMFIS_CONTINUE;
@@ -341,10 +312,12 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
 		*pf0 |= SMFIF_SETSYMLIST;
 		/* Postfix sends no {client_addr} by default; {i} is known at
 		 * MAIL only with smtpd_delay_open_until_valid_rcpt = no, and
-		 * always at end-of-message. */
+		 * always at DATA (the Received: field is made at the first
+		 * header) and at end-of-message. */
 		if (smfi_setsymlist(ctx, SMFIM_CONNECT, "{client_addr}") !=
 		        MI_SUCCESS ||
 		    smfi_setsymlist(ctx, SMFIM_ENVFROM, "i") != MI_SUCCESS ||
+		    smfi_setsymlist(ctx, SMFIM_DATA, "i") != MI_SUCCESS ||
 		    smfi_setsymlist(ctx, SMFIM_EOM, "i") != MI_SUCCESS)
 			log_warnx("milter: cannot ask for macros; the log "
 			          "may lack the MTA's queue ID");
@@ -474,67 +447,11 @@ do_envrcpt(SMFICTX *ctx, char **argv)
 	return SMFIS_CONTINUE;
 }
 
-static sfsistat
-do_header(SMFICTX *ctx, char *name, char *value)
-{
-	struct conn *c = conn_get(ctx);
-	struct msg *m = c->msg;
-	const char *p, *lf;
-	bool ok;
-
-	if (m == NULL)
-		return tempfail(ctx, "Arnie: header without MAIL");
-	if (name == NULL)
-		name = "";
-	if (value == NULL)
-		value = "";
-	ok = msg_append(m, name, strlen(name)) && msg_append(m, ":", 1);
-	if (ok && !c->leadspc && *value != '\0')
-		ok = msg_append(m, " ", 1);
-	/* Copy the value, making each inner line break CRLF. */
-	for (p = value; ok && (lf = strchr(p, '\n')) != NULL; p = lf + 1) {
-		if (lf > p && lf[-1] == '\r')
-			ok = msg_append(m, p, lf - p + 1);
-		else
-			ok = msg_append(m, p, lf - p) &&
-			     msg_append(m, "\r\n", 2);
-	}
-	if (ok)
-		ok = msg_append(m, p, strlen(p)) && msg_append(m, "\r\n", 2);
-	if (!ok)
-		return refuse_size(ctx, c);
-	return SMFIS_CONTINUE;
-}
-
-static sfsistat
-do_eoh(SMFICTX *ctx)
-{
-	struct conn *c = conn_get(ctx);
-
-	if (c->msg == NULL)
-		return tempfail(ctx, "Arnie: message without MAIL");
-	if (!msg_append(c->msg, "\r\n", 2))
-		return refuse_size(ctx, c);
-	return SMFIS_CONTINUE;
-}
-
-static sfsistat
-do_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
-{
-	struct conn *c = conn_get(ctx);
-
-	if (c->msg == NULL)
-		return tempfail(ctx, "Arnie: message without MAIL");
-	if (!msg_append(c->msg, chunk, len))
-		return refuse_size(ctx, c);
-	return SMFIS_CONTINUE;
-}
-
-/* The Received: field for m (see the top comment), written at when;
+/* The Received: field for env (see the top comment), written at when;
  * owned by the caller. */
 static char *
-received_field(
-    SMFICTX *ctx, const struct conn *c, const struct msg *m, time_t when)
+received_field(SMFICTX *ctx, const struct conn *c, const struct envelope *env,
+    time_t when)
 {
 	struct message_trace t;
 	const char *qid = smfi_getsymval(ctx, "i");
@@ -553,44 +470,165 @@ received_field(
 	} else
 		t.by_comment = "Arnie milter, local submission";
 	t.by = milter_cfg->helo_name;
-	t.id = m->env->id;
+	t.id = env->id;
 	if (qid != NULL && *qid != '\0')
 		t.comment = comment = xasprintf("MTA queue id %s", qid);
-	t.rcpt = m->env->nrcpts == 1 ? m->env->rcpts[0].addr : NULL;
+	t.rcpt = env->nrcpts == 1 ? env->rcpts[0].addr : NULL;
 	t.when = when;
 	h = message_received(&t);
 	free(comment);
 	return h;
 }
 
+/* The message starts (its first header field, or the end of a header
+ * section without any): it gets its ID, its Received: field and its
+ * intake, which holds its envelope from now on. */
+static void
+msg_start(SMFICTX *ctx, struct conn *c, struct msg *m)
+{
+	struct intake_opts opts;
+	struct envelope *env = m->env;
+	time_t when = time(NULL);
+	char *received;
+
+	if (m->in != NULL)
+		return;
+	env->origin = xasprintf(
+	    "client=%s, queue_id=%s", nz(c->client_addr), mta_queue_id(ctx));
+	/* The ID now: a missing Message-ID is made from it. */
+	spool_new_id(milter_spool, env->id);
+	memset(&opts, 0, sizeof(opts));
+	/* Missing Date/Message-ID/From added and what libesmtp would drop
+	 * left out, so that the spool holds the bytes the relay will send;
+	 * and the Bcc: fields, which no recipient may read. */
+	opts.fix_opts = milter_cfg->remove_bcc ? 0 : MESSAGE_KEEP_BCC;
+	opts.hostname = milter_cfg->helo_name;
+	opts.max_size = milter_cfg->max_message_size;
+	received = received_field(ctx, c, env, when);
+	m->in = intake_new(milter_spool, env, received, &opts, when);
+	m->env = NULL;
+	free(received);
+}
+
 /*
- * What the relay could only send in breach of a standard, refused now
- * (see refuse()), while the client can still act on it; SMFIS_CONTINUE
- * when the message may be queued.  buf is the message, fix its plan.
+ * The message as Arnie will not take it (intake.h decided why): refused,
+ * or in copy mode not copied (refuse()); a disk that refused a write is
+ * the MTA's to retry (TEMPFAIL, 452 4.3.1 for a full one).
  */
 static sfsistat
-refuse_content(SMFICTX *ctx, struct conn *c, const char *buf,
-    const struct message_fix *fix)
+refuse_intake(SMFICTX *ctx, struct conn *c, enum intake_status st)
 {
-	const struct msg *m = c->msg;
-	struct message_lines lines = {0, 0, false};
-	char why[64];
+	struct spool_reply r;
+	char why[64], *text;
+	sfsistat rv;
 
-	message_lines_feed(&lines, buf, m->len);
-	if (lines.longest > MESSAGE_LINE_MAX) {
+	switch (st) {
+	case INTAKE_TOOBIG:
+		return refuse_size(ctx, c);
+	case INTAKE_HEADER_TOOBIG:
+		snprintf(why, sizeof(why), "header section over %d octets",
+		    INTAKE_HEADER_MAX);
+		return refuse(ctx, c, why, "552", "5.3.4",
+		    "Arnie: message header section exceeds fixed limit");
+	case INTAKE_LONGLINE:
 		snprintf(why, sizeof(why), "a line of %zu octets",
-		    lines.longest);
-		return refuse(
-		    ctx, c, why, "554", "5.6.0", "Arnie: " MESSAGE_LINE_REFUSAL);
+		    intake_longest_line(c->msg->in));
+		return refuse(ctx, c, why, "554", "5.6.0",
+		    "Arnie: " MESSAGE_LINE_REFUSAL);
+	case INTAKE_IOERR:
+	case INTAKE_OK:
+		break;
 	}
-	/* Declared and used: UTF-8 in the header section may only travel
-	 * with SMTPUTF8 (RFC 6532), which the relay cannot send.  Without
-	 * the declaration such bytes are the client's own 8-bit header,
-	 * passed on as they came. */
-	if (m->smtputf8 && has_8bit(buf, fix->scan.header_len))
-		return refuse(ctx, c, "SMTPUTF8 with a non-ASCII header", "554",
-		    "5.6.7", "Arnie: SMTPUTF8 is not supported");
-	return SMFIS_CONTINUE;
+	errno = intake_errno(c->msg->in);
+	log_warn("%s: milter queue_id=%s client=%s from=<%s>: cannot queue "
+	         "message",
+	    msg_env(c->msg)->id, mta_queue_id(ctx), nz(c->client_addr),
+	    msg_env(c->msg)->sender);
+	spool_commit_reply(intake_errno(c->msg->in), &r);
+	text = xasprintf("Arnie: %s", r.text);
+	smfi_setreply(ctx, (char *)r.code, (char *)r.enhanced, text);
+	free(text);
+	rv = SMFIS_TEMPFAIL;
+	msg_free(c->msg);
+	c->msg = NULL;
+	return rv;
+}
+
+/* The next octets of the message; false when it is refused from now on
+ * (the caller answers with refuse_intake()). */
+static bool
+msg_add(SMFICTX *ctx, struct conn *c, const void *data, size_t n)
+{
+	msg_start(ctx, c, c->msg);
+	return intake_add(c->msg->in, data, n);
+}
+
+/* The answer once msg_add() said false: a message too big is refused at
+ * once; a disk that refused a write is told at end-of-message, as the
+ * listener tells it after the data (the rest is dropped meanwhile). */
+static sfsistat
+msg_refused(SMFICTX *ctx, struct conn *c)
+{
+	enum intake_status st = intake_end(c->msg->in);
+
+	if (st == INTAKE_IOERR)
+		return SMFIS_CONTINUE;
+	return refuse_intake(ctx, c, st);
+}
+
+static sfsistat
+do_header(SMFICTX *ctx, char *name, char *value)
+{
+	struct conn *c = conn_get(ctx);
+	struct msg *m = c->msg;
+	const char *p, *lf;
+	bool ok;
+
+	if (m == NULL)
+		return tempfail(ctx, "Arnie: header without MAIL");
+	if (name == NULL)
+		name = "";
+	if (value == NULL)
+		value = "";
+	if (has_8bit(name, strlen(name)) || has_8bit(value, strlen(value)))
+		m->eightbit_header = true;
+	ok = msg_add(ctx, c, name, strlen(name)) && msg_add(ctx, c, ":", 1);
+	if (ok && !c->leadspc && *value != '\0')
+		ok = msg_add(ctx, c, " ", 1);
+	/* Copy the value, making each inner line break CRLF. */
+	for (p = value; ok && (lf = strchr(p, '\n')) != NULL; p = lf + 1) {
+		if (lf > p && lf[-1] == '\r')
+			ok = msg_add(ctx, c, p, lf - p + 1);
+		else
+			ok = msg_add(ctx, c, p, lf - p) &&
+			     msg_add(ctx, c, "\r\n", 2);
+	}
+	if (ok)
+		ok = msg_add(ctx, c, p, strlen(p)) &&
+		     msg_add(ctx, c, "\r\n", 2);
+	return ok ? SMFIS_CONTINUE : msg_refused(ctx, c);
+}
+
+static sfsistat
+do_eoh(SMFICTX *ctx)
+{
+	struct conn *c = conn_get(ctx);
+
+	if (c->msg == NULL)
+		return tempfail(ctx, "Arnie: message without MAIL");
+	return msg_add(ctx, c, "\r\n", 2) ? SMFIS_CONTINUE
+	                                  : msg_refused(ctx, c);
+}
+
+static sfsistat
+do_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+{
+	struct conn *c = conn_get(ctx);
+
+	if (c->msg == NULL)
+		return tempfail(ctx, "Arnie: message without MAIL");
+	return msg_add(ctx, c, chunk, len) ? SMFIS_CONTINUE
+	                                   : msg_refused(ctx, c);
 }
 
 static sfsistat
@@ -598,75 +636,55 @@ do_eom(SMFICTX *ctx)
 {
 	struct conn *c = conn_get(ctx);
 	struct msg *m = c->msg;
-	struct message_fix fix;
-	struct iovec *iov = NULL;
 	const char *qid = mta_queue_id(ctx);
-	const char *buf;
-	char *received = NULL, *text;
+	struct envelope *env;
 	bool divert = milter_cfg->milter_mode == MILTER_DIVERT;
-	time_t now = time(NULL);
+	enum intake_status st;
 	sfsistat rv;
-	int n;
+	int err;
 
-	/* Zeroed first: message_fix_clear() at out: accepts it as is. */
-	memset(&fix, 0, sizeof(fix));
 	if (m == NULL)
 		return tempfail(ctx, "Arnie: message without MAIL");
-	if (m->too_big)
-		return refuse_size(ctx, c);
-	if (m->env->nrcpts == 0) {
+	if (msg_env(m)->nrcpts == 0) {
 		rv = tempfail(ctx, "Arnie: message without recipients");
 		goto out;
 	}
-	m->env->origin =
-	    xasprintf("client=%s, queue_id=%s", nz(c->client_addr), qid);
-	/* The ID is taken now because a missing Message-ID is made from it. */
-	spool_new_id(milter_spool, m->env->id);
-	buf = m->buf != NULL ? m->buf : "";
-	/* Add missing Date/Message-ID/From and leave out what libesmtp would
-	 * drop, so that the spool holds the bytes the relay will send; and
-	 * the Bcc: fields, which no recipient may read. */
-	message_fixup(&fix, buf, m->len,
-	    milter_cfg->remove_bcc ? 0 : MESSAGE_KEEP_BCC, m->env->id,
-	    m->env->sender, milter_cfg->helo_name, now);
-	if ((rv = refuse_content(ctx, c, buf, &fix)) != SMFIS_CONTINUE)
-		goto out;
-	/* The trace field first, then the completed message. */
-	received = received_field(ctx, c, m, now);
-	n = message_iovcnt(&fix) + 1;
-	iov = xreallocarray(NULL, (size_t)n, sizeof(*iov));
-	iov[0].iov_base = received;
-	iov[0].iov_len = strlen(received);
-	if ((n = message_iov(&fix, buf, m->len, iov + 1, n - 1)) < 0)
-		arnie_panic("message_iov: iovec array too small");
+	msg_start(ctx, c, m);
+	if ((st = intake_end(m->in)) != INTAKE_OK)
+		return refuse_intake(ctx, c, st);
+	/* Declared and used: UTF-8 in the header section may only travel
+	 * with SMTPUTF8 (RFC 6532), which the relay cannot send.  Without
+	 * the declaration such bytes are the client's own 8-bit header,
+	 * passed on as they came. */
+	if (m->smtputf8 && m->eightbit_header)
+		return refuse(ctx, c, "SMTPUTF8 with a non-ASCII header", "554",
+		    "5.6.7", "Arnie: SMTPUTF8 is not supported");
 	/* Durable (file and outbox/ fsynced) once this returns 0; only then
 	 * may the MTA be told to forget the message. */
-	if (spool_commit(milter_spool, m->env, iov, n + 1) == -1) {
+	if ((err = commitq_commit(milter_q, m->in)) != 0) {
 		struct spool_reply r;
+		char *text;
 
+		errno = err;
 		log_warn("%s: milter queue_id=%s client=%s from=<%s>: "
 		         "cannot queue message",
-		    m->env->id, qid, nz(c->client_addr), m->env->sender);
-		spool_commit_reply(errno, &r);
+		    msg_env(m)->id, qid, nz(c->client_addr), msg_env(m)->sender);
+		spool_commit_reply(err, &r);
 		text = xasprintf("Arnie: %s", r.text);
 		smfi_setreply(ctx, (char *)r.code, (char *)r.enhanced, text);
 		free(text);
 		rv = SMFIS_TEMPFAIL;
 		goto out;
 	}
-	message_fix_log(&fix, m->env->id);
+	env = msg_env(m);
+	intake_log_fixes(m->in);
 	/* The size queued and relayed: the completed message's. */
 	log_info("%s: milter queue_id=%s client=%s from=<%s> nrcpt=%zu "
 	         "size=%zu (%s)",
-	    m->env->id, qid, nz(c->client_addr), m->env->sender, m->env->nrcpts,
-	    (size_t)m->env->size, divert ? "divert" : "copy");
-	if (milter_sender != NULL)
-		sender_wake(milter_sender);
+	    env->id, qid, nz(c->client_addr), env->sender, env->nrcpts,
+	    (size_t)env->size, divert ? "divert" : "copy");
 	rv = divert ? SMFIS_DISCARD : SMFIS_ACCEPT;
 out:
-	free(iov);
-	free(received);
-	message_fix_clear(&fix);
 	msg_free(c->msg);
 	c->msg = NULL;
 	return rv;
@@ -758,12 +776,11 @@ milter_drain(int seconds)
 }
 
 void
-milter_init(
-    const struct config *cfg, struct spool *spool, struct sender *sender)
+milter_init(const struct config *cfg, struct spool *spool, struct commitq *q)
 {
 	milter_cfg = cfg;
 	milter_spool = spool;
-	milter_sender = sender;
+	milter_q = q;
 }
 
 const char *

@@ -3,20 +3,25 @@
  *
  * Turns each MTA transaction (MAIL, every accepted RCPT, the header fields
  * and the body exactly as the MTA passes them) into one envelope and one
- * message buffer, and at end-of-message completes the header (message.h),
- * prepends a Received: field for the hop (message_received(): the client as
- * the MTA saw it, Arnie's host name and spool ID, the MTA's queue ID; no
- * "from" clause for a local submission) and commits them with spool_commit(),
- * the same durable path the standalone listener uses.  Only after the commit
- * has returned does it answer SMFIS_DISCARD (divert mode: the MTA keeps
- * nothing) or SMFIS_ACCEPT (copy mode: the MTA delivers too).  Anything that
- * goes wrong while accepting answers SMFIS_TEMPFAIL (452 4.3.1 for a full
- * disk, else 451 4.3.0), so the MTA keeps or refuses the mail and nothing
- * is lost.  What Arnie will not relay is refused in divert mode (552 5.3.4
- * over MAX_MESSAGE_SIZE, 553 5.6.7 for a non-ASCII address, 554 5.6.0 for
- * a line over 998 octets, 554 5.6.7 for SMTPUTF8 with a non-ASCII header);
- * in copy mode the MTA delivers it and Arnie keeps no copy (or, for a
- * non-ASCII recipient, none for that recipient).
+ * intake (intake.h, as the standalone listener does): from its first header
+ * field the message gets its spool ID and a Received: field for the hop
+ * (message_received(): the client as the MTA saw it, Arnie's host name and
+ * spool ID, the MTA's queue ID; no "from" clause for a local submission),
+ * its header section is completed (message.h), and a message bigger than
+ * the intake's buffer is written to the spool as it arrives.  At
+ * end-of-message it is committed through the commit queue (commitq.h),
+ * which the connection threads share, so messages ending together share
+ * one directory fsync.  Only after the commit has returned does it answer
+ * SMFIS_DISCARD (divert mode: the MTA keeps nothing) or SMFIS_ACCEPT
+ * (copy mode: the MTA delivers too).  Anything that goes wrong while
+ * accepting answers SMFIS_TEMPFAIL (452 4.3.1 for a full disk, else 451
+ * 4.3.0), so the MTA keeps or refuses the mail and nothing is lost.  What
+ * Arnie will not relay is refused in divert mode (552 5.3.4 over
+ * MAX_MESSAGE_SIZE or for a header section over 1 MiB, 553 5.6.7 for a
+ * non-ASCII address, 554 5.6.0 for a line over 998 octets, 554 5.6.7 for
+ * SMTPUTF8 with a non-ASCII header); in copy mode the MTA delivers it and
+ * Arnie keeps no copy (or, for a non-ASCII recipient, none for that
+ * recipient).
  *
  * Never includes libevent and never writes a spool file itself.  The state
  * of a connection lives in its SMFICTX private pointer and is freed by the
@@ -25,17 +30,17 @@
 #ifndef ARNIE_MILTER_H
 #define ARNIE_MILTER_H
 
+struct commitq;
 struct config;
-struct sender;
 struct spool;
 
 /*
- * Remember the configuration, the spool to commit into and the sender to
- * wake after each commit (NULL: nobody is woken).  All three are borrowed and
- * must outlive smfi_main().  Call once, before smfi_main().
+ * Remember the configuration, the spool and the commit queue into it (which
+ * wakes the sender).  All three are borrowed and must outlive smfi_main()
+ * and milter_drain().  Call once, before smfi_main().
  */
 void milter_init(
-    const struct config *cfg, struct spool *spool, struct sender *sender);
+    const struct config *cfg, struct spool *spool, struct commitq *q);
 
 /*
  * Register the callbacks and open the socket named in conn, in libmilter's

@@ -2,7 +2,7 @@
  * commitq: see commitq.h.
  *
  * One writer thread and a FIFO of jobs behind one mutex.  Each round the
- * thread takes every queued job at once, writes them with spool_write()
+ * thread takes every queued job at once, commits them with intake_commit()
  * outside the lock, fsyncs outbox/ once, wakes the sender, and only then
  * reports to each job.  A job is told 0 only when its file is durable; when
  * the directory fsync fails, every file of the round is removed again and
@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "envelope.h"
+#include "intake.h"
 #include "log.h"
 #include "sender.h"
 #include "spool.h"
@@ -32,9 +34,7 @@
 
 struct job {
 	struct job *next;
-	struct envelope *env;
-	struct iovec *iov; /* our copy of the array, not of the data */
-	int iovcnt;
+	struct intake *in;
 	commitq_done_fn *done;
 	void *arg;
 	int error;
@@ -56,11 +56,12 @@ static void
 commit_round(struct commitq *q, struct job *jobs)
 {
 	struct job *j, *next;
+	const char *id;
 	bool any = false;
 	int err;
 
 	for (j = jobs; j != NULL; j = j->next) {
-		if (spool_write(q->spool, j->env, j->iov, j->iovcnt) == 0) {
+		if (intake_commit(j->in) == 0) {
 			j->error = 0;
 			any = true;
 		} else
@@ -76,10 +77,10 @@ commit_round(struct commitq *q, struct job *jobs)
 				continue;
 			/* Renamed but not durable: take it back, or the
 			 * client's retry would queue a second copy. */
-			if (spool_discard(q->spool, j->env->id) == -1 &&
+			id = intake_envelope(j->in)->id;
+			if (spool_discard(q->spool, id) == -1 &&
 			    errno != ENOENT)
-				log_warn("%s: cannot remove from outbox/",
-				    j->env->id);
+				log_warn("%s: cannot remove from outbox/", id);
 			j->error = err;
 		}
 		any = false;
@@ -91,7 +92,6 @@ commit_round(struct commitq *q, struct job *jobs)
 	for (j = jobs; j != NULL; j = next) {
 		next = j->next;
 		j->done(j->arg, j->error);
-		free(j->iov);
 		free(j);
 	}
 }
@@ -145,19 +145,12 @@ commitq_new(struct spool *spool, struct sender *sender)
 }
 
 void
-commitq_submit(struct commitq *q, struct envelope *env, const struct iovec *iov,
-    int iovcnt, commitq_done_fn *done, void *arg)
+commitq_submit(struct commitq *q, struct intake *in, commitq_done_fn *done,
+    void *arg)
 {
 	struct job *j = xcalloc(1, sizeof(*j));
 
-	if (iovcnt < 0)
-		arnie_panic("commitq_submit: iovcnt %d", iovcnt);
-	j->env = env;
-	j->iovcnt = iovcnt;
-	j->iov = xreallocarray(
-	    NULL, iovcnt > 0 ? (size_t)iovcnt : 1, sizeof(*j->iov));
-	if (iovcnt > 0)
-		memcpy(j->iov, iov, (size_t)iovcnt * sizeof(*j->iov));
+	j->in = in;
 	j->done = done;
 	j->arg = arg;
 	pthread_mutex_lock(&q->lock);
@@ -167,6 +160,42 @@ commitq_submit(struct commitq *q, struct envelope *env, const struct iovec *iov,
 	q->tailp = &j->next;
 	pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->lock);
+}
+
+/* commitq_commit()'s rendezvous with the writer thread. */
+struct waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int error;
+};
+
+static void
+wake_waiter(void *arg, int error)
+{
+	struct waiter *w = arg;
+
+	pthread_mutex_lock(&w->lock);
+	w->error = error;
+	w->done = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+int
+commitq_commit(struct commitq *q, struct intake *in)
+{
+	struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+	    false, 0};
+
+	commitq_submit(q, in, wake_waiter, &w);
+	pthread_mutex_lock(&w.lock);
+	while (!w.done)
+		pthread_cond_wait(&w.cond, &w.lock);
+	pthread_mutex_unlock(&w.lock);
+	pthread_cond_destroy(&w.cond);
+	pthread_mutex_destroy(&w.lock);
+	return w.error;
 }
 
 void

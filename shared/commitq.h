@@ -1,13 +1,16 @@
 /*
  * commitq: group commit for front-ends that must not wait on the disk.
  *
- * A writer thread takes the messages submitted since its last round, writes
- * each with spool_write() and then fsyncs outbox/ once for all of them, so N
- * messages finishing together cost N file fsyncs and one directory fsync.
- * Then it calls each job's done callback, on the writer thread, with 0 or an
- * errno; the callback must hand the result back to its own thread (the
- * standalone listener uses event_active()).  After a callback with 0, the
- * message is durable and the sender has been woken.
+ * Both front-ends commit through it.  A writer thread takes the messages
+ * submitted since its last round, commits each (intake_commit(): the file
+ * written or finished, fsynced, renamed into outbox/) and then fsyncs
+ * outbox/ once for all of them, so N messages finishing together cost N
+ * file fsyncs and one directory fsync.  Then it calls each job's done
+ * callback, on the writer thread, with 0 or an errno; the callback must
+ * hand the result back to its own thread (the standalone listener uses
+ * event_active(); commitq_commit() waits for it, for the milter's
+ * threads).  After a callback with 0, the message is durable and the
+ * sender has been woken.
  *
  * Jobs are served in submission order.  commitq_free() finishes every job
  * already submitted before it returns.
@@ -15,10 +18,8 @@
 #ifndef ARNIE_COMMITQ_H
 #define ARNIE_COMMITQ_H
 
-#include <sys/uio.h>
-
 struct commitq;
-struct envelope;
+struct intake;
 struct sender;
 struct spool;
 
@@ -27,12 +28,15 @@ typedef void commitq_done_fn(void *arg, int error);
 /* sender may be NULL (then nobody is woken). */
 struct commitq *commitq_new(struct spool *spool, struct sender *sender);
 
-/*
- * Queue env (its id assigned on success) and the message in iov for commit.
- * env and the buffers behind iov are borrowed until done is called.
- */
-void commitq_submit(struct commitq *q, struct envelope *env,
-    const struct iovec *iov, int iovcnt, commitq_done_fn *done, void *arg);
+/* Queue in (intake_end() said INTAKE_OK) for commit; it is borrowed until
+ * done is called. */
+void commitq_submit(struct commitq *q, struct intake *in, commitq_done_fn *done,
+    void *arg);
+
+/* commitq_submit() and wait for the result: 0 or an errno.  For a thread
+ * that may block (a libmilter callback's); several may wait at once and
+ * share a round. */
+int commitq_commit(struct commitq *q, struct intake *in);
 
 void commitq_free(struct commitq *q);
 

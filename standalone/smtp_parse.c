@@ -589,6 +589,19 @@ smtp_data_take(struct smtp_data *d, size_t *lenp)
 	return buf;
 }
 
+const char *
+smtp_data_peek(const struct smtp_data *d, size_t *lenp)
+{
+	*lenp = d->len;
+	return d->buf != NULL ? d->buf : "";
+}
+
+void
+smtp_data_drop(struct smtp_data *d)
+{
+	d->len = 0;
+}
+
 void
 smtp_data_release(struct smtp_data *d)
 {

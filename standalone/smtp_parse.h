@@ -129,6 +129,14 @@ size_t smtp_data_feed(struct smtp_data *d, const char *in, size_t len,
  */
 char *smtp_data_take(struct smtp_data *d, size_t *lenp);
 
+/*
+ * For a caller that streams the message: the octets decoded since the
+ * last smtp_data_drop(), which forgets them (the buffer is kept for the
+ * next ones).  The size counted for max_size goes on across drops.
+ */
+const char *smtp_data_peek(const struct smtp_data *d, size_t *lenp);
+void smtp_data_drop(struct smtp_data *d);
+
 /* Release what the decoder holds; it may be initialised again.  Safe on a
  * zeroed or already released decoder. */
 void smtp_data_release(struct smtp_data *d);

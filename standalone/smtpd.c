@@ -41,6 +41,7 @@
 #include "clock.h"
 #include "config.h"
 #include "commitq.h"
+#include "intake.h"
 #include "log.h"
 #include "message.h"
 #include "smtp_parse.h"
@@ -93,12 +94,10 @@ struct session {
 	size_t nrcpts;
 	struct smtp_data data;
 
-	/* The commit in flight; owned here, borrowed by the commit queue. */
-	struct envelope *env;
-	char *received;
-	char *msg;
-	struct message_fix fix; /* the header completion of msg */
-	int commit_error;       /* written by the writer thread */
+	/* The message from DATA to its commit; owned here, borrowed by the
+	 * commit queue while it commits. */
+	struct intake *in;
+	int commit_error; /* written by the writer thread */
 };
 
 struct smtpd {
@@ -268,6 +267,8 @@ transaction_reset(struct session *s)
 	s->sender = NULL;
 	s->in_mail = false;
 	smtp_data_release(&s->data);
+	intake_free(s->in);
+	s->in = NULL;
 }
 
 static void
@@ -283,10 +284,6 @@ session_destroy(struct session *s)
 	event_free(s->commit_ev);
 	event_free(s->deadline_ev);
 	transaction_reset(s);
-	envelope_free(s->env);
-	free(s->received);
-	free(s->msg);
-	message_fix_clear(&s->fix);
 	free(s->helo);
 	free(s);
 	if (sd->stopping && sd->nsessions == 0)
@@ -311,7 +308,7 @@ session_close(struct session *s)
 /* RFC 5321 4.4 trace line; "for" only names a single recipient, so that a
  * Bcc list is not disclosed to the others. */
 static char *
-received_header(struct session *s, const char *id, size_t *lenp)
+received_header(struct session *s, const char *id)
 {
 	struct message_trace t;
 	char *h;
@@ -329,7 +326,6 @@ received_header(struct session *s, const char *id, size_t *lenp)
 	t.rcpt = s->nrcpts == 1 ? s->rcpts[0] : NULL;
 	t.when = time(NULL);
 	h = message_received(&t);
-	*lenp = strlen(h);
 	return h;
 }
 
@@ -348,10 +344,10 @@ static void
 commit_finished(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	struct envelope *env = s->env;
+	struct envelope *env = intake_envelope(s->in);
 
 	if (s->commit_error == 0) {
-		message_fix_log(&s->fix, env->id);
+		intake_log_fixes(s->in);
 		log_info("%s: from=<%s>, size=%zu, nrcpt=%zu, %s", env->id,
 		    env->sender, (size_t)env->size, env->nrcpts, env->origin);
 		reply(s, "250 2.0.0 Ok: queued as %s", env->id);
@@ -364,13 +360,6 @@ commit_finished(evutil_socket_t fd, short what, void *arg)
 		spool_commit_reply(s->commit_error, &r);
 		reply(s, "%s %s %s", r.code, r.enhanced, r.text);
 	}
-	envelope_free(s->env);
-	s->env = NULL;
-	free(s->received);
-	s->received = NULL;
-	free(s->msg);
-	s->msg = NULL;
-	message_fix_clear(&s->fix);
 	transaction_reset(s);
 	s->state = S_CMD;
 
@@ -387,17 +376,19 @@ commit_finished(evutil_socket_t fd, short what, void *arg)
 	session_process(s);
 }
 
-static void
-commit_start(struct session *s, char *msg, size_t msglen)
+/* The message of the transaction, from DATA on: its envelope (the ID is
+ * taken now because the Received: line names it) and its intake. */
+static struct intake *
+intake_start(struct session *s)
 {
 	struct smtpd *sd = s->sd;
+	struct intake_opts opts;
 	struct envelope *env;
-	struct iovec *iov;
-	size_t i, rlen;
-	int n;
+	struct intake *in;
+	char *received;
+	size_t i;
 
 	env = envelope_new();
-	/* The ID is taken now because the Received: line names it. */
 	spool_new_id(sd->spool, env->id);
 	free(env->sender);
 	env->sender = xstrdup(s->sender);
@@ -405,29 +396,27 @@ commit_start(struct session *s, char *msg, size_t msglen)
 		envelope_add_rcpt(env, s->rcpts[i]);
 	free(env->origin);
 	env->origin = xasprintf("client=%s, helo=%s", s->client, s->helo);
+	memset(&opts, 0, sizeof(opts));
+	/* Missing Date/Message-ID/From added and what libesmtp would drop
+	 * left out, so that the spool holds the bytes the relay will send;
+	 * and the Bcc: fields, which no recipient may read. */
+	opts.fix_opts = sd->cfg->remove_bcc ? 0 : MESSAGE_KEEP_BCC;
+	opts.hostname = sd->hostname;
+	opts.max_size = sd->cfg->max_message_size;
+	received = received_header(s, env->id);
+	in = intake_new(sd->spool, env, received, &opts, time(NULL));
+	free(received);
+	return in;
+}
 
-	s->env = env;
-	s->msg = msg;
-	s->received = received_header(s, env->id, &rlen);
-	/* Add missing Date/Message-ID/From and leave out what libesmtp would
-	 * drop, so that the spool holds the bytes the relay will send; and
-	 * the Bcc: fields, which no recipient may read. */
-	message_fixup(&s->fix, msg, msglen,
-	    sd->cfg->remove_bcc ? 0 : MESSAGE_KEEP_BCC, env->id, env->sender,
-	    sd->hostname, time(NULL));
-	n = message_iovcnt(&s->fix) + 1;
-	iov = xreallocarray(NULL, (size_t)n, sizeof(*iov));
-	iov[0].iov_base = s->received;
-	iov[0].iov_len = rlen;
-	if ((n = message_iov(&s->fix, msg, msglen, iov + 1, n - 1)) < 0)
-		arnie_panic("message_iov: iovec array too small");
+static void
+commit_start(struct session *s)
+{
 	s->commit_error = 0;
 	s->state = S_COMMIT;
 	/* Nothing more is read until the client has its answer. */
 	bufferevent_disable(s->bev, EV_READ);
-	/* The queue copies the array; msg, received and fix stay borrowed. */
-	commitq_submit(sd->q, env, iov, n + 1, commit_done, s);
-	free(iov);
+	commitq_submit(s->sd->q, s->in, commit_done, s);
 }
 
 /* ---------------------------------------------------------------- commands */
@@ -499,7 +488,10 @@ do_data(struct session *s)
 	else if (s->nrcpts == 0)
 		reply_error(s, "503 5.5.1 Error: need RCPT command");
 	else {
-		smtp_data_init(&s->data, s->sd->cfg->max_message_size);
+		/* The intake keeps the size limit: the decoder only
+		 * decodes. */
+		smtp_data_init(&s->data, SIZE_MAX);
+		s->in = intake_start(s);
 		s->state = S_DATA;
 		s->data_octets = 0;
 		/* The DATA phase gets a clock of its own. */
@@ -554,36 +546,45 @@ handle_command(struct session *s, const char *line, size_t len)
 	}
 }
 
-/* The message is complete (or too big): commit it or refuse it. */
+/* The message is complete: commit it or refuse it. */
 static void
-data_end(struct session *s, enum smtp_data_status st)
+data_end(struct session *s)
 {
-	struct message_lines lines;
-	char *msg;
-	size_t len;
+	enum intake_status st = intake_end(s->in);
+	struct spool_reply r;
 
-	if (st == SMTP_DATA_TOOBIG) {
+	switch (st) {
+	case INTAKE_OK:
+		commit_start(s);
+		return;
+	case INTAKE_TOOBIG:
 		log_info("message from %s refused: larger than %zu octets",
 		    s->client, s->sd->cfg->max_message_size);
-		transaction_reset(s);
-		s->state = S_CMD;
 		reply(s, "552 5.3.4 Message size exceeds fixed limit");
-		return;
-	}
-	msg = smtp_data_take(&s->data, &len);
-	memset(&lines, 0, sizeof(lines));
-	message_lines_feed(&lines, msg, len);
-	if (lines.longest > MESSAGE_LINE_MAX) {
+		break;
+	case INTAKE_HEADER_TOOBIG:
+		log_info("message from %s refused: header section larger than "
+		         "%d octets",
+		    s->client, INTAKE_HEADER_MAX);
+		reply(s, "552 5.3.4 Message header section exceeds fixed "
+		         "limit");
+		break;
+	case INTAKE_LONGLINE:
 		log_info("message from %s refused: a line of %zu octets, more "
 		         "than %d",
-		    s->client, lines.longest, MESSAGE_LINE_MAX);
-		free(msg);
-		transaction_reset(s);
-		s->state = S_CMD;
+		    s->client, intake_longest_line(s->in), MESSAGE_LINE_MAX);
 		reply(s, "554 5.6.0 " MESSAGE_LINE_REFUSAL);
-		return;
+		break;
+	case INTAKE_IOERR:
+		errno = intake_errno(s->in);
+		log_warn("%s: cannot queue message from %s",
+		    intake_envelope(s->in)->id, s->client);
+		spool_commit_reply(intake_errno(s->in), &r);
+		reply(s, "%s %s %s", r.code, r.enhanced, r.text);
+		break;
 	}
-	commit_start(s, msg, len);
+	transaction_reset(s);
+	s->state = S_CMD;
 }
 
 static void
@@ -591,16 +592,23 @@ data_input(struct session *s, struct evbuffer *in)
 {
 	struct evbuffer_iovec v;
 	enum smtp_data_status st;
-	size_t used;
+	const char *out;
+	size_t used, len;
 
 	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 		return;
 	used = smtp_data_feed(&s->data, v.iov_base, v.iov_len, &st);
 	evbuffer_drain(in, used);
 	deadline_extend(s, used);
+	/* Into the intake as it comes; a refused message is still read to
+	 * its end, and dropped. */
+	out = smtp_data_peek(&s->data, &len);
+	if (len > 0)
+		(void)intake_add(s->in, out, len);
+	smtp_data_drop(&s->data);
 	if (st != SMTP_DATA_MORE) {
 		deadline_clear(s);
-		data_end(s, st);
+		data_end(s);
 	}
 }
 

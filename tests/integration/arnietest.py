@@ -114,6 +114,15 @@ def localhost_addresses():
     return out
 
 
+def vm_hwm_kib(pid):
+    """A process's peak resident set so far, in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM for %d" % pid)
+
+
 def clean_env(extra=None):
     """os.environ without any Arnie setting, plus extra."""
     env = {k: v for k, v in os.environ.items()
@@ -570,11 +579,14 @@ class Arnie:
                 raise AssertionError(
                     "arnie exited with %d during start-up; log:\n%s" %
                     (rc, self.log_text()))
-            if port_open(self.port):
+            # The port takes connections (into the backlog) from the
+            # bind on, before the spool exists; "started" comes after
+            # both.
+            if self.started_logged() and port_open(self.port):
                 return
             if time.monotonic() >= deadline:
                 raise AssertionError(
-                    "arnie did not listen on %d within %.0fs; log:\n%s" %
+                    "arnie did not start on %d within %.0fs; log:\n%s" %
                     (self.port, timeout, self.log_text()))
             time.sleep(0.05)
 
@@ -604,6 +616,18 @@ class Arnie:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.returncode = self.proc.returncode if self.proc else None
+
+    def started_logged(self):
+        """This run's log says the daemon started (or it logs to a file
+        of its own, and only the port can tell)."""
+        with open(self.env_path) as f:
+            own_file = "ARNIE_LOG_FILE=" in f.read()
+        if own_file or "ARNIE_LOG_FILE" in (self.extra_env or {}):
+            return True
+        with contextlib.suppress(OSError):
+            with open(self.logs[-1], "rb") as f:
+                return b" started: listening on " in f.read()
+        return False
 
     def log_text(self):
         out = []

@@ -95,10 +95,18 @@ class SmtpServerTest(ArnieTestCase):
     # ------------------------------------------------------------ limits
 
     def test_message_over_max_size_gets_552_and_nothing_is_stored(self):
-        self.start(MAX_MESSAGE_SIZE=10000)
+        # Held in memory when it is refused.
+        self.over_max_size(10000, 300)            # 21600 octets
+
+    def test_streamed_message_over_max_size_gets_552(self):
+        # Already being written to the spool when it passes the limit.
+        self.over_max_size(200000, 7000)          # 504000 octets
+
+    def over_max_size(self, limit, lines):
+        self.start(MAX_MESSAGE_SIZE=limit)
         c = self.client()
         transaction(c)
-        body = ("x" * 70 + "\r\n") * 300          # 21600 octets
+        body = ("x" * 70 + "\r\n") * lines
         c.send(make_message("big", body=body) + b".\r\n")
         code, lines = c.reply()
         self.assertEqual(code, 552, lines)
@@ -136,6 +144,40 @@ class SmtpServerTest(ArnieTestCase):
         self.assertTrue(t.content.endswith(msg))
         self.assertEqual(
             self.up.with_test_id("longline", accepted_only=False), [])
+
+    def test_big_messages_stream_to_the_spool_in_bounded_memory(self):
+        # Four clients at once, 12 MB each: held in memory, as before
+        # intake.h, they would grow the daemon by 48 MB.  Streamed, the
+        # daemon holds 64 KiB of each.
+        self.up.stop()          # intake only: nothing relayed meanwhile
+        d = self.start(MAX_MESSAGE_SIZE=64 * 1024 * 1024)
+        before = arnietest.vm_hwm_kib(d.pid)
+        body = "".join("%07d %s\r\n" % (i, "m" * 60)
+                       for i in range(12 * 1024 * 1024 // 70))
+        msgs = [make_message("stream%d" % i, body=body) for i in range(4)]
+        results = [None] * 4
+
+        def send_one(i):
+            results[i] = smtp_send(d.port, "app@example.com",
+                                   ["user@example.org"], msgs[i],
+                                   timeout=120)[0]
+        threads = [threading.Thread(target=send_one, args=(i,))
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        self.assertEqual(results, [250] * 4)
+        grown = arnietest.vm_hwm_kib(d.pid) - before
+        self.assertLess(grown, 16 * 1024,
+                        "the daemon grew by %d KiB taking 4 x 12 MB" % grown)
+        # Byte for byte, behind the Received: field.
+        self.up.restart()
+        for i in range(4):
+            t = self.assertDeliveredOnce(self.up, "stream%d" % i,
+                                         timeout=120)
+            self.assertTrue(t.content.endswith(msgs[i]))
+        self.assertEqual(d.spool.list("inbox"), [])
 
     def test_mail_size_parameter_over_max_gets_552(self):
         self.start(MAX_MESSAGE_SIZE=10000)

@@ -28,7 +28,10 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "integration"))
 import milterlib  # noqa: E402
+from arnietest import vm_hwm_kib  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # ARNIE_HOSTNAME of every run: the right-hand side of added Message-IDs.
@@ -368,6 +371,17 @@ def check_diskfull(m, q):
         "No space left on device" in m.log(), m.log()
 
 
+def check_big(m, q):
+    huge, after = mine(q, "huge@example.com"), mine(q, "after@example.com")
+    assert len(huge) == 1 and len(after) == 1, q
+    body = ((b"b" * 62 + b"\r\n") * 1000) * 96
+    expect(m, huge[0], b"Subject: huge\r\n", body,
+           trace=("QIDHUGE", "192.0.2.30"))
+    # 6 MB passed through; the daemon held 64 KiB of it at a time.
+    grown = m.grown["big.lua"]
+    assert grown < 4 * 1024, "arnie-milter grew by %d KiB" % grown
+
+
 # One daemon per run (stopping one takes libmilter up to 5 s); the scripts
 # of a run use distinct senders, so each check finds its own messages.
 RUNS = [
@@ -381,6 +395,7 @@ RUNS = [
         ("bcc.lua", check_bcc),
         ("utf8.lua", check_utf8),
         ("longline.lua", check_longline),
+        ("big.lua", check_big),
     ]),
     ("keepbcc", {"REMOVE_BCC_HEADERS": "false"}, None, [
         ("bcc.lua", lambda m, q: check_bcc(m, q, kept=True)),
@@ -420,8 +435,11 @@ def run(name, settings, prepare, scripts, work):
     try:
         if prepare is not None and not early:
             prepare(m)
+        m.grown = {}   # script -> growth of the daemon's peak RSS, KiB
         for script, _ in scripts:
+            before = vm_hwm_kib(m.proc.pid)
             run_lua(m, script, mode)
+            m.grown[script] = vm_hwm_kib(m.proc.pid) - before
         # A spool in the daemon's own mount namespace is gone with it.
         if wrapped:
             q = milterlib.queued(m.live_spool())

@@ -1,6 +1,6 @@
 /*
  * Unit tests for spool (envelope format, IDs, commit, update, finish,
- * quarantine, inbox cleanup, the sender lock) and commitq (group commit).
+ * quarantine, inbox cleanup, the sender lock, drafts and state files).
  * Every test works in its own mkdtemp() directory under /tmp and removes it.
  */
 #include "autoconf.h"
@@ -21,7 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "commitq.h"
 #include "scratch.h"
 #include "spool.h"
 #include "xmalloc.h"
@@ -1207,100 +1206,6 @@ START_TEST(test_lock_sender)
 }
 END_TEST
 
-/* ------------------------------------------------------------ commitq */
-
-#define CQ_THREADS 5
-#define CQ_PER_THREAD 20
-
-struct cq_job {
-	struct envelope *env;
-	char body[64];
-	struct iovec iov;
-	int error;
-	bool called;
-};
-
-static pthread_mutex_t cq_lock = PTHREAD_MUTEX_INITIALIZER;
-static int cq_done;
-static struct cq_job cq_jobs[CQ_THREADS * CQ_PER_THREAD];
-static struct commitq *cq;
-
-static void
-cq_done_fn(void *arg, int error)
-{
-	struct cq_job *j = arg;
-
-	pthread_mutex_lock(&cq_lock);
-	j->error = error;
-	j->called = true;
-	cq_done++;
-	pthread_mutex_unlock(&cq_lock);
-}
-
-static void *
-cq_thread(void *arg)
-{
-	struct cq_job *mine = arg;
-	int i;
-
-	for (i = 0; i < CQ_PER_THREAD; i++)
-		commitq_submit(
-		    cq, mine[i].env, &mine[i].iov, 1, cq_done_fn, &mine[i]);
-	return NULL;
-}
-
-START_TEST(test_commitq)
-{
-	struct spool *spool = spool_open(spooldir, false);
-	struct envelope *back = NULL, *bad = envelope_new();
-	struct cq_job badjob = {0};
-	pthread_t th[CQ_THREADS];
-	char *msg;
-	size_t mlen;
-	int i;
-
-	for (i = 0; i < CQ_THREADS * CQ_PER_THREAD; i++) {
-		cq_jobs[i].env = sample_env("a@example.org", 2);
-		snprintf(cq_jobs[i].body, sizeof(cq_jobs[i].body),
-		    "Subject: %d\r\n\r\nmessage %d\r\n", i, i);
-		cq_jobs[i].iov.iov_base = cq_jobs[i].body;
-		cq_jobs[i].iov.iov_len = strlen(cq_jobs[i].body);
-		cq_jobs[i].error = -1;
-	}
-	cq = commitq_new(spool, NULL);
-	for (i = 0; i < CQ_THREADS; i++)
-		ck_assert_int_eq(pthread_create(&th[i], NULL, cq_thread,
-		                     &cq_jobs[i * CQ_PER_THREAD]),
-		    0);
-	/* A job that fails (no recipients) fails alone. */
-	badjob.iov = (struct iovec){(void *)msg_body, 3};
-	commitq_submit(cq, bad, &badjob.iov, 1, cq_done_fn, &badjob);
-	for (i = 0; i < CQ_THREADS; i++)
-		pthread_join(th[i], NULL);
-	commitq_free(cq); /* drains every submitted job */
-
-	ck_assert_int_eq(cq_done, CQ_THREADS * CQ_PER_THREAD + 1);
-	ck_assert(badjob.called);
-	ck_assert_int_eq(badjob.error, EINVAL);
-	ck_assert_int_eq(count("outbox"), CQ_THREADS * CQ_PER_THREAD);
-	ck_assert_int_eq(count("inbox"), 0);
-	for (i = 0; i < CQ_THREADS * CQ_PER_THREAD; i++) {
-		ck_assert(cq_jobs[i].called);
-		ck_assert_int_eq(cq_jobs[i].error, 0);
-		ck_assert_int_eq(
-		    spool_load(spool, cq_jobs[i].env->id, &back), 0);
-		msg = read_message(spool, back, &mlen);
-		ck_assert_uint_eq(mlen, strlen(cq_jobs[i].body));
-		ck_assert(memcmp(msg, cq_jobs[i].body, mlen) == 0);
-		free(msg);
-		envelope_free(back);
-		envelope_free(cq_jobs[i].env);
-	}
-	envelope_free(bad);
-	spool_close(spool);
-}
-END_TEST
-
 /* ------------------------------------------------------------- suite */
 
 static Suite *
@@ -1343,7 +1248,6 @@ spool_suite(void)
 	tcase_add_test(tc, test_write_fails_file_too_big);
 	tcase_add_test(tc, test_write_never_replaces);
 	tcase_add_test(tc, test_lock_sender);
-	tcase_add_test(tc, test_commitq);
 	suite_add_tcase(s, tc);
 	return s;
 }

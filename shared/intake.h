@@ -1,0 +1,98 @@
+/*
+ * intake: one message on its way into the spool, the same for both
+ * front-ends.
+ *
+ * The front-end makes one when the message starts (the listener at DATA,
+ * the milter at its first header), with the envelope and the Received:
+ * field it prepends, feeds it the message as it arrives (CRLF line ends,
+ * no dot-stuffing: what the client meant), ends it, and hands it to the
+ * commit queue (commitq.h), which calls intake_commit() and makes it
+ * durable.  It decides, in one place for both front-ends:
+ *   - the size limit (MAX_MESSAGE_SIZE, on the octets received): past it
+ *     nothing more is kept, and what was kept is dropped at once;
+ *   - the line length (message.h, MESSAGE_LINE_MAX);
+ *   - the header section's size: its completion (message_fixup()) needs
+ *     the whole header section in memory, so one larger than
+ *     INTAKE_HEADER_MAX is refused;
+ *   - the completed message: message_fixup() on the header section, the
+ *     rest as it came, so the spool holds the bytes the relay sends.
+ *
+ * Memory is bounded by design: at most INTAKE_BUFFER octets of a message
+ * are held (more only while its header section is still incomplete, up
+ * to INTAKE_HEADER_MAX).  A message that outgrows the buffer is written
+ * to a spool draft (spool.h) as it arrives, its header section completed
+ * first; a smaller one stays in memory and is written whole by the
+ * commit, so the common case costs the disk nothing until then.
+ *
+ * Every function but intake_commit() runs on the front-end's thread;
+ * intake_commit() runs on the commit queue's writer thread, once
+ * intake_end() has returned INTAKE_OK, and the front-end touches the
+ * intake again only after the commit reported back.  Nothing logs except
+ * intake_log_fixes().
+ */
+#ifndef ARNIE_INTAKE_H
+#define ARNIE_INTAKE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+/* What a message may hold in memory, and its header section at most. */
+#define INTAKE_BUFFER (64 * 1024)
+#define INTAKE_HEADER_MAX (1024 * 1024)
+
+enum intake_status {
+	INTAKE_OK,           /* ready for the commit */
+	INTAKE_TOOBIG,       /* larger than max_size: 552 5.3.4 */
+	INTAKE_HEADER_TOOBIG, /* header section over INTAKE_HEADER_MAX:
+	                      * 552 5.3.4 too */
+	INTAKE_LONGLINE,     /* a line over MESSAGE_LINE_MAX: 554 5.6.0 */
+	INTAKE_IOERR,        /* the spool refused a write: intake_errno() */
+};
+
+struct intake_opts {
+	unsigned fix_opts;    /* message_fixup()'s options (MESSAGE_KEEP_BCC) */
+	const char *hostname; /* for the added Message-ID and From */
+	size_t max_size;      /* octets received at most; 0: no limit */
+	size_t buffer;        /* memory before a draft; 0: INTAKE_BUFFER */
+};
+
+struct envelope;
+struct intake;
+struct spool;
+
+/*
+ * Start a message for env (taken over; its ID, sender and recipients set)
+ * with received, the trace field to prepend (copied), arriving at when
+ * (for an added Date:).  Never fails.
+ */
+struct intake *intake_new(struct spool *spool, struct envelope *env,
+    const char *received, const struct intake_opts *opts, time_t when);
+
+/* The next len octets of the message.  false once it is refused (too big,
+ * header section too big, a write error): what follows may be dropped,
+ * intake_end() says why. */
+bool intake_add(struct intake *in, const void *buf, size_t len);
+
+/* The message is complete: INTAKE_OK, or why it is refused (nothing of it
+ * is then left in the spool once intake_free() is called). */
+enum intake_status intake_end(struct intake *in);
+
+/* On the writer thread: write (or finish) the message file and rename it
+ * into outbox/, durable at the next spool_sync().  0, or -1 with errno;
+ * on failure nothing is left behind. */
+int intake_commit(struct intake *in);
+
+/* The envelope (size set once committed), the errno of INTAKE_IOERR. */
+struct envelope *intake_envelope(const struct intake *in);
+int intake_errno(const struct intake *in);
+/* The octets received so far, and the longest line, for the log. */
+size_t intake_received(const struct intake *in);
+size_t intake_longest_line(const struct intake *in);
+/* message_fix_log() for the message: what the completion changed. */
+void intake_log_fixes(const struct intake *in);
+
+/* Free it; a message not committed leaves nothing behind. */
+void intake_free(struct intake *in);
+
+#endif
