@@ -1,21 +1,12 @@
 /*
- * config: see config.h.  Reads a .env file in python-dotenv's dialect,
- * overlays the process environment for the keys Arnie knows, applies the
- * defaults and checks every value strictly.
+ * config: see config.h.  Reads a .env file (dotenv.h), overlays the
+ * process environment for the keys Arnie knows, applies the defaults and
+ * checks every value strictly.
  *
  * It never exits, never logs and never copies the password into a message:
  * errors go back to the caller as one line naming the key (and, for a value
  * from the file, the file and line).  The password, and every value read
  * from the file (which holds it too), is wiped before its memory is freed.
- *
- * File dialect, one entry per line (a quoted value may span lines):
- *	[export ]KEY = VALUE
- *	'single'	taken literally
- *	"double"	\n \r \t \" \\ decoded, any other backslash kept
- *	unquoted	to the end of the line, trimmed; whitespace then '#'
- *			starts a comment, so a '#' inside a word is kept
- * Blank lines and lines whose first non-blank character is '#' are skipped.
- * An empty value means "not set": the default applies.
  */
 #include "autoconf.h"
 
@@ -37,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dotenv.h"
 #include "secret.h"
 #include "xmalloc.h"
 
@@ -48,25 +40,10 @@
 #endif
 
 /* A .env holds a few dozen lines; anything this big is the wrong file. */
-#define CONFIG_FILE_MAX (1024 * 1024)
 /* Passwords and API tokens are short; this bounds the read. */
 #define PASSWORD_FILE_MAX 4096
 /* How much of a bad value an error message quotes. */
 #define ECHO_MAX 64
-
-/* One KEY=VALUE of the file, in file order; a later duplicate wins. */
-struct entry {
-	char *key;
-	char *value;
-	int line;
-};
-
-struct envfile {
-	const char *path;
-	mode_t mode; /* of the file, for warn_readable() */
-	struct entry *v;
-	size_t n, cap;
-};
 
 enum ktype {
 	KT_STRING,
@@ -247,286 +224,11 @@ has_control(const char *s)
 
 static const struct keydef *find_key(const char *name);
 
-/* ------------------------------------------------------------ the file */
-
+/* dotenv_known_fn: may a parse error name this key? */
 static bool
-is_blank(char c)
+is_key(const char *name)
 {
-	return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
-}
-
-static bool
-is_key_start(char c)
-{
-	return isalpha((unsigned char)c) || c == '_';
-}
-
-static bool
-is_key_char(char c)
-{
-	return isalnum((unsigned char)c) || c == '_' || c == '.' || c == '-';
-}
-
-static const char *
-skip_blank(const char *p, const char *end)
-{
-	while (p < end && is_blank(*p))
-		p++;
-	return p;
-}
-
-static const char *
-to_eol(const char *p, const char *end)
-{
-	while (p < end && *p != '\n')
-		p++;
-	return p;
-}
-
-static void
-envfile_add(struct envfile *ef, char *key, char *value, int line)
-{
-	if (ef->n == ef->cap) {
-		ef->cap = ef->cap ? ef->cap * 2 : 32;
-		ef->v = xreallocarray(ef->v, ef->cap, sizeof(*ef->v));
-	}
-	ef->v[ef->n].key = key;
-	ef->v[ef->n].value = value;
-	ef->v[ef->n].line = line;
-	ef->n++;
-}
-
-static void
-envfile_clear(struct envfile *ef)
-{
-	size_t i;
-
-	for (i = 0; i < ef->n; i++) {
-		free(ef->v[i].key);
-		xfree_secret(ef->v[i].value);
-	}
-	free(ef->v);
-	ef->v = NULL;
-	ef->n = ef->cap = 0;
-}
-
-/*
- * A quoted value starting at *pp (on the quote).  Returns an owned string
- * and moves *pp past the closing quote, counting the newlines crossed in
- * *line; NULL if the quote is never closed.
- */
-static char *
-parse_quoted(const char **pp, const char *end, int *line)
-{
-	const char *p = *pp;
-	char quote = *p++;
-	char *out = xmalloc((size_t)(end - p) + 1);
-	size_t n = 0;
-
-	for (; p < end && *p != quote; p++) {
-		if (*p == '\n')
-			(*line)++;
-		if (quote == '"' && *p == '\\' && p + 1 < end) {
-			switch (p[1]) {
-			case 'n':
-				out[n++] = '\n';
-				p++;
-				continue;
-			case 'r':
-				out[n++] = '\r';
-				p++;
-				continue;
-			case 't':
-				out[n++] = '\t';
-				p++;
-				continue;
-			case '"':
-			case '\\':
-				out[n++] = p[1];
-				p++;
-				continue;
-			}
-		}
-		out[n++] = *p;
-	}
-	out[n] = '\0';
-	if (p == end) {
-		xfree_secret(out);
-		return NULL;
-	}
-	*pp = p + 1;
-	return out;
-}
-
-/* An unquoted value: the rest of the line, less a " #" comment, trimmed. */
-static char *
-parse_unquoted(const char **pp, const char *end)
-{
-	const char *p = *pp, *eol = to_eol(p, end), *q;
-
-	for (q = p; q < eol; q++)
-		if (*q == '#' && q > p && is_blank(q[-1]))
-			break;
-	while (q > p && is_blank(q[-1]))
-		q--;
-	*pp = eol;
-	return xstrndup(p, (size_t)(q - p));
-}
-
-/*
- * Parse a whole file held in buf.  Fills ef; on a malformed line returns
- * -1 with "FILE line N: ..." in err.  Messages name at most the key, never
- * the value, since the value may be the password.
- */
-static int
-parse_env(
-    struct envfile *ef, const char *buf, size_t len, char *err, size_t errlen)
-{
-	const char *p = buf, *end = buf + len, *k;
-	char *key, *value;
-	int line = 1, start;
-
-	while (p < end) {
-		start = line;
-		p = skip_blank(p, end);
-		if (p < end && *p == '#')
-			p = to_eol(p, end);
-		if (p == end)
-			break;
-		if (*p == '\n') {
-			p++;
-			line++;
-			continue;
-		}
-		if ((size_t)(end - p) > 6 && strncmp(p, "export", 6) == 0 &&
-		    is_blank(p[6]))
-			p = skip_blank(p + 6, end);
-		if (p == end || !is_key_start(*p)) {
-			seterr(err, errlen, "%s line %d: expected KEY=VALUE",
-			    ef->path, start);
-			return -1;
-		}
-		for (k = p; p < end && is_key_char(*p); p++)
-			;
-		key = xstrndup(k, (size_t)(p - k));
-		p = skip_blank(p, end);
-		if (p == end || *p != '=') {
-			/* Named only if it is one of ours: a bare word may be
-			 * the wrapped tail of the password line. */
-			seterr(err, errlen, "%s line %d: expected '=' after %s",
-			    ef->path, start,
-			    find_key(key) != NULL ? key : "the key");
-			free(key);
-			return -1;
-		}
-		p = skip_blank(p + 1, end);
-		if (p < end && (*p == '"' || *p == '\'')) {
-			if ((value = parse_quoted(&p, end, &line)) == NULL) {
-				seterr(err, errlen,
-				    "%s line %d: the quoted "
-				    "value of %s is never closed",
-				    ef->path, start, key);
-				free(key);
-				return -1;
-			}
-			p = skip_blank(p, end);
-			if (p < end && *p == '#')
-				p = to_eol(p, end);
-			if (p < end && *p != '\n') {
-				seterr(err, errlen,
-				    "%s line %d: unexpected "
-				    "text after the quoted value of %s",
-				    ef->path, line, key);
-				free(key);
-				xfree_secret(value);
-				return -1;
-			}
-		} else
-			value = parse_unquoted(&p, end);
-		envfile_add(ef, key, value, start);
-	}
-	return 0;
-}
-
-/* A bigger buffer for the file: realloc() could leave a copy of the
- * password behind in freed memory, so the old one is wiped by hand. */
-static char *
-grow_wiped(char *buf, size_t len, size_t cap)
-{
-	char *bigger = xmalloc(cap);
-
-	if (buf != NULL) {
-		memcpy(bigger, buf, len);
-		explicit_bzero(buf, len);
-		free(buf);
-	}
-	return bigger;
-}
-
-/* Read path whole; the buffer holds the password, so it is wiped after. */
-static int
-read_env_file(struct envfile *ef, const char *path, char *err, size_t errlen)
-{
-	struct stat sb;
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	ssize_t r;
-	int fd, rc = -1;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		seterr(
-		    err, errlen, "cannot open %s: %s", path, strerror(errno));
-		return -1;
-	}
-	/* One buffer of the right size, usually: no copy to wipe. */
-	if (fstat(fd, &sb) == 0) {
-		ef->mode = sb.st_mode;
-		if (S_ISREG(sb.st_mode) && sb.st_size < CONFIG_FILE_MAX)
-			cap = (size_t)sb.st_size + 1;
-	}
-	buf = grow_wiped(NULL, 0, cap > 0 ? cap : 4096);
-	if (cap == 0)
-		cap = 4096;
-	for (;;) {
-		if (len == cap) {
-			if (cap >= CONFIG_FILE_MAX) {
-				seterr(err, errlen,
-				    "%s: larger than %d bytes, "
-				    "not a configuration file",
-				    path, CONFIG_FILE_MAX);
-				goto out;
-			}
-			buf = grow_wiped(buf, len, cap * 2);
-			cap *= 2;
-		}
-		r = read(fd, buf + len, cap - len);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r == -1) {
-			seterr(err, errlen, "cannot read %s: %s", path,
-			    strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
-	if (memchr(buf, '\0', len) != NULL) {
-		seterr(err, errlen,
-		    "%s: contains a NUL byte, not a "
-		    "configuration file",
-		    path);
-		goto out;
-	}
-	ef->path = path;
-	rc = parse_env(ef, buf, len, err, errlen);
-out:
-	if (buf != NULL) {
-		explicit_bzero(buf, cap);
-		free(buf);
-	}
-	close(fd);
-	return rc;
+	return find_key(name) != NULL;
 }
 
 static const struct keydef *
@@ -542,7 +244,7 @@ find_key(const char *name)
 
 /* Warn once for each key of the file Arnie does not read. */
 static void
-warn_unknown(const struct envfile *ef, config_warn_fn *warn)
+warn_unknown(const struct dotenv *ef, config_warn_fn *warn)
 {
 	char msg[512];
 	size_t i, j;
@@ -565,14 +267,11 @@ warn_unknown(const struct envfile *ef, config_warn_fn *warn)
 
 /* Does the file itself give key a value (the environment aside)? */
 static bool
-file_sets(const struct envfile *ef, const char *key)
+file_sets(const struct dotenv *ef, const char *key)
 {
-	size_t i;
+	const char *v = dotenv_get(ef, key, NULL);
 
-	for (i = ef->n; i-- > 0;)
-		if (strcmp(ef->v[i].key, key) == 0)
-			return ef->v[i].value[0] != '\0';
-	return false;
+	return v != NULL && v[0] != '\0';
 }
 
 /*
@@ -596,24 +295,18 @@ warn_readable(config_warn_fn *warn, const char *path, mode_t mode,
 
 /*
  * The raw text for a key: the environment wins, as with python-dotenv;
- * then the last occurrence in the file.  *entry tells where a file value
- * came from (NULL when it came from the environment or nowhere).
+ * then the last occurrence in the file.  *line tells where a file value
+ * came from (0 when it came from the environment or nowhere).
  */
 static const char *
-lookup(const struct envfile *ef, const char *name, const struct entry **entry)
+lookup(const struct dotenv *ef, const char *name, int *line)
 {
 	const char *v;
-	size_t i;
 
-	*entry = NULL;
+	*line = 0;
 	if ((v = getenv(name)) != NULL)
 		return v;
-	for (i = ef->n; i-- > 0;)
-		if (strcmp(ef->v[i].key, name) == 0) {
-			*entry = &ef->v[i];
-			return ef->v[i].value;
-		}
-	return NULL;
+	return dotenv_get(ef, name, line);
 }
 
 /* ------------------------------------------------------------ values */
@@ -1103,18 +796,18 @@ config_find_file(const char *cli_path)
 struct config *
 config_load(const char *path, config_warn_fn *warn, char *err, size_t errlen)
 {
-	struct envfile ef = {0};
+	struct dotenv ef = {0};
 	struct config *cfg;
 	const struct keydef *kd;
-	const struct entry *entry;
 	const char *text;
+	int line;
 	size_t i;
 
 	seterr(err, errlen, "%s", "");
 	cfg = xcalloc(1, sizeof(*cfg));
 	if (path != NULL) {
 		cfg->path = xstrdup(path);
-		if (read_env_file(&ef, cfg->path, err, errlen) == -1)
+		if (dotenv_read(&ef, cfg->path, is_key, err, errlen) == -1)
 			goto fail;
 		warn_unknown(&ef, warn);
 		if (file_sets(&ef, "OUTBOUND_EMAIL_PASSWORD"))
@@ -1123,7 +816,7 @@ config_load(const char *path, config_warn_fn *warn, char *err, size_t errlen)
 	}
 	for (i = 0; i < NKEYS; i++) {
 		kd = &keys[i];
-		text = lookup(&ef, kd->name, &entry);
+		text = lookup(&ef, kd->name, &line);
 		if (text == NULL || text[0] == '\0') {
 			if (kd->required) {
 				seterr(err, errlen, "%s is not set", kd->name);
@@ -1131,12 +824,12 @@ config_load(const char *path, config_warn_fn *warn, char *err, size_t errlen)
 			}
 			if ((text = kd->def) == NULL)
 				continue;
-			entry = NULL;
+			line = 0;
 		}
 		if (set_value(cfg, kd, text, err, errlen) == -1) {
-			if (entry != NULL)
+			if (line != 0)
 				adderr(err, errlen, " (%s line %d)", ef.path,
-				    entry->line);
+				    line);
 			else if (text != kd->def)
 				adderr(err, errlen, " (from the environment)");
 			goto fail;
@@ -1144,10 +837,10 @@ config_load(const char *path, config_warn_fn *warn, char *err, size_t errlen)
 	}
 	if (finish(cfg, warn, err, errlen) == -1)
 		goto fail;
-	envfile_clear(&ef);
+	dotenv_clear(&ef);
 	return cfg;
 fail:
-	envfile_clear(&ef);
+	dotenv_clear(&ef);
 	config_free(cfg);
 	return NULL;
 }

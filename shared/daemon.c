@@ -143,6 +143,9 @@ daemon_start(const char *progname, int argc, char *argv[])
 	free(path);
 	if (cfg == NULL)
 		fatalx(EX_CONFIG, "%s", err);
+	/* It lives as long as the process; held here too, so that a leak
+	 * checker does not count it lost when a fatal error exits. */
+	daemon_config = cfg;
 	/* The configuration holds its own copy, in pages no core dump
 	 * shows; the one the environment passed goes. */
 	secret_wipe_env("OUTBOUND_EMAIL_PASSWORD");
@@ -159,9 +162,6 @@ daemon_start(const char *progname, int argc, char *argv[])
 		    cfg->log_file);
 	/* A peer that goes away is an error return, not death. */
 	signal(SIGPIPE, SIG_IGN);
-	/* It lives as long as the process; held here too, so that a leak
-	 * checker does not count it lost when a fatal error exits. */
-	daemon_config = cfg;
 	return cfg;
 }
 

@@ -1,11 +1,10 @@
 /*
- * fuzz_config: libFuzzer harness for the .env reader of shared/config.c.
+ * fuzz_config: libFuzzer harness for the .env reader (shared/dotenv.c) and
+ * shared/config.c behind it.
  *
  * The input is a whole .env file, written to a temporary file and read
- * with config_load(), as the daemons do.  config.c is included here rather
- * than linked so that the harness can also call its file parser
- * (parse_env(), static) to learn which value the file gives
- * OUTBOUND_EMAIL_PASSWORD.  What must hold:
+ * with config_load(), as the daemons do; dotenv_parse() tells the harness
+ * which value the file gives OUTBOUND_EMAIL_PASSWORD.  What must hold:
  *   - config_load() never crashes; it returns a config or NULL with a
  *     non-empty one-line message in err;
  *   - the password never reaches err: when the file sets the password to
@@ -16,7 +15,14 @@
  *     otherwise it is one, and the harness aborts.
  * The process environment must not set any of Arnie's keys.
  */
-#include "../../shared/config.c"
+#include "autoconf.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "dotenv.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -68,7 +74,7 @@ ignore_warning(const char *message)
 static char *
 file_password(const uint8_t *data, size_t size)
 {
-	struct envfile ef = {0};
+	struct dotenv ef = {0};
 	char err[256];
 	char *pw = NULL;
 	size_t i;
@@ -77,14 +83,15 @@ file_password(const uint8_t *data, size_t size)
 	/* A file config_load() refuses whole gives no password at all. */
 	if (memchr(data, '\0', size) != NULL)
 		return NULL;
-	/* parse_env() stops at a bad line, keeping what it read before. */
-	(void)parse_env(&ef, (const char *)data, size, err, sizeof(err));
+	/* dotenv_parse() stops at a bad line, keeping what it read before. */
+	(void)dotenv_parse(&ef, (const char *)data, size, NULL, err,
+	    sizeof(err));
 	for (i = ef.n; i-- > 0;)
 		if (strcmp(ef.v[i].key, PW_KEY) == 0) {
 			pw = strdup(ef.v[i].value);
 			break;
 		}
-	envfile_clear(&ef);
+	dotenv_clear(&ef);
 	return pw;
 }
 
@@ -110,7 +117,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *pw, *other;
 	size_t i, n;
 
-	if (size > CONFIG_FILE_MAX)
+	if (size > DOTENV_MAX)
 		return 0;
 	write_file(data, size);
 	if (!load(err, sizeof(err)))

@@ -38,8 +38,7 @@ sources() {
 	spool) echo "$s/spool.c $s/envelope.c $s/xmalloc.c $s/log.c" ;;
 	smtp_parse) echo "$top/standalone/smtp_parse.c $s/xmalloc.c $s/log.c" ;;
 	message) echo "$s/message.c $s/timefmt.c $s/xmalloc.c $s/log.c" ;;
-	# fuzz_config.c includes config.c itself.
-	config) echo "$s/xmalloc.c $s/secret.c $s/log.c" ;;
+	config) echo "$s/config.c $s/dotenv.c $s/xmalloc.c $s/secret.c $s/log.c" ;;
 	wire) echo "$s/wire.c" ;;
 	*) echo "run.sh: unknown target $1" >&2; return 1 ;;
 	esac

@@ -1,6 +1,7 @@
 """The standalone listener: RFC 5321 commands, limits, pipelining, the end
 of DATA (no SMTP smuggling) and dot-unstuffing, against the real arnie."""
 
+import os
 import re
 import socket
 import threading
@@ -169,8 +170,10 @@ class SmtpServerTest(ArnieTestCase):
             t.join(180)
         self.assertEqual(results, [250] * 4)
         grown = arnietest.vm_hwm_kib(d.pid) - before
-        self.assertLess(grown, 16 * 1024,
-                        "the daemon grew by %d KiB taking 4 x 12 MB" % grown)
+        # (A sanitizer build keeps freed memory in quarantine.)
+        if "ASAN_OPTIONS" not in os.environ:
+            self.assertLess(grown, 16 * 1024, "the daemon grew by %d KiB "
+                            "taking 4 x 12 MB" % grown)
         # Byte for byte, behind the Received: field.
         self.up.restart()
         for i in range(4):
