@@ -567,6 +567,12 @@ event_cb(smtp_session_t session, int event_no, void *arg, ...)
 		log_debug("relay %s: TLS established (%s, %s, %d bits)",
 		    s->name, ssl != NULL ? SSL_get_version(ssl) : "?",
 		    cipher != NULL ? cipher : "?", bits);
+		/* Its session tickets out of libesmtp's way (tls.h). */
+		if (ssl != NULL && SSL_version(ssl) == TLS1_3_VERSION &&
+		    tls_settle(ssl, s->timeout * 1000) == -1)
+			snprintf(r->tls_error, sizeof(r->tls_error),
+			    "no reply to NOOP after STARTTLS: %s",
+			    strerror(errno));
 		break;
 	case SMTP_EV_EXTNA_STARTTLS:
 		r->starttls_missing = true;

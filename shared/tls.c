@@ -8,7 +8,10 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +19,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "clock.h"
 #include "log.h"
 #include "xmalloc.h"
 
@@ -101,13 +105,9 @@ tls_new(const char *host, bool verify, const char *ca_file, char *err,
 		    ERR_error_string(ERR_get_error(), ebuf));
 		goto fail;
 	}
+	/* TLS 1.3 too: tls_settle() keeps its session tickets from stalling
+	 * libesmtp (see there). */
 	SSL_CTX_set_min_proto_version(tls->ctx, TLS1_2_VERSION);
-	/* TLS 1.3 servers send session tickets after the handshake.  When
-	 * they are already in the socket as libesmtp 1.1 polls after queueing
-	 * its EHLO, it reads before it writes, waits for a reply to a command
-	 * it has not sent, and the session dies at the timeout.  TLS 1.2 has
-	 * no post-handshake messages. */
-	SSL_CTX_set_max_proto_version(tls->ctx, TLS1_2_VERSION);
 	if (SSL_CTX_set_default_verify_paths(tls->ctx) != 1)
 		log_warnx("relay: cannot load the system CA store");
 	if (ca_file != NULL && *ca_file != '\0' &&
@@ -157,4 +157,94 @@ tls_watch(struct tls *tls, char *error, size_t len)
 {
 	tls->error = error;
 	tls->errorlen = len;
+}
+
+/* Wait, until deadline (clock_mono()), for what SSL_read() or SSL_write()
+ * said it wants after returning ret.  0, or -1 with errno. */
+static int
+wait_for_io(SSL *ssl, int ret, double deadline)
+{
+	struct pollfd p = {SSL_get_fd(ssl), 0, 0};
+	double left;
+	int n;
+
+	switch (SSL_get_error(ssl, ret)) {
+	case SSL_ERROR_WANT_READ:
+		p.events = POLLIN;
+		break;
+	case SSL_ERROR_WANT_WRITE:
+		p.events = POLLOUT;
+		break;
+	case SSL_ERROR_SYSCALL:
+		if (errno == 0)
+			errno = ECONNRESET;
+		return -1;
+	default:
+		errno = ECONNRESET;
+		return -1;
+	}
+	for (;;) {
+		if ((left = deadline - clock_mono()) <= 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		n = poll(&p, 1, (int)(left * 1000) + 1);
+		if (n == 1)
+			return 0;
+		if (n == -1 && errno != EINTR)
+			return -1;
+	}
+}
+
+/* Does buf[0..len) end with the last line of a reply ("250 ..." CRLF)?
+ * Earlier lines ("250-...") are dropped from buf as they complete. */
+static bool
+reply_done(char *buf, size_t *len)
+{
+	char *nl;
+	size_t line;
+
+	while ((nl = memchr(buf, '\n', *len)) != NULL) {
+		line = (size_t)(nl - buf) + 1;
+		if (line >= 4 && buf[3] != '-')
+			return true;
+		memmove(buf, nl + 1, *len - line);
+		*len -= line;
+	}
+	return false;
+}
+
+int
+tls_settle(SSL *ssl, long timeout_ms)
+{
+	double deadline = clock_mono() + (double)timeout_ms / 1000;
+	char buf[1024];
+	size_t len = 0;
+	int n;
+
+	while ((n = SSL_write(ssl, "NOOP\r\n", 6)) <= 0)
+		if (wait_for_io(ssl, n, deadline) == -1)
+			goto fail;
+	for (;;) {
+		if (len == sizeof(buf)) {
+			errno = EPROTO; /* a line longer than any reply's */
+			goto fail;
+		}
+		n = SSL_read(ssl, buf + len, (int)(sizeof(buf) - len));
+		if (n <= 0) {
+			if (wait_for_io(ssl, n, deadline) == -1)
+				goto fail;
+			continue;
+		}
+		len += (size_t)n;
+		if (reply_done(buf, &len))
+			return 0;
+	}
+fail:
+	/* Whatever the server says next could be taken for the reply to
+	 * EHLO: the connection is closed under libesmtp instead. */
+	n = errno;
+	(void)shutdown(SSL_get_fd(ssl), SHUT_RDWR);
+	errno = n;
+	return -1;
 }

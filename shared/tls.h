@@ -1,8 +1,8 @@
 /*
  * tls: the TLS context of the relay's upstream sessions.
  *
- * Builds the SSL_CTX handed to libesmtp: TLS 1.2 (libesmtp 1.1 can stall
- * on TLS 1.3 session tickets, see tls.c), the system CA store plus an
+ * Builds the SSL_CTX handed to libesmtp: TLS 1.2 or 1.3, the system CA
+ * store plus an
  * optional CA file, the configured host name (or IP address) checked by
  * OpenSSL during the handshake, and that name sent as SNI, which libesmtp
  * 1.1 never sends.  The first reason a certificate is refused is written to
@@ -38,5 +38,23 @@ SSL_CTX *tls_ctx(struct tls *tls);
 /* Where the next handshakes note the first certificate refusal (a buffer
  * of len octets, which must be "" to be written); NULL stops it. */
 void tls_watch(struct tls *tls, char *error, size_t len);
+
+/*
+ * After a TLS 1.3 handshake, before libesmtp goes on (its STARTTLS_OK
+ * event): send NOOP and read the reply.  Why: a TLS 1.3 server sends its
+ * session tickets (NewSessionTicket records) after the handshake.  When
+ * they are already in the socket as libesmtp 1.1 polls with its EHLO
+ * queued but not sent, poll() says "readable" as well as "writable",
+ * libesmtp handles the read first, SSL_read() consumes the tickets and
+ * finds no reply, and libesmtp waits for one to a command it never sent
+ * until its timeout (tests/tls13 reproduces it).  The server writes its
+ * tickets before its reply to NOOP, so once that reply is read OpenSSL has
+ * taken them, and the socket is quiet when libesmtp polls.  Costs one
+ * round trip per TLS 1.3 session.  0; or -1 with errno (ETIMEDOUT after
+ * timeout_ms, a socket error, EPROTO for a reply line over 1 KiB), the
+ * connection then shut down so that libesmtp fails the session rather than
+ * take the NOOP's reply for its EHLO's.
+ */
+int tls_settle(SSL *ssl, long timeout_ms);
 
 #endif

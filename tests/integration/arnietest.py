@@ -249,6 +249,7 @@ class Transaction:
     reply: str              # reply given to the end of DATA
     user: str = None        # authenticated user, if any
     tls: bool = False       # STARTTLS was done on this connection
+    tls_version: str = None  # "TLSv1.3"...
     at: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
@@ -277,6 +278,12 @@ class _UpstreamSMTP(SMTP):
             self.transport.close()
             return
         await super()._handle_client()
+
+
+def _tls_version(session):
+    """The TLS version of an aiosmtpd session, or None."""
+    obj = (session.ssl or {}).get("ssl_object")
+    return obj.version() if obj is not None else None
 
 
 class _Handler:
@@ -318,7 +325,8 @@ class _Handler:
         self.up._record(Transaction(
             conn=server.conn_no, mail_from=envelope.mail_from,
             rcpt_tos=list(envelope.rcpt_tos), content=content, reply=reply,
-            user=user, tls=session.ssl is not None))
+            user=user, tls=session.ssl is not None,
+            tls_version=_tls_version(session)))
         return reply
 
 

@@ -8,6 +8,7 @@ import os
 import re
 import resource
 import signal
+import ssl
 import subprocess
 
 import arnietest
@@ -70,8 +71,21 @@ class TlsAuthTest(TlsAuthBase):
         self.send(d, "tls-ok")
         t = self.assertDeliveredOnce(up, "tls-ok")
         self.assertTrue(t.tls, "delivered without STARTTLS")
+        # TLS 1.3, settled against libesmtp's stall (tests/tls13).
+        self.assertEqual(t.tls_version, "TLSv1.3")
         self.assertTrue(up.sni_names)
         self.assertEqual(set(up.sni_names), {"localhost"}, up.sni_names)
+
+    def test_tls12_only_upstream(self):
+        cert, key = self.ca.issue("old", "DNS:localhost,IP:127.0.0.1")
+        ctx = arnietest.TestCA.server_context(cert, key)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        up = self.upstream(tls_context=ctx, require_starttls=True,
+                           serve_localhost=True)
+        d = self.tls_arnie(up)
+        self.send(d, "tls12")
+        t = self.assertDeliveredOnce(up, "tls12")
+        self.assertEqual(t.tls_version, "TLSv1.2")
 
     def test_starttls_verified_for_an_ip_address_host(self):
         up = self.tls_upstream()
