@@ -127,6 +127,9 @@ commitq_new(struct spool *spool, struct sender *sender)
 
 	q->spool = spool;
 	q->sender = sender;
+	/* Files to reuse for the messages to come. */
+	if (spool_keep_spares(spool) == -1)
+		log_warn("commit: cannot start keeping spare files");
 	q->head = NULL;
 	q->tailp = &q->head;
 	pthread_mutex_init(&q->lock, NULL);

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "spares.h"
 #include "xmalloc.h"
 
 #ifndef IOV_MAX
@@ -59,6 +60,8 @@ struct spool {
 	int sentfd;
 	int failedfd;
 	int corruptfd;
+	int sparefd;
+	struct spares *spares; /* spare/, files to reuse */
 	pthread_mutex_t lock; /* guards lockfd */
 	int lockfd;           /* sender.lock while we hold it, else -1 */
 };
@@ -286,6 +289,35 @@ close_checked(int *fdp)
 	return rc;
 }
 
+/* -------------------------------------------------------- new files */
+
+/* A new file dirfd/name for writing: a spare renamed into place, or a file
+ * created (spares.h says why the first is preferred).  -1 with errno. */
+static int
+new_file(struct spool *spool, int dirfd, const char *name)
+{
+	int fd = spares_take(spool->spares, dirfd, name);
+
+	if (fd != -1)
+		return fd;
+	/* O_EXCL: never append to or truncate someone else's file. */
+	return openat(
+	    dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+}
+
+/* Remove dirfd/name, keeping its inode for a new message (spares.h). */
+static int
+remove_file(struct spool *spool, int dirfd, const char *name)
+{
+	return spares_recycle(spool->spares, dirfd, name);
+}
+
+int
+spool_keep_spares(struct spool *spool)
+{
+	return spares_keep(spool->spares);
+}
+
 /* -------------------------------------------------------- state files */
 
 #define STATE_SUFFIX ".state"
@@ -311,12 +343,12 @@ is_state_name(const char *name, char id[SPOOL_IDLEN + 1])
 
 /* Remove dirfd/ID.state if there is one. */
 static int
-unlink_state(int dirfd, const char *id)
+unlink_state(struct spool *spool, int dirfd, const char *id)
 {
 	char name[STATE_NAME_MAX];
 
 	state_name(id, name);
-	if (unlinkat(dirfd, name, 0) == -1 && errno != ENOENT)
+	if (remove_file(spool, dirfd, name) == -1 && errno != ENOENT)
 		return -1;
 	return 0;
 }
@@ -340,9 +372,7 @@ write_state(struct spool *spool, const struct envelope *env, int tofd)
 	}
 	state_name(env->id, name);
 	spool_new_id(spool, tmp);
-	fd = openat(
-	    spool->inboxfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd == -1)
+	if ((fd = new_file(spool, spool->inboxfd, tmp)) == -1)
 		return -1;
 	hdr = envelope_format(env, &hlen);
 	if (write_all(fd, hdr, hlen) == -1 || fsync(fd) == -1 ||
@@ -417,6 +447,7 @@ static const char *const subdirs[] = {
     "sent",
     "failed",
     "corrupt",
+    "spare",
 };
 
 /* mkdir -p with mode 0700 for the parts it creates. */
@@ -453,7 +484,7 @@ struct spool *
 spool_open(const char *dir, bool save_sent)
 {
 	struct spool *spool = xcalloc(1, sizeof(*spool));
-	int *fds[5];
+	int *fds[6];
 	bool created = false;
 	char *abs = NULL;
 	size_t i;
@@ -461,6 +492,7 @@ spool_open(const char *dir, bool save_sent)
 
 	spool->dirfd = spool->inboxfd = spool->outboxfd = -1;
 	spool->sentfd = spool->failedfd = spool->corruptfd = -1;
+	spool->sparefd = -1;
 	spool->lockfd = -1;
 	spool->save_sent = save_sent;
 	pthread_mutex_init(&spool->lock, NULL);
@@ -469,6 +501,7 @@ spool_open(const char *dir, bool save_sent)
 	fds[2] = &spool->sentfd;
 	fds[3] = &spool->failedfd;
 	fds[4] = &spool->corruptfd;
+	fds[5] = &spool->sparefd;
 
 	if (dir == NULL || *dir == '\0') {
 		errno = EINVAL;
@@ -493,6 +526,7 @@ spool_open(const char *dir, bool save_sent)
 	/* New folders must survive a crash before the first 250. */
 	if (created && fsync(spool->dirfd) == -1)
 		goto fail;
+	spool->spares = spares_open(spool->sparefd);
 	free(abs);
 	return spool;
 fail:
@@ -506,11 +540,13 @@ fail:
 void
 spool_close(struct spool *spool)
 {
-	int *fds[7];
+	int *fds[8];
 	size_t i;
 
 	if (spool == NULL)
 		return;
+	/* Its refill thread uses spare/. */
+	spares_close(spool->spares);
 	fds[0] = &spool->dirfd;
 	fds[1] = &spool->inboxfd;
 	fds[2] = &spool->outboxfd;
@@ -518,6 +554,7 @@ spool_close(struct spool *spool)
 	fds[4] = &spool->failedfd;
 	fds[5] = &spool->corruptfd;
 	fds[6] = &spool->lockfd; /* closing it drops the flock */
+	fds[7] = &spool->sparefd;
 	for (i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (*fds[i] != -1)
 			close(*fds[i]);
@@ -706,9 +743,7 @@ spool_draft_new(struct spool *spool, struct envelope *env)
 	d->env = env;
 	hdr = envelope_format(env, &hlen);
 	d->size_at = size_offset(hdr, hlen);
-	/* O_EXCL: never append to or truncate someone else's file. */
-	d->fd = openat(spool->inboxfd, env->id,
-	    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	d->fd = new_file(spool, spool->inboxfd, env->id);
 	if (d->fd == -1) {
 		saved = errno;
 		free(hdr);
@@ -746,7 +781,7 @@ draft_drop(struct spool *spool, struct spool_draft *d)
 
 	if (d->fd != -1)
 		close(d->fd);
-	unlinkat(spool->inboxfd, d->env->id, 0);
+	(void)remove_file(spool, spool->inboxfd, d->env->id);
 	free(d);
 	errno = saved;
 }
@@ -837,8 +872,8 @@ spool_discard(struct spool *spool, const char *id)
 		errno = EINVAL;
 		return -1;
 	}
-	if (unlinkat(spool->outboxfd, id, 0) == -1 ||
-	    unlink_state(spool->outboxfd, id) == -1)
+	if (remove_file(spool, spool->outboxfd, id) == -1 ||
+	    unlink_state(spool, spool->outboxfd, id) == -1)
 		return -1;
 	return fsync(spool->outboxfd);
 }
@@ -939,7 +974,7 @@ complete_finish(struct spool *spool, const char *id)
 		    id, where[i]);
 		if (renameat(spool->outboxfd, id, dirs[i], id) == -1 ||
 		    fsync(dirs[i]) == -1 ||
-		    unlink_state(spool->outboxfd, id) == -1)
+		    unlink_state(spool, spool->outboxfd, id) == -1)
 			log_warn("%s: cannot move it to %s/", id, where[i]);
 		return true;
 	}
@@ -1068,9 +1103,9 @@ spool_finish(
 		/* The message first: a state left without it is removed at
 		 * start-up, a message left without its state would be sent
 		 * again.  The next spool_sync() makes both durable. */
-		if (unlinkat(spool->outboxfd, env->id, 0) == -1)
+		if (remove_file(spool, spool->outboxfd, env->id) == -1)
 			return -1;
-		return unlink_state(spool->outboxfd, env->id);
+		return unlink_state(spool, spool->outboxfd, env->id);
 	}
 	tofd = fate == SPOOL_SENT ? spool->sentfd : spool->failedfd;
 	/* The final state first, then the message beside it, then the
@@ -1081,7 +1116,7 @@ spool_finish(
 	    renameat(spool->outboxfd, env->id, tofd, env->id) == -1 ||
 	    fsync(tofd) == -1)
 		return -1;
-	return unlink_state(spool->outboxfd, env->id);
+	return unlink_state(spool, spool->outboxfd, env->id);
 }
 
 int

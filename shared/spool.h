@@ -6,6 +6,7 @@
  *   sent/      delivered messages, kept only when SAVE_SENT_MAIL is true
  *   failed/    messages given up on, with the reason in their envelope
  *   corrupt/   files in outbox/ that did not parse, set aside for a human
+ *   spare/     empty files to reuse for new messages (spares.h)
  *   sender.lock  flock(2)ed by the one process that relays this spool
  *
  * A message file is a versioned text envelope ("arnie-spool 2", key: value
@@ -57,6 +58,10 @@ void spool_close(struct spool *spool);
 const char *spool_path(const struct spool *spool);
 /* Absolute path of outbox/, for inotify. */
 const char *spool_outbox_path(const struct spool *spool);
+
+/* Keep spare files ready for new messages (spares.h): a background thread,
+ * for a daemon that takes messages.  0, or -1 with errno. */
+int spool_keep_spares(struct spool *spool);
 
 /* Remove leftovers of interrupted writes from inbox/, and state files in
  * outbox/ whose message is gone; returns how many, or -1 with errno. */

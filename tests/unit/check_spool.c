@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "scratch.h"
+#include "spares.h"
 #include "spool.h"
 #include "xmalloc.h"
 
@@ -961,6 +962,112 @@ START_TEST(test_draft)
 }
 END_TEST
 
+static ino_t
+inode_of(const char *folder, const char *name)
+{
+	char *p = sub(folder, name);
+	struct stat st;
+
+	ck_assert_int_eq(stat(p, &st), 0);
+	free(p);
+	return st.st_ino;
+}
+
+/* The name of the one file in folder. */
+static char *
+only_file(const char *folder)
+{
+	char *p = xasprintf("%s/%s", spooldir, folder), *name = NULL;
+	struct dirent *de;
+	DIR *d = opendir(p);
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.') {
+			ck_assert_ptr_null(name);
+			name = xstrdup(de->d_name);
+		}
+	closedir(d);
+	free(p);
+	ck_assert_ptr_nonnull(name);
+	return name;
+}
+
+/* A delivered message's file is emptied and kept; the next message takes
+ * it instead of allocating an inode. */
+START_TEST(test_spare_reused)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 1), *next;
+	struct stat st;
+	char *spare, *p;
+	ino_t ino;
+
+	commit_sample(spool, env);
+	ino = inode_of("outbox", env->id);
+	env->rcpts[0].state = RCPT_SENT;
+	ck_assert_int_eq(spool_finish(spool, env, SPOOL_SENT), 0);
+	ck_assert_int_eq(count("outbox"), 0);
+	spare = only_file("spare");
+	ck_assert_uint_eq(inode_of("spare", spare), ino);
+	p = sub("spare", spare);
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_int_eq(st.st_size, 0); /* no message left in it */
+	free(p);
+	next = sample_env("b@example.org", 1);
+	commit_sample(spool, next);
+	ck_assert_int_eq(count("spare"), 0);
+	ck_assert_uint_eq(inode_of("outbox", next->id), ino);
+	free(spare);
+	envelope_free(next);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+/* A spare someone else took (another process sharing the spool, or an
+ * operator emptying spare/) is skipped: a file is made instead. */
+START_TEST(test_spare_gone)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 1), *next;
+	char *spare, *p;
+
+	commit_sample(spool, env);
+	ck_assert_int_eq(spool_finish(spool, env, SPOOL_SENT), 0);
+	spare = only_file("spare");
+	p = sub("spare", spare);
+	ck_assert_int_eq(unlink(p), 0);
+	next = sample_env("b@example.org", 1);
+	commit_sample(spool, next);
+	ck_assert(exists("outbox", next->id));
+	free(p);
+	free(spare);
+	envelope_free(next);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+/* A daemon keeps spares ready; a spool opened later finds them. */
+START_TEST(test_spares_kept)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	int waited;
+
+	ck_assert_int_eq(count("spare"), 0);
+	ck_assert_int_eq(spool_keep_spares(spool), 0);
+	for (waited = 0; count("spare") < SPARES_HIGH && waited < 60000;
+	     waited += 10)
+		usleep(10000);
+	ck_assert_int_eq(count("spare"), SPARES_HIGH);
+	spool_close(spool);
+	spool = spool_open(spooldir, false);
+	ck_assert_int_eq(count("spare"), SPARES_HIGH);
+	spool_close(spool);
+}
+END_TEST
+
 static void
 count_fn(const char *id, void *arg)
 {
@@ -1238,6 +1345,9 @@ spool_suite(void)
 	tcase_add_test(tc, test_bad_state_file);
 	tcase_add_test(tc, test_finish_interrupted);
 	tcase_add_test(tc, test_orphan_state_removed);
+	tcase_add_test(tc, test_spare_reused);
+	tcase_add_test(tc, test_spare_gone);
+	tcase_add_test(tc, test_spares_kept);
 	tcase_add_test(tc, test_draft);
 	tcase_add_loop_test(
 	    tc, test_finish, 0, sizeof(finish_cases) / sizeof(finish_cases[0]));

@@ -1,0 +1,60 @@
+/*
+ * spares: empty files kept in the spool's spare/ folder, to be reused for
+ * new messages instead of creating files.
+ *
+ * Why: creating a file allocates an inode, and on ext4 without a journal
+ * (this project's test machine, and a common choice for spool disks) the
+ * allocator skips every inode freed in the last minutes, reading each one's
+ * inode table block: with a steady flow of messages created and deleted,
+ * that is most of the daemon's CPU at intake (perf, docs/performance.md).
+ * Renaming a spare into place allocates nothing.  A delivered message's
+ * file becomes a spare again (emptied), so a spool that takes and
+ * delivers at the same rate allocates no inode at all; a background thread
+ * at low priority keeps SPARES_LOW ready for bursts when deliveries do not
+ * keep up (the upstream is down).
+ *
+ * A spare holds nothing: files are emptied as they become spares (a crash
+ * at that instant can leave one with content, which its next use
+ * truncates), and spare/ may be emptied by hand at any time.  Several processes may share
+ * the folder: names are fresh message IDs, and a spare another process
+ * took first is skipped.  Thread-safe.  Never logs.
+ */
+#ifndef ARNIE_SPARES_H
+#define ARNIE_SPARES_H
+
+/* Refill below SPARES_LOW up to SPARES_HIGH; recycle up to SPARES_MAX. */
+#define SPARES_LOW 1024
+#define SPARES_HIGH 4096
+#define SPARES_MAX 8192
+
+struct spares;
+
+/* The pool of the folder sparefd (borrowed, open for the pool's life),
+ * from what it holds now. */
+struct spares *spares_open(int sparefd);
+/* Stop the refill thread, if any, and free the pool. */
+void spares_close(struct spares *sp);
+
+/*
+ * Move a spare to dirfd/name (which must not exist) and open it for
+ * writing, empty.  The descriptor, or -1 when there is no spare (the
+ * caller creates the file).  Wakes the refill thread when the pool runs
+ * low.
+ */
+int spares_take(struct spares *sp, int dirfd, const char *name);
+
+/*
+ * Remove dirfd/name from its folder, as unlinkat() would: emptied and kept
+ * as a spare while the pool holds fewer than SPARES_MAX, else unlinked.
+ * 0, or -1 with errno (ENOENT: not there).
+ */
+int spares_recycle(struct spares *sp, int dirfd, const char *name);
+
+/* Start the refill thread (for a daemon that takes messages).  0, or -1
+ * with errno. */
+int spares_keep(struct spares *sp);
+
+/* Spares in the pool now, for tests. */
+unsigned spares_count(struct spares *sp);
+
+#endif
