@@ -12,7 +12,8 @@
  * What it never does: open the spool or any other file but the CA file,
  * write to the disk, gain privileges (no_new_privs), or leave a core file
  * (it holds the password, and libesmtp's AUTH buffers are not in no-dump
- * pages).  A crash costs one session: the daemon sees the socket close
+ * pages).  Once it has its settings the kernel holds it to that
+ * (sandbox.h): no file written anywhere, TCP to the upstream's port only.  A crash costs one session: the daemon sees the socket close
  * and starts another relay.  Its log lines go to the daemon, which writes
  * them where its own go.
  *
@@ -38,6 +39,7 @@
 
 #include "log.h"
 #include "relay_proto.h"
+#include "sandbox.h"
 #include "secret.h"
 #include "session.h"
 #include "wire.h"
@@ -105,7 +107,25 @@ flag(const struct wire_rec *r, size_t i)
 	return s != NULL && strcmp(s, "1") == 0;
 }
 
-/* CONFIG: the settings, checked by building a session; READY or FAILED. */
+/* The kernel's limits (sandbox.h), now that the settings are read. */
+static void
+enter_sandbox(int port)
+{
+	char why[128];
+	int rc = sandbox_enter(port, why, sizeof(why));
+
+	if (rc == 1)
+		log_debug("relay: sandboxed: no file writes, TCP to ports %d "
+		          "and 53 only",
+		    port);
+	else if (rc == 0)
+		log_debug("relay: sandbox partly or not in force: %s", why);
+	else
+		log_warn("relay: cannot enter the sandbox");
+}
+
+/* CONFIG: the settings, checked by building a session; then the
+ * sandbox; READY or FAILED. */
 static struct session *
 configure(void)
 {
@@ -139,6 +159,7 @@ configure(void)
 		(void)wire_sendv(ctl, RR_FAILED, -1, err, NULL);
 		exit(EX_CONFIG);
 	}
+	enter_sandbox((int)port);
 	if (wire_sendv(ctl, RR_READY, -1, NULL) == -1)
 		exit(EX_IOERR);
 	return s;

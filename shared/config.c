@@ -151,6 +151,8 @@ static const struct keydef keys[] = {
 	    false },
 	{ "ARNIE_RELAY_PROGRAM", KT_STRING, OFF(relay_program),
 	    ARNIE_RELAY_PATH, 0, 0, NULL, false },
+	{ "ARNIE_RELAY_IDLE_SECONDS", KT_LONG, OFF(relay_idle), "60", 0, DAY,
+	    NULL, false },
 };
 /* clang-format on */
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))

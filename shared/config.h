@@ -82,6 +82,9 @@ struct config {
 				 * as root becomes */
 	char *relay_program;	/* ARNIE_RELAY_PROGRAM, the installed
 				 * arnie-relay */
+	long relay_idle;	/* ARNIE_RELAY_IDLE_SECONDS: the relay
+				 * program exits after this long without a
+				 * session; 0: it stays */
 };
 
 typedef void config_warn_fn(const char *message);

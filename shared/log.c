@@ -149,9 +149,9 @@ log_vmsg(int priority, const char *prefix, const char *fmt, va_list ap)
 	int r;
 
 	if (log_sink != NULL) {
-		n = (size_t)snprintf(line, sizeof(line), "%s", prefix);
-		if (n < sizeof(line))
-			(void)vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+		/* The priority travels with the text: the receiver writes
+		 * its own prefix for it. */
+		(void)vsnprintf(line, sizeof(line), fmt, ap);
 		log_sink(priority, line);
 		return;
 	}

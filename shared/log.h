@@ -52,7 +52,8 @@ void fatalx(int code, const char *fmt, ...)
 /*
  * Hand every line to sink instead of writing it (NULL: write again): the
  * relay program sends its lines to the daemon, which logs them.  The text
- * has no time stamp or program name; debug lines come only with verbose.
+ * has no time stamp, program name or "debug: " prefix (the priority says
+ * it); debug lines come only with verbose.
  */
 typedef void log_sink_fn(int priority, const char *text);
 void log_set_sink(log_sink_fn *sink);

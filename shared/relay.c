@@ -62,6 +62,8 @@ struct relay {
 	char *password; /* secret */
 	char *helo;
 	long timeout;
+	long max_idle;        /* seconds, 0: no limit */
+	double last_used;     /* clock_mono() at the end of the last session */
 
 	pthread_mutex_t lock; /* guards pid and aborted, for relay_abort() */
 	pid_t pid;            /* the relay process, 0 when none */
@@ -658,6 +660,7 @@ relay_send(struct relay *relay, struct relay_msg *msgs, size_t n,
 	c.seconds = session_deadline(relay, msgs, n);
 	c.deadline = clock_mono() + (double)c.seconds;
 
+	relay->last_used = clock_mono();
 	if (ready_relay(relay, err, sizeof(err)) == -1) {
 		snprintf(c.reason, sizeof(c.reason),
 		    "cannot start the relay program: %.400s", err);
@@ -688,12 +691,29 @@ relay_send(struct relay *relay, struct relay_msg *msgs, size_t n,
 		if (!c.got[i])
 			set_unreported(&msgs[c.map[i]], c.reason);
 out:
+	relay->last_used = clock_mono();
 	snprintf(reason, reasonlen, "%s", c.reason);
 	if (c.status != RELAY_OK)
 		log_debug("relay %s: session trouble: %s", relay->name, reason);
 	free(c.map);
 	free(c.got);
 	return c.status;
+}
+
+double
+relay_idle(struct relay *relay)
+{
+	double left;
+
+	if (relay->sock == -1 || relay->max_idle == 0)
+		return -1;
+	left = relay->last_used + (double)relay->max_idle - clock_mono();
+	if (left > 0)
+		return left;
+	log_debug("relay %s: relay process idle for %ld s, stopped",
+	    relay->name, relay->max_idle);
+	stop_relay(relay, RELAY_EXIT_WAIT_MS);
+	return -1;
 }
 
 void
@@ -775,6 +795,8 @@ relay_new(const struct config *cfg, char *err, size_t errlen)
 	if (cfg->helo_name != NULL && *cfg->helo_name != '\0')
 		relay->helo = xstrdup(cfg->helo_name);
 	relay->timeout = cfg->send_timeout > 0 ? cfg->send_timeout : 60;
+	relay->max_idle = cfg->relay_idle;
+	relay->last_used = clock_mono();
 	relay->sock = -1;
 	pthread_mutex_init(&relay->lock, NULL);
 	/* Started now, so that settings it cannot use (a CA file that does

@@ -11,7 +11,9 @@
  * running between sessions; one that dies, breaks the protocol
  * (relay_proto.h) or passes a session's deadline is killed and replaced at
  * the next session, and each is replaced after RELAY_MAX_SESSIONS
- * sessions anyway, as Postfix reuses its smtp processes (max_use).
+ * sessions anyway, as Postfix reuses its smtp processes (max_use); one
+ * idle for ARNIE_RELAY_IDLE_SECONDS is stopped (Postfix's max_idle), and
+ * the next session starts another.
  *
  * relay_send() hands the relay one batch: each message's spool file goes
  * as a descriptor, so the relay never opens the spool.  Each message's
@@ -102,6 +104,15 @@ typedef int relay_result_fn(void *arg, struct relay_msg *m);
 enum relay_status relay_send(struct relay *relay, struct relay_msg *msgs,
     size_t n, relay_result_fn *fn, void *arg, char *reason,
     size_t reasonlen);
+
+/*
+ * Stop the relay program when no session has used it for
+ * ARNIE_RELAY_IDLE_SECONDS, so that an idle daemon holds no second
+ * process.  Returns the seconds left before that (for the caller's next
+ * wake-up), or -1 when no relay runs or it never idles out.  On
+ * relay_send()'s thread.
+ */
+double relay_idle(struct relay *relay);
 
 /* Kill the relay process of a relay_send() in progress (SIGKILL), which
  * then returns RELAY_TEMPFAIL soon, as above.  Does nothing when no

@@ -872,6 +872,10 @@ next_timeout(struct sender *s)
 	if ((next = report_next(s->report)) != (time_t)-1 &&
 	    (w = (double)next - nowd) < wait)
 		wait = w;
+	/* The relay program's idle limit (relay.h): an idle one is stopped
+	 * here, a running one's limit is a wake-up. */
+	if ((w = relay_idle(s->relay)) >= 0 && w < wait)
+		wait = w;
 	if (sched_peek(s->sched, &due, NULL)) {
 		if (sched_pause_mode(&s->pause, (time_t)nowd) == SCHED_PAUSED)
 			w = (double)s->pause.until - nowd;

@@ -6,8 +6,12 @@ fake_relay.py).  Whatever the relay does, no message is lost, none spends
 an attempt on the relay's trouble, and the next session gets a new relay.
 """
 
+import ctypes
 import os
+import platform
+import shutil
 import signal
+import socket
 import subprocess
 
 import arnietest
@@ -28,6 +32,17 @@ def children(pid):
         except FileNotFoundError:
             pass
     return kids
+
+
+SYS_CONNECT = 42   # x86_64
+
+
+def landlock_abi():
+    """The kernel's Landlock ABI version, or 0."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    # landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    v = libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return max(v, 0)
 
 
 def alive(pid):
@@ -81,6 +96,53 @@ class RelayProgramTest(ArnieTestCase):
             environ = f.read()
         self.assertNotIn(b"OUTBOUND_EMAIL", environ)
 
+    def gdb_calls(self, pid, *exprs):
+        """Evaluate exprs in the running process pid with gdb; the
+        values printed, in order."""
+        args = ["gdb", "-p", str(pid), "-batch", "-nx"]
+        for e in exprs:
+            args += ["-ex", e]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        return [line.split(" = ", 1)[1] for line in r.stdout.splitlines()
+                if line.startswith("$") and " = " in line]
+
+    def test_relay_is_sandboxed(self):
+        if shutil.which("gdb") is None:
+            self.skipTest("needs gdb")
+        abi = landlock_abi()
+        if abi < 1:
+            self.skipTest("no Landlock in this kernel")
+        up = self.upstream()
+        d = self.arnie(up.port)
+        pid = self.relay_pid(d)
+        target = os.path.join(self.tmp, "written-by-the-relay")
+        # No file can be created, even where its user could write.
+        got = self.gdb_calls(pid, 'call (int)open("%s", 65, 384)' % target,
+                             "call (int)*(int*)__errno_location()")
+        self.assertEqual(got, ["-1", "13"])      # EACCES
+        self.assertFalse(os.path.exists(target))
+        if abi < 4 or platform.machine() != "x86_64":
+            return
+        # TCP: the upstream's port only (and 53).
+        other = socket.socket()
+        self.addCleanup(other.close)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        for port, want in ((other.getsockname()[1], ["-1", "13"]),
+                           (up.port, ["0", "0"])):
+            got = self.gdb_calls(
+                pid, "call (int)socket(2, 1, 0)",
+                "call (void *)calloc(1, 16)",
+                "set {unsigned short}$2 = 2",
+                "set {unsigned short}($2 + 2) = %d" % socket.htons(port),
+                "set {unsigned int}($2 + 4) = %d" % 0x0100007f,
+                # connect(2) by number: gdb's call of connect() passes
+                # the address wrongly (EINVAL even unsandboxed).
+                "call (int)syscall(%d, $1, $2, 16)" % SYS_CONNECT,
+                "call (int)(*(int*)__errno_location() * ($3 != 0))",
+                "call (int)close($1)")
+            self.assertEqual(got[2:4], want, (port, got))
+
     def test_relay_killed_mid_session_is_replaced(self):
         up = self.upstream()
         up.delay_data[b"X-Test-Id: in-flight\r\n"] = 2.0
@@ -116,6 +178,17 @@ class RelayProgramTest(ArnieTestCase):
         self.assertIn("relay process died (signal 9) between sessions",
                       d.log_text())
         self.assertNotEqual(self.relay_pid(d), first)
+
+    def test_idle_relay_exits_and_comes_back(self):
+        up = self.upstream()
+        d = self.arnie(up.port, ARNIE_RELAY_IDLE_SECONDS=1)
+        self.send(d, "before-idle")
+        self.assertDeliveredOnce(up, "before-idle")
+        # An idle daemon holds no second process (Postfix's max_idle).
+        wait_for(lambda: children(d.pid) == [], what="the relay gone")
+        self.send(d, "after-idle")
+        self.assertDeliveredOnce(up, "after-idle")
+        self.relay_pid(d)
 
     def test_daemon_killed_takes_its_relay_along(self):
         up = self.upstream()

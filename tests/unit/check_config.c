@@ -64,6 +64,7 @@ static const char *const all_keys[] = {
     "ARNIE_LOG_FILE",
     "ARNIE_USER",
     "ARNIE_RELAY_PROGRAM",
+    "ARNIE_RELAY_IDLE_SECONDS",
 };
 #define NKEYS (sizeof(all_keys) / sizeof(all_keys[0]))
 
