@@ -560,7 +560,13 @@ static bool
 msg_add(SMFICTX *ctx, struct conn *c, const void *data, size_t n)
 {
 	msg_start(ctx, c, c->msg);
-	return intake_add(c->msg->in, data, n);
+	if (!intake_add(c->msg->in, data, n))
+		return false;
+	/* This thread may wait on the disk (a write error is told at
+	 * end-of-message). */
+	if (intake_wants_flush(c->msg->in))
+		intake_flush(c->msg->in);
+	return true;
 }
 
 /* The answer once msg_add() said false: a message too big is refused at

@@ -9,13 +9,16 @@
  * results as soon as they are final, waiting for the daemon to record them
  * before it goes on.  It exits when the socket closes.
  *
- * What it never does: open the spool or any other file but the CA file,
- * write to the disk, gain privileges (no_new_privs), or leave a core file
- * (it holds the password, and libesmtp's AUTH buffers are not in no-dump
- * pages).  Once it has its settings the kernel holds it to that
- * (sandbox.h): no file written anywhere, TCP to the upstream's port only.  A crash costs one session: the daemon sees the socket close
- * and starts another relay.  Its log lines go to the daemon, which writes
- * them where its own go.
+ * What it never does: open a spool file by itself (it is not told where the
+ * spool is; it reads the files the daemon hands it), write to the disk,
+ * gain privileges (no_new_privs), or leave a core file (it holds the
+ * password, and libesmtp's AUTH buffers are not in no-dump pages).  Once it
+ * has its settings the kernel holds it to the writing part (sandbox.h): no
+ * file written anywhere, TCP to the upstream's port only.  Reading is not
+ * restricted: it runs as the daemon's user and needs the CA store and the
+ * resolver's files.  A crash costs one session: the daemon sees the socket
+ * close and starts another relay.  Its log lines go to the daemon, which
+ * writes them where its own go.
  *
  * Exit codes: 0 when the daemon closed the socket, 78 when the settings do
  * not work (the daemon has the message), 76 on a protocol error, 70 when
@@ -85,7 +88,6 @@ lock_down(void)
 {
 	struct rlimit none = {0, 0};
 	sigset_t all;
-	int fd;
 
 	/* The daemon's sender thread blocks every signal, and a mask
 	 * survives exec. */
@@ -95,8 +97,7 @@ lock_down(void)
 	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	(void)setrlimit(RLIMIT_CORE, &none);
 	/* Nothing but the standard descriptors and the control socket. */
-	for (fd = ctl + 1; fd < 1024; fd++)
-		(void)close(fd);
+	(void)close_range((unsigned)ctl + 1, ~0U, 0);
 }
 
 static int

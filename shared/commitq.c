@@ -35,6 +35,7 @@
 struct job {
 	struct job *next;
 	struct intake *in;
+	bool flush; /* intake_flush(), not a commit */
 	commitq_done_fn *done;
 	void *arg;
 	int error;
@@ -61,10 +62,11 @@ commit_round(struct commitq *q, struct job *jobs)
 	int err;
 
 	for (j = jobs; j != NULL; j = j->next) {
-		if (intake_commit(j->in) == 0) {
-			j->error = 0;
+		if (j->flush)
+			intake_flush(j->in); /* its errors are the intake's */
+		else if (intake_commit(j->in) == 0)
 			any = true;
-		} else
+		else
 			j->error = errno != 0 ? errno : EIO;
 	}
 	/* One directory fsync makes every rename of the round durable. */
@@ -73,7 +75,7 @@ commit_round(struct commitq *q, struct job *jobs)
 		log_warn("commit: fsync of outbox/ failed, refusing the "
 		         "messages of this round");
 		for (j = jobs; j != NULL; j = j->next) {
-			if (j->error != 0)
+			if (j->error != 0 || j->flush)
 				continue;
 			/* Renamed but not durable: take it back, or the
 			 * client's retry would queue a second copy. */
@@ -147,13 +149,14 @@ commitq_new(struct spool *spool, struct sender *sender)
 	return q;
 }
 
-void
-commitq_submit(struct commitq *q, struct intake *in, commitq_done_fn *done,
-    void *arg)
+static void
+enqueue(struct commitq *q, struct intake *in, bool flush,
+    commitq_done_fn *done, void *arg)
 {
 	struct job *j = xcalloc(1, sizeof(*j));
 
 	j->in = in;
+	j->flush = flush;
 	j->done = done;
 	j->arg = arg;
 	pthread_mutex_lock(&q->lock);
@@ -163,6 +166,20 @@ commitq_submit(struct commitq *q, struct intake *in, commitq_done_fn *done,
 	q->tailp = &j->next;
 	pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->lock);
+}
+
+void
+commitq_submit(struct commitq *q, struct intake *in, commitq_done_fn *done,
+    void *arg)
+{
+	enqueue(q, in, false, done, arg);
+}
+
+void
+commitq_flush(struct commitq *q, struct intake *in, commitq_done_fn *done,
+    void *arg)
+{
+	enqueue(q, in, true, done, arg);
 }
 
 /* commitq_commit()'s rendezvous with the writer thread. */

@@ -33,6 +33,13 @@ struct commitq *commitq_new(struct spool *spool, struct sender *sender);
 void commitq_submit(struct commitq *q, struct intake *in, commitq_done_fn *done,
     void *arg);
 
+/* Run intake_flush(in) on the writer thread, in order with the jobs
+ * before it, then call done with 0: for an event loop that must not wait
+ * on the disk while a big message streams in (the intake keeps any write
+ * error for intake_end()).  in is borrowed until done is called. */
+void commitq_flush(struct commitq *q, struct intake *in, commitq_done_fn *done,
+    void *arg);
+
 /* commitq_submit() and wait for the result: 0 or an errno.  For a thread
  * that may block (a libmilter callback's); several may wait at once and
  * share a round. */

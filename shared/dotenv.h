@@ -12,10 +12,12 @@
  * Keys are letters, digits, '_', '.' and '-', not starting with a digit.
  *
  * Knows nothing of Arnie's keys: config.c gives meaning to the entries.
- * Never logs; errors are one line naming the file and line, and a key
- * only when the caller's known() says it is one (a bare word may be the
- * wrapped tail of the password line).  Values are never echoed; every
- * value and the file's buffer are wiped before they are freed.
+ * Never logs; errors are one line naming the file and line, and the key
+ * of a line that has its '=' (a quoted value never closed, text after
+ * one); a word with no '=' after it is named only when the caller's
+ * known() says it is a key, since it may be the wrapped tail of the
+ * password line.  Values are never echoed; every value and the file's
+ * buffer are wiped before they are freed.
  */
 #ifndef ARNIE_DOTENV_H
 #define ARNIE_DOTENV_H

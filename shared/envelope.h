@@ -59,19 +59,20 @@ void envelope_set_reply(char **slot, const char *reply);
 void envelope_free(struct envelope *env);
 
 /*
- * Serialise the envelope header ("arnie-spool 2"), including the blank
- * line that ends it; the size value is padded with spaces to
- * ENVELOPE_SIZE_WIDTH columns.  Returns an owned string and its length.  Replies are stored on one line:
- * CR, LF, other control characters and '%' inside them are percent-encoded
- * (%0D%0A), so they come back from envelope_parse() unchanged.  An empty
- * reply, last_reply or origin is stored as none (NULL).
+ * Serialise the envelope header ("arnie-spool 2"), including the blank line
+ * that ends it; the size value is padded with spaces to ENVELOPE_SIZE_WIDTH
+ * columns.  Returns an owned string and its length.  Replies are stored on
+ * one line: CR, LF, other control characters and '%' inside them are
+ * percent-encoded (%0D%0A), so they come back from envelope_parse()
+ * unchanged.  An empty reply, last_reply or origin is stored as none
+ * (NULL).
  */
 char *envelope_format(const struct envelope *env, size_t *lenp);
 /*
  * Parse a spool file's text ("arnie-spool 2", or 1 as written by 0.1.0):
- * header, blank line, message.  len is the size of the whole file.  Sets *envp (owned) with body_offset and checks that
- * size matches the bytes present.  -1 with errno EBADMSG when it does not
- * parse or is truncated.
+ * header, blank line, message.  len is the size of the whole file.  Sets
+ * *envp (owned) with body_offset and checks that size matches the bytes
+ * present.  -1 with errno EBADMSG when it does not parse or is truncated.
  */
 int envelope_parse(const char *data, size_t len, struct envelope **envp);
 

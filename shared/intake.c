@@ -1,16 +1,17 @@
 /*
  * intake: see intake.h.
  *
- * A message is held in memory until it outgrows the buffer.  Then its
- * header section must be complete: the octets up to the last CRLF are
- * examined (message_scan()), and once they hold the end of the header
- * section (an empty line, or a line that is no header field) the message
- * so far is completed with message_fixup() exactly as a whole message
- * would be (the fixes only ever concern the header section, and a prefix
- * cut at a CRLF has no last line to mend), written to a spool draft
- * behind the Received: field, and everything after it goes to the draft
- * as it comes.  The one fix that depends on the end, a last line without
- * its CRLF, is made at intake_end() from the last two octets written.
+ * A message is held in memory until it outgrows the buffer; meanwhile each
+ * whole line of its header section is looked at once, as it completes
+ * (message_line_ends_header()), until the section's end is found.  Then,
+ * at the first flush, the message so far, cut at its last CRLF, is
+ * completed with message_fixup() exactly as a whole message would be (the
+ * fixes only ever concern the header section, and a prefix cut at a CRLF
+ * has no last line to mend), written to a spool draft behind the
+ * Received: field with the octets after the cut, and every later flush
+ * appends what was held.  The one fix that depends on the end, a last
+ * line without its CRLF, is made by the commit from the last two octets
+ * written.
  */
 #include "autoconf.h"
 
@@ -33,9 +34,14 @@ struct intake {
 	struct intake_opts opts;
 	time_t when;
 
-	char *buf; /* the message so far, until it goes to a draft */
+	char *buf; /* held octets, not yet in the draft */
 	size_t len, cap;
-	size_t scanned; /* buf[0..scanned) was found to hold no header end */
+	/* Until the header section's end is found (in memory only): */
+	size_t line_start; /* where the next unexamined line starts */
+	size_t searched;   /* no CRLF in buf[line_start..searched) */
+	bool in_field;     /* the lines examined so far were a field's */
+	bool header_done;  /* the section's end is among them */
+
 	struct spool_draft *draft; /* once the message outgrew the buffer */
 	char tail[2];              /* the last octets written to the draft */
 	size_t ntail;              /* how many of them there are */
@@ -64,15 +70,21 @@ intake_new(struct spool *spool, struct envelope *env, const char *received,
 	return in;
 }
 
+static void
+drop_held(struct intake *in)
+{
+	free(in->buf);
+	in->buf = NULL;
+	in->len = in->cap = 0;
+}
+
 /* Refuse the message: nothing of it is kept from now on. */
 static void
 refuse(struct intake *in, enum intake_status status, int error)
 {
 	in->status = status;
 	in->error = error;
-	free(in->buf);
-	in->buf = NULL;
-	in->len = in->cap = 0;
+	drop_held(in);
 	spool_draft_abort(in->spool, in->draft);
 	in->draft = NULL;
 }
@@ -94,8 +106,38 @@ remember_tail(struct intake *in, const char *p, size_t n)
 static void
 write_draft(struct intake *in, const struct iovec *iov, int n)
 {
+	int i;
+
+	for (i = 0; i < n; i++)
+		remember_tail(in, iov[i].iov_base, iov[i].iov_len);
 	if (spool_draft_write(in->draft, iov, n) == -1)
 		refuse(in, INTAKE_IOERR, errno);
+}
+
+/* Look at the header lines completed since last time; each octet is
+ * searched once. */
+static void
+examine_header(struct intake *in)
+{
+	const char *crlf;
+	size_t from, end;
+
+	while (!in->header_done) {
+		from = in->searched > in->line_start + 1 ? in->searched - 1
+		                                         : in->line_start;
+		crlf = memmem(in->buf + from, in->len - from, "\r\n", 2);
+		if (crlf == NULL) {
+			in->searched = in->len;
+			return;
+		}
+		end = (size_t)(crlf - in->buf) + 2;
+		if (message_line_ends_header(in->buf + in->line_start,
+		        end - in->line_start, in->in_field))
+			in->header_done = true;
+		else
+			in->in_field = true;
+		in->line_start = in->searched = end;
+	}
 }
 
 /* Where the last CRLF of buf[0..len) ends, or 0. */
@@ -110,32 +152,14 @@ last_crlf_end(const char *buf, size_t len)
 	return 0;
 }
 
-/*
- * The message outgrew the buffer: if its header section is complete,
- * start the draft with the completed message so far.
- */
+/* The first flush: a draft with the completed message so far. */
 static void
-spill(struct intake *in)
+start_draft(struct intake *in)
 {
-	struct message_scan scan;
 	struct iovec *iov;
 	size_t cut = last_crlf_end(in->buf, in->len);
-	bool complete;
 	int n;
 
-	if (cut <= in->scanned)
-		complete = false; /* no new line since the last look */
-	else {
-		message_scan(in->buf, cut, in->opts.fix_opts, &scan);
-		complete = scan.end != MESSAGE_END_EOF;
-		message_scan_clear(&scan);
-		in->scanned = cut;
-	}
-	if (!complete) {
-		if (in->len > INTAKE_HEADER_MAX)
-			refuse(in, INTAKE_HEADER_TOOBIG, 0);
-		return;
-	}
 	if ((in->draft = spool_draft_new(in->spool, in->env)) == NULL) {
 		refuse(in, INTAKE_IOERR, errno);
 		return;
@@ -150,12 +174,26 @@ spill(struct intake *in)
 		arnie_panic("message_iov: iovec array too small");
 	iov[n + 1].iov_base = in->buf + cut;
 	iov[n + 1].iov_len = in->len - cut;
-	remember_tail(in, in->buf, in->len);
 	write_draft(in, iov, n + 2);
 	free(iov);
-	free(in->buf);
-	in->buf = NULL;
-	in->len = in->cap = 0;
+}
+
+void
+intake_flush(struct intake *in)
+{
+	struct iovec iov;
+
+	if (in->status != INTAKE_OK || in->len == 0)
+		return;
+	if (in->draft == NULL)
+		start_draft(in);
+	else {
+		iov.iov_base = in->buf;
+		iov.iov_len = in->len;
+		write_draft(in, &iov, 1);
+	}
+	/* Written: the header section's buffer may have grown large. */
+	drop_held(in);
 }
 
 static void
@@ -177,8 +215,6 @@ hold(struct intake *in, const char *p, size_t n)
 bool
 intake_add(struct intake *in, const void *buf, size_t len)
 {
-	struct iovec iov = {(void *)buf, len};
-
 	if (in->status != INTAKE_OK)
 		return false;
 	in->octets += len;
@@ -187,57 +223,74 @@ intake_add(struct intake *in, const void *buf, size_t len)
 		return false;
 	}
 	message_lines_feed(&in->lines, buf, len);
-	if (in->draft != NULL) {
-		remember_tail(in, buf, len);
-		write_draft(in, &iov, 1);
-	} else {
-		hold(in, buf, len);
-		if (in->len > in->opts.buffer)
-			spill(in);
+	hold(in, buf, len);
+	if (in->draft == NULL && !in->header_done) {
+		examine_header(in);
+		if (!in->header_done && in->len > INTAKE_HEADER_MAX) {
+			refuse(in, INTAKE_HEADER_TOOBIG, 0);
+			return false;
+		}
 	}
-	return in->status == INTAKE_OK;
+	return true;
+}
+
+bool
+intake_wants_flush(const struct intake *in)
+{
+	return in->status == INTAKE_OK && in->len > in->opts.buffer &&
+	       (in->draft != NULL || in->header_done);
 }
 
 enum intake_status
 intake_end(struct intake *in)
 {
-	struct iovec iov;
-
 	if (in->status != INTAKE_OK)
 		return in->status;
 	if (in->lines.longest > MESSAGE_LINE_MAX) {
 		refuse(in, INTAKE_LONGLINE, 0);
 		return in->status;
 	}
-	if (in->draft == NULL) {
-		/* All of it in memory: completed as a whole. */
+	/* All of it in memory: completed as a whole. */
+	if (in->draft == NULL)
 		message_fixup(&in->fix, in->buf, in->len, in->opts.fix_opts,
 		    in->env->id, in->env->sender, in->opts.hostname, in->when);
-		return INTAKE_OK;
-	}
-	/* The relay would end a last line without its CRLF; so does the
-	 * spool (message_scan()'s eol_fix, for the part it did not see). */
-	if (in->ntail < 2 || in->tail[0] != '\r' || in->tail[1] != '\n') {
+	return INTAKE_OK;
+}
+
+/* The rest of a draft: what is held, the last line's CRLF if it lacks
+ * one (message_scan()'s eol_fix, for the part it did not see). */
+static int
+finish_draft(struct intake *in)
+{
+	struct iovec iov;
+	struct spool_draft *d;
+
+	intake_flush(in);
+	if (in->status == INTAKE_OK &&
+	    (in->ntail < 2 || in->tail[0] != '\r' || in->tail[1] != '\n')) {
 		iov.iov_base = in->tail[1] == '\r' ? "\n" : "\r\n";
 		iov.iov_len = strlen(iov.iov_base);
 		write_draft(in, &iov, 1);
 	}
-	return in->status;
+	if (in->status != INTAKE_OK) {
+		errno = in->error;
+		return -1;
+	}
+	d = in->draft;
+	in->draft = NULL; /* freed by the commit, whatever happens */
+	return spool_draft_commit(in->spool, d);
 }
 
 int
 intake_commit(struct intake *in)
 {
 	struct iovec *iov;
-	struct spool_draft *d = in->draft;
 	int n, rc;
 
 	if (in->status != INTAKE_OK)
 		arnie_panic("intake_commit: a refused message");
-	if (d != NULL) {
-		in->draft = NULL; /* freed by the commit, whatever happens */
-		return spool_draft_commit(in->spool, d);
-	}
+	if (in->draft != NULL)
+		return finish_draft(in);
 	n = message_iovcnt(&in->fix) + 1;
 	iov = xreallocarray(NULL, (size_t)n, sizeof(*iov));
 	iov[0].iov_base = in->received;

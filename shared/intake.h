@@ -19,16 +19,18 @@
  *
  * Memory is bounded by design: at most INTAKE_BUFFER octets of a message
  * are held (more only while its header section is still incomplete, up
- * to INTAKE_HEADER_MAX).  A message that outgrows the buffer is written
- * to a spool draft (spool.h) as it arrives, its header section completed
+ * to INTAKE_HEADER_MAX).  A message that outgrows the buffer goes to a
+ * spool draft (spool.h) as it arrives, its header section completed
  * first; a smaller one stays in memory and is written whole by the
  * commit, so the common case costs the disk nothing until then.
  *
- * Every function but intake_commit() runs on the front-end's thread;
- * intake_commit() runs on the commit queue's writer thread, once
- * intake_end() has returned INTAKE_OK, and the front-end touches the
- * intake again only after the commit reported back.  Nothing logs except
- * intake_log_fixes().
+ * Disk work happens in intake_flush() and intake_commit() only, which the
+ * caller may run on another thread (the standalone listener gives both to
+ * the commit queue's writer, so that its event loop never waits on the
+ * disk; the milter's connection threads call intake_flush() themselves).
+ * The other functions only use memory, except that refusing or freeing a
+ * message that already has a draft removes the draft's file.  One thread
+ * at a time per intake.  Nothing logs except intake_log_fixes().
  */
 #ifndef ARNIE_INTAKE_H
 #define ARNIE_INTAKE_H
@@ -69,18 +71,28 @@ struct spool;
 struct intake *intake_new(struct spool *spool, struct envelope *env,
     const char *received, const struct intake_opts *opts, time_t when);
 
-/* The next len octets of the message.  false once it is refused (too big,
- * header section too big, a write error): what follows may be dropped,
- * intake_end() says why. */
+/* The next len octets of the message, held in memory.  false once it is
+ * refused (too big, header section too big, a write error): what follows
+ * may be dropped, intake_end() says why. */
 bool intake_add(struct intake *in, const void *buf, size_t len);
+
+/* Does it hold more than it may (INTAKE_BUFFER), with its header section
+ * complete, so that intake_flush() must run before more is added? */
+bool intake_wants_flush(const struct intake *in);
+
+/* Write what it holds to its draft (made now, the first time, with the
+ * header section completed), and forget it.  Disk work: see the top.  A
+ * write error refuses the message (INTAKE_IOERR). */
+void intake_flush(struct intake *in);
 
 /* The message is complete: INTAKE_OK, or why it is refused (nothing of it
  * is then left in the spool once intake_free() is called). */
 enum intake_status intake_end(struct intake *in);
 
-/* On the writer thread: write (or finish) the message file and rename it
- * into outbox/, durable at the next spool_sync().  0, or -1 with errno;
- * on failure nothing is left behind. */
+/* After INTAKE_OK, on the commit queue's writer thread: write the message
+ * file, or the rest of its draft, and rename it into outbox/, durable at
+ * the next spool_sync().  0, or -1 with errno; on failure nothing is left
+ * behind. */
 int intake_commit(struct intake *in);
 
 /* The envelope (size set once committed), the errno of INTAKE_IOERR. */

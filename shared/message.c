@@ -223,6 +223,16 @@ message_scan(
 	}
 }
 
+bool
+message_line_ends_header(const char *line, size_t len, bool in_field)
+{
+	if (len == 2 && line[0] == '\r' && line[1] == '\n')
+		return true;
+	if (in_field && len > 0 && (line[0] == ' ' || line[0] == '\t'))
+		return false;
+	return field_name_len(line, len) == 0;
+}
+
 void
 message_scan_clear(struct message_scan *scan)
 {

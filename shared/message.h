@@ -156,6 +156,14 @@ void message_scan(
     const char *msg, size_t len, unsigned opts, struct message_scan *scan);
 void message_scan_clear(struct message_scan *scan);
 
+/*
+ * Does the whole line line[0..len) (its CRLF included) end the header
+ * section, as message_scan() decides: the empty line, or a line that is no
+ * header field (nor, when in_field says a field came before it, a
+ * continuation line)?  For a caller that meets the lines one at a time.
+ */
+bool message_line_ends_header(const char *line, size_t len, bool in_field);
+
 /* The plan for one message: what message_iov() will produce. */
 struct message_fix {
 	struct message_scan scan;

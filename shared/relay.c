@@ -3,11 +3,13 @@
  * telling it the settings, handing it batches, taking their results under
  * a deadline, and replacing it when it dies or misbehaves.
  *
- * The relay is fork()ed and exec()ed from the sender thread; between the
- * two only async-signal-safe calls are made (prctl, getppid, dup2, execv,
- * _exit), so a lock another thread held at fork() cannot matter.  It dies
- * with that thread (PR_SET_PDEATHSIG): an orphan would go on delivering
- * messages whose results nobody records.  Every descriptor of the daemon
+ * The relay is fork()ed and exec()ed from the thread that needs one: the
+ * main thread at start-up (relay_new()), the sender thread after; between
+ * the two only async-signal-safe calls are made (prctl, getppid, dup2 or
+ * fcntl, execv, _exit), so a lock another thread held at fork() cannot
+ * matter.  It dies with that thread (PR_SET_PDEATHSIG), and both live as
+ * long as the daemon: an orphan would go on delivering messages whose
+ * results nobody records.  Every descriptor of the daemon
  * is close-on-exec, and the relay closes anything else it finds.
  *
  * Everything the relay says is checked before it is believed: record
@@ -150,11 +152,20 @@ stop_relay(struct relay *relay, int ms)
 static void
 relay_log(const struct wire_rec *r)
 {
+	char text[WIRE_MAX + 1];
 	uint64_t prio;
-	const char *text = wire_text(r, 1);
+	size_t i;
 
-	if (r->n != 2 || text == NULL || wire_number(r, 0, 7, &prio) == -1)
+	if (r->n != 2 || wire_text(r, 1) == NULL ||
+	    wire_number(r, 0, 7, &prio) == -1)
 		return;
+	/* One line of the log per record, whatever the relay sent. */
+	for (i = 0; i < r->len[1]; i++)
+		text[i] = (unsigned char)r->field[1][i] < 0x20 ||
+		                  r->field[1][i] == 0x7f
+		              ? '?'
+		              : r->field[1][i];
+	text[i] = '\0';
 	if (prio == LOG_DEBUG)
 		log_debug("%s", text);
 	else if (prio <= LOG_WARNING)
@@ -163,21 +174,39 @@ relay_log(const struct wire_rec *r)
 		log_info("%s", text);
 }
 
-/* The next record that is not a LOG line.  1, 0 (closed), -1 (errno). */
+/* Milliseconds until deadline (clock_mono()), at least 1 for poll(). */
 static int
-next(struct relay *relay, struct wire_rec *r, int timeout_ms)
+ms_until(double deadline)
+{
+	double left = deadline - clock_mono();
+
+	if (left <= 0)
+		return 0;
+	return left > INT_MAX / 1000 ? INT_MAX : (int)(left * 1000) + 1;
+}
+
+/* The next record that is not a LOG line, by deadline (clock_mono()): LOG
+ * lines do not extend it.  1, 0 (closed), -1 (errno; ETIMEDOUT). */
+static int
+next(struct relay *relay, struct wire_rec *r, double deadline)
 {
 	int got;
 
-	while ((got = wire_recv(relay->sock, r, timeout_ms)) == 1 &&
-	       r->type == RR_LOG)
+	for (;;) {
+		if (ms_until(deadline) == 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		got = wire_recv(relay->sock, r, ms_until(deadline));
+		if (got == 1 && r->fd != -1) {
+			/* The relay has no business sending us descriptors. */
+			close(r->fd);
+			r->fd = -1;
+		}
+		if (got != 1 || r->type != RR_LOG)
+			return got;
 		relay_log(r);
-	if (got == 1 && r->fd != -1) {
-		/* The relay has no business sending us descriptors. */
-		close(r->fd);
-		r->fd = -1;
 	}
-	return got;
 }
 
 /* The child, between fork() and exec(): async-signal-safe calls only. */
@@ -189,8 +218,10 @@ exec_relay(const char *program, int sock, pid_t parent)
 	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(1);
-	/* dup2() leaves the copy without close-on-exec. */
-	if (dup2(sock, RELAY_PROTO_FD) == -1)
+	/* dup2() leaves the copy without close-on-exec; a socket that is
+	 * descriptor 3 already needs the flag cleared by hand. */
+	if (sock == RELAY_PROTO_FD ? fcntl(sock, F_SETFD, 0) == -1
+	                           : dup2(sock, RELAY_PROTO_FD) == -1)
 		_exit(126);
 	execv(program, argv);
 	_exit(127);
@@ -216,13 +247,13 @@ send_config(struct relay *relay)
 /* Wait for HELLO, send CONFIG, wait for READY.  0, or -1 with the reason
  * in err (FAILED's message: a settings error). */
 static int
-handshake(struct relay *relay, char *err, size_t errlen, bool *settings)
+handshake(struct relay *relay, char *err, size_t errlen)
 {
 	struct wire_rec *r = xcalloc(1, sizeof(*r));
+	double start_deadline = clock_mono() + RELAY_START_TIMEOUT_MS / 1000.0;
 	int rc = -1;
 
-	*settings = false;
-	if (next(relay, r, RELAY_START_TIMEOUT_MS) != 1 ||
+	if (next(relay, r, start_deadline) != 1 ||
 	    r->type != RR_HELLO || wire_text(r, 0) == NULL ||
 	    strcmp(wire_text(r, 0), RELAY_PROTO_HELLO) != 0) {
 		snprintf(err, errlen,
@@ -232,13 +263,12 @@ handshake(struct relay *relay, char *err, size_t errlen, bool *settings)
 		goto out;
 	}
 	if (send_config(relay) == -1 ||
-	    next(relay, r, RELAY_START_TIMEOUT_MS) != 1) {
+	    next(relay, r, start_deadline) != 1) {
 		snprintf(err, errlen, "%s stopped while loading its settings",
 		    relay->program);
 		goto out;
 	}
 	if (r->type == RR_FAILED) {
-		*settings = true;
 		snprintf(err, errlen, "%s",
 		    wire_text(r, 0) != NULL ? wire_text(r, 0) : "relay failed");
 		goto out;
@@ -254,15 +284,13 @@ out:
 	return rc;
 }
 
-/* Start a relay process.  0, or -1 with a message in err; *settings
- * tells a refusal of the settings from a program that does not run. */
+/* Start a relay process.  0, or -1 with a message in err. */
 static int
-start_relay(struct relay *relay, char *err, size_t errlen, bool *settings)
+start_relay(struct relay *relay, char *err, size_t errlen)
 {
 	pid_t pid, parent = getpid();
 	int sv[2];
 
-	*settings = false;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
 		snprintf(err, errlen, "socketpair: %s", strerror(errno));
 		return -1;
@@ -281,7 +309,7 @@ start_relay(struct relay *relay, char *err, size_t errlen, bool *settings)
 	pthread_mutex_unlock(&relay->lock);
 	relay->sock = sv[0];
 	relay->sessions = 0;
-	if (handshake(relay, err, errlen, settings) == -1) {
+	if (handshake(relay, err, errlen) == -1) {
 		stop_relay(relay, 0);
 		return -1;
 	}
@@ -444,8 +472,10 @@ on_end(struct collect *c, const struct wire_rec *r)
 {
 	uint64_t status;
 
+	/* A session ends OK or TEMPFAIL (relay.h); PERMFAIL is for
+	 * messages and recipients only. */
 	if (c->cur != SIZE_MAX || r->n != 2 ||
-	    wire_number(r, 0, RELAY_PERMFAIL, &status) == -1 ||
+	    wire_number(r, 0, RELAY_TEMPFAIL, &status) == -1 ||
 	    wire_text(r, 1) == NULL)
 		return protocol(c, "unexpected END");
 	c->complete = true;
@@ -459,21 +489,16 @@ static void
 collect(struct relay *relay, struct collect *c)
 {
 	struct wire_rec *r = xcalloc(1, sizeof(*r));
-	double left;
 	int got, rc;
 
 	while (!c->complete) {
-		left = c->deadline - clock_mono();
-		if (left <= 0) {
+		got = next(relay, r, c->deadline);
+		if (got == -1 && errno == ETIMEDOUT) {
 			snprintf(c->error, sizeof(c->error),
 			    "relay process killed at the %ld s deadline",
 			    c->seconds);
 			break;
 		}
-		got = next(relay, r,
-		    left > INT_MAX / 1000 ? INT_MAX : (int)(left * 1000) + 1);
-		if (got == -1 && errno == ETIMEDOUT)
-			continue;
 		if (got != 1) {
 			if (got == -1 && errno == EBADMSG)
 				protocol(c, "not a record");
@@ -601,13 +626,22 @@ static bool
 idle_relay_alive(struct relay *relay)
 {
 	struct pollfd pfd = {relay->sock, POLLIN, 0};
+	struct wire_rec *r;
 	char why[128];
-	int status;
+	int n, status;
 
-	if (poll(&pfd, 1, 0) == 0)
+	while ((n = poll(&pfd, 1, 0)) == -1 && errno == EINTR)
+		continue;
+	if (n == 0)
 		return true;
-	/* An idle relay has nothing to say: readable means gone (or a
-	 * relay talking out of turn, which is no better). */
+	/* An idle relay has nothing to say but log lines: anything else,
+	 * or the end of its socket, means it is gone or talking out of
+	 * turn, which is no better. */
+	r = xcalloc(1, sizeof(*r));
+	n = next(relay, r, clock_mono() + 0.001);
+	free(r);
+	if (n == -1 && errno == ETIMEDOUT)
+		return true; /* only log lines were waiting */
 	status = stop_relay(relay, RELAY_EXIT_WAIT_MS);
 	exit_text(status, " between sessions", why, sizeof(why));
 	log_warnx("relay %s: %s; starting another", relay->name, why);
@@ -619,14 +653,13 @@ idle_relay_alive(struct relay *relay)
 static int
 ready_relay(struct relay *relay, char *err, size_t errlen)
 {
-	bool settings; /* at start-up only: the settings were checked then */
 
 	if (relay->sock != -1 && relay->sessions < RELAY_MAX_SESSIONS &&
 	    idle_relay_alive(relay))
 		return 0;
 	if (relay->sock != -1)
 		stop_relay(relay, RELAY_EXIT_WAIT_MS);
-	if (start_relay(relay, err, errlen, &settings) == -1) {
+	if (start_relay(relay, err, errlen) == -1) {
 		log_warnx("relay %s: cannot start the relay program: %s",
 		    relay->name, err);
 		return -1;
@@ -774,7 +807,6 @@ struct relay *
 relay_new(const struct config *cfg, char *err, size_t errlen)
 {
 	struct relay *relay;
-	bool settings;
 
 	if (check_settings(cfg, err, errlen) == -1)
 		return NULL;
@@ -801,7 +833,7 @@ relay_new(const struct config *cfg, char *err, size_t errlen)
 	pthread_mutex_init(&relay->lock, NULL);
 	/* Started now, so that settings it cannot use (a CA file that does
 	 * not load) stop the daemon at start-up, not at the first mail. */
-	if (start_relay(relay, err, errlen, &settings) == -1) {
+	if (start_relay(relay, err, errlen) == -1) {
 		relay_free(relay);
 		return NULL;
 	}

@@ -15,12 +15,12 @@
  * idle for ARNIE_RELAY_IDLE_SECONDS is stopped (Postfix's max_idle), and
  * the next session starts another.
  *
- * relay_send() hands the relay one batch: each message's spool file goes
- * as a descriptor, so the relay never opens the spool.  Each message's
- * results come back as soon as they are final and go to the caller's
- * relay_result_fn; the relay goes on only once that has returned, so a
- * crash of the daemon during a batch sends again at most the message in
- * flight.  Only recipients still RCPT_PENDING are sent.  TLS is 1.3 or
+ * relay_send() hands the relay one batch: each message's spool file goes as
+ * a descriptor, so the relay is never told where the spool is.  Each
+ * message's results come back as soon as they are final and go to the
+ * caller's relay_result_fn; the relay goes on only once that has returned,
+ * so a crash of the daemon during a batch sends again at most the message
+ * in flight.  Only recipients still RCPT_PENDING are sent.  TLS is 1.3 or
  * 1.2 (tls.h says what 1.3 needs with libesmtp).
  *
  * It never touches the spool and never logs a password or AUTH payload;
@@ -114,9 +114,9 @@ enum relay_status relay_send(struct relay *relay, struct relay_msg *msgs,
  */
 double relay_idle(struct relay *relay);
 
-/* Kill the relay process of a relay_send() in progress (SIGKILL), which
- * then returns RELAY_TEMPFAIL soon, as above.  Does nothing when no
- * session runs.  Thread-safe; for a quick shutdown. */
+/* Kill the relay process (SIGKILL): a relay_send() in progress then
+ * returns RELAY_TEMPFAIL soon, as above; an idle relay is replaced at the
+ * next session.  Thread-safe; for a quick shutdown. */
 void relay_abort(struct relay *relay);
 
 /* Release the results relay_send() allocated in msg. */

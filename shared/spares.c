@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "spool.h"
@@ -126,6 +127,7 @@ int
 spares_recycle(struct spares *sp, int dirfd, const char *name)
 {
 	char spare[SPOOL_IDLEN + 1];
+	struct stat st;
 	bool room;
 	int fd;
 
@@ -143,10 +145,20 @@ spares_recycle(struct spares *sp, int dirfd, const char *name)
 			return -1;
 		return unlinkat(dirfd, name, 0);
 	}
-	if ((fd = openat(sp->fd, spare, O_WRONLY | O_TRUNC | O_CLOEXEC)) ==
-	    -1)
-		return unlinkat(sp->fd, spare, 0) == 0 || errno == ENOENT ? 0
-		                                                         : -1;
+	/* From here on the file has left its folder: whatever happens to
+	 * the spare, the removal asked for is done. */
+	if ((fd = openat(sp->fd, spare, O_WRONLY | O_CLOEXEC)) == -1) {
+		(void)unlinkat(sp->fd, spare, 0);
+		return 0;
+	}
+	/* A file with another name elsewhere (a hard link someone made) is
+	 * not emptied: only this name goes. */
+	if (fstat(fd, &st) == -1 || st.st_nlink != 1 ||
+	    ftruncate(fd, 0) == -1) {
+		close(fd);
+		(void)unlinkat(sp->fd, spare, 0);
+		return 0;
+	}
 	close(fd);
 	pthread_mutex_lock(&sp->lock);
 	push(sp, spare);

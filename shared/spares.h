@@ -15,9 +15,9 @@
  *
  * A spare holds nothing: files are emptied as they become spares (a crash
  * at that instant can leave one with content, which its next use
- * truncates), and spare/ may be emptied by hand at any time.  Several processes may share
- * the folder: names are fresh message IDs, and a spare another process
- * took first is skipped.  Thread-safe.  Never logs.
+ * truncates), and spare/ may be emptied by hand at any time.  Several
+ * processes may share the folder: names are fresh message IDs, and a spare
+ * another process took first is skipped.  Thread-safe.  Never logs.
  */
 #ifndef ARNIE_SPARES_H
 #define ARNIE_SPARES_H

@@ -872,7 +872,9 @@ spool_discard(struct spool *spool, const char *id)
 		errno = EINVAL;
 		return -1;
 	}
-	if (remove_file(spool, spool->outboxfd, id) == -1 ||
+	/* unlink, not recycled: the sender may have opened it already,
+	 * and a reused inode would hand it another message's bytes. */
+	if (unlinkat(spool->outboxfd, id, 0) == -1 ||
 	    unlink_state(spool, spool->outboxfd, id) == -1)
 		return -1;
 	return fsync(spool->outboxfd);
@@ -1061,8 +1063,8 @@ spool_open_message(struct spool *spool, const struct envelope *env)
 
 	if ((fd = openat(spool->outboxfd, env->id, O_RDONLY | O_CLOEXEC)) == -1)
 		return NULL;
-	/* Find the body in the file as it is now: an update since env was
-	 * loaded may have changed the header's length. */
+	/* The body where the file on disk has it, whatever env says: a
+	 * file swapped by hand since the load is read as it is. */
 	if (read_envelope(fd, env->id, &cur) == -1)
 		goto fail;
 	if (lseek(fd, cur->body_offset, SEEK_SET) == -1)

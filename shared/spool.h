@@ -119,9 +119,10 @@ struct spool_reply {
 };
 void spool_commit_reply(int err, struct spool_reply *reply);
 
-/* Remove outbox/ID (and any state) and fsync outbox/: for a message whose commit failed
- * after spool_write() (the client gets 4xx and retries, so keeping it would
- * send it twice).  errno ENOENT: not there. */
+/* Remove outbox/ID (and any state) and fsync outbox/: for a message whose
+ * commit failed after spool_write() (the client gets 4xx and retries, so
+ * keeping it would send it twice).  Unlinked, never kept as a spare: the
+ * sender may have opened it already.  errno ENOENT: not there. */
 int spool_discard(struct spool *spool, const char *id);
 
 typedef void spool_scan_fn(const char *id, void *arg);
@@ -158,8 +159,9 @@ int spool_quarantine(struct spool *spool, const char *id);
 /*
  * Does the spool at dir (not opened) belong to uid: the folder, its
  * sub-folders, the sender lock and every file queued in outbox/?  0 when it
- * does or does not exist yet; -1 with *what naming the first part that does
- * not ("outbox", "a file in outbox", ...).  For a daemon about to become that user.
+ * does or does not exist yet; -1 with *what naming the first part that
+ * does not ("outbox", "a file in outbox", ...).  For a daemon about to
+ * become that user.
  */
 int spool_check_owner(const char *dir, uid_t uid, const char **what);
 

@@ -170,12 +170,16 @@ wire_recv(int sock, struct wire_rec *r, int timeout_ms)
 	/* A truncated record or descriptors cut off are not records. */
 	if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
 	    wire_parse(raw, (size_t)got, r) == -1) {
+		explicit_bzero(raw, (size_t)got);
 		if (r->fd != -1)
 			close(r->fd);
 		r->fd = -1;
 		errno = EBADMSG;
 		return -1;
 	}
+	/* The record may hold the password (CONFIG): only the caller's
+	 * copy stays, for the caller to wipe. */
+	explicit_bzero(raw, (size_t)got);
 	return 1;
 }
 

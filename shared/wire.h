@@ -4,8 +4,8 @@
  * Generic layer: knows records and fields, nothing of mail.  The two ends
  * share a SOCK_SEQPACKET unix socket, so one send is one record and
  * records never run together; a record may carry one open descriptor
- * (SCM_RIGHTS), how the daemon hands the relay a spool file it may read
- * but could never have opened itself.
+ * (SCM_RIGHTS), how the daemon hands the relay a spool file without
+ * telling it where the spool is.
  *
  * A record, in host byte order (both ends are the same machine):
  *
@@ -20,8 +20,10 @@
  * partial result.  Fields are byte strings; wire_recv() NUL-terminates each
  * one in its buffer, so text fields can be used as C strings (a field
  * holding a NUL octet is refused where a caller asks for text, see
- * wire_text()).  Every function is safe to use from one thread per socket;
- * none logs.
+ * wire_text()).  wire_recv() wipes its own buffer after the copy, so that
+ * a secret (CONFIG holds the password) is left only in the caller's
+ * record.  Every function is safe to use from one thread per socket; none
+ * logs.
  */
 #ifndef ARNIE_WIRE_H
 #define ARNIE_WIRE_H

@@ -2,17 +2,20 @@
  * smtpd: SMTP sessions on libevent bufferevents, see smtpd.h.
  *
  * A session is a small state machine: commands (S_CMD), message data
- * (S_DATA), a commit in flight (S_COMMIT) and a final reply being flushed
- * (S_CLOSING).  Input is processed in order, a complete line at a time, and
- * processing stops whenever the session cannot answer yet (a commit) or the
+ * (S_DATA), a big message's held part being written (S_FLUSH), a commit in
+ * flight (S_COMMIT) and a final reply being flushed (S_CLOSING).  Input is
+ * processed in order, a complete line at a time, and processing stops
+ * whenever the session cannot go on yet (a flush or a commit) or the
  * client does not read its replies; then reading from the socket is turned
  * off too, so nothing is buffered without bound.  The session owns its
- * message buffer; the grammar lives in smtp_parse.c.
+ * message (intake.h); the grammar lives in smtp_parse.c.
  *
- * This file never touches the disk: the commit queue's writer thread does,
- * and wakes the session through a per-session event made active from that
- * thread.  A session whose client leaves during a commit lives on until the
- * commit's callback has arrived, since the commit borrows its buffers.
+ * This file never writes to the disk: the commit queue's writer thread
+ * does, for flushes and commits, and wakes the session through a
+ * per-session event made active from that thread.  (Only a refused
+ * streamed message's file is removed from here: rare, and one unlink.)  A
+ * session whose client leaves during a flush or a commit lives on until
+ * its callback has arrived, since the writer borrows its message.
  */
 #include "autoconf.h"
 
@@ -65,6 +68,7 @@
 enum session_state {
 	S_CMD,     /* reading commands */
 	S_DATA,    /* reading the message after 354 */
+	S_FLUSH,   /* part of the message is being written */
 	S_COMMIT,  /* the message is being committed */
 	S_CLOSING, /* a last reply is being flushed */
 };
@@ -234,6 +238,8 @@ deadline_expired(evutil_socket_t fd, short what, void *arg)
 		deadline_schedule(s, now);
 		return;
 	}
+	if (s->state == S_FLUSH)
+		return; /* the writer has the message: see flush_finished() */
 	s->deadline = 0;
 	if (s->state == S_DATA) {
 		log_info("DATA from %s too slow: %zu octets in %lds or more, "
@@ -295,7 +301,7 @@ session_destroy(struct session *s)
 static void
 session_close(struct session *s)
 {
-	if (s->state == S_COMMIT) {
+	if (s->state == S_COMMIT || s->state == S_FLUSH) {
 		if (s->bev != NULL) {
 			bufferevent_free(s->bev);
 			s->bev = NULL;
@@ -331,7 +337,7 @@ received_header(struct session *s, const char *id)
 
 /* Runs on the commit queue's writer thread: only hand the result over. */
 static void
-commit_done(void *arg, int error)
+writer_done(void *arg, int error)
 {
 	struct session *s = arg;
 
@@ -339,11 +345,28 @@ commit_done(void *arg, int error)
 	event_active(s->commit_ev, EV_READ, 1);
 }
 
+/* Back on the loop after a flush: take the rest of the message. */
+static void
+flush_finished(struct session *s)
+{
+	s->state = S_DATA;
+	if (s->bev == NULL) {
+		session_destroy(s);
+		return;
+	}
+	/* A deadline that passed meanwhile fires now (deadline_expired()
+	 * leaves a flushing session alone). */
+	if (s->deadline != 0)
+		deadline_schedule(s, clock_mono());
+	if (!s->out_blocked)
+		bufferevent_enable(s->bev, EV_READ);
+	session_process(s);
+}
+
 /* Back on the loop: answer DATA, then carry on with pipelined input. */
 static void
-commit_finished(evutil_socket_t fd, short what, void *arg)
+commit_finished(struct session *s)
 {
-	struct session *s = arg;
 	struct envelope *env = intake_envelope(s->in);
 
 	if (s->commit_error == 0) {
@@ -374,6 +397,17 @@ commit_finished(evutil_socket_t fd, short what, void *arg)
 	if (!s->out_blocked)
 		bufferevent_enable(s->bev, EV_READ);
 	session_process(s);
+}
+
+static void
+writer_finished(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state == S_FLUSH)
+		flush_finished(s);
+	else
+		commit_finished(s);
 }
 
 /* The message of the transaction, from DATA on: its envelope (the ID is
@@ -416,7 +450,7 @@ commit_start(struct session *s)
 	s->state = S_COMMIT;
 	/* Nothing more is read until the client has its answer. */
 	bufferevent_disable(s->bev, EV_READ);
-	commitq_submit(s->sd->q, s->in, commit_done, s);
+	commitq_submit(s->sd->q, s->in, writer_done, s);
 }
 
 /* ---------------------------------------------------------------- commands */
@@ -546,6 +580,16 @@ handle_command(struct session *s, const char *line, size_t len)
 	}
 }
 
+/* The message holds more than it may: the writer thread writes it while
+ * nothing more is read. */
+static void
+flush_start(struct session *s)
+{
+	s->state = S_FLUSH;
+	bufferevent_disable(s->bev, EV_READ);
+	commitq_flush(s->sd->q, s->in, writer_done, s);
+}
+
 /* The message is complete: commit it or refuse it. */
 static void
 data_end(struct session *s)
@@ -609,7 +653,8 @@ data_input(struct session *s, struct evbuffer *in)
 	if (st != SMTP_DATA_MORE) {
 		deadline_clear(s);
 		data_end(s);
-	}
+	} else if (intake_wants_flush(s->in))
+		flush_start(s);
 }
 
 /* One step of command input; false when a complete line is not there. */
@@ -779,7 +824,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	snprintf(s->client, sizeof(s->client), s->ipv6 ? "[%s]:%d" : "%s:%d",
 	    ip, port);
 	s->bev = bufferevent_socket_new(sd->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	s->commit_ev = event_new(sd->base, -1, 0, commit_finished, s);
+	s->commit_ev = event_new(sd->base, -1, 0, writer_finished, s);
 	s->deadline_ev = evtimer_new(sd->base, deadline_expired, s);
 	if (s->bev == NULL || s->commit_ev == NULL || s->deadline_ev == NULL)
 		arnie_panic("smtpd: cannot allocate a session");
