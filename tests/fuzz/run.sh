@@ -35,7 +35,7 @@ mkdir -p "$out"
 sources() {
 	s=$top/shared
 	case $1 in
-	spool) echo "$s/spool.c $s/envelope.c $s/xmalloc.c $s/log.c" ;;
+	spool) echo "$s/spool.c $s/spares.c $s/envelope.c $s/xmalloc.c $s/log.c" ;;
 	smtp_parse) echo "$top/standalone/smtp_parse.c $s/xmalloc.c $s/log.c" ;;
 	message) echo "$s/message.c $s/timefmt.c $s/xmalloc.c $s/log.c" ;;
 	config) echo "$s/config.c $s/dotenv.c $s/xmalloc.c $s/secret.c $s/log.c" ;;
