@@ -142,9 +142,15 @@ class Milter:
                     self.proc.returncode,
                     self.proc.stderr.read().decode(errors="replace"),
                     self.log()))
+            # The socket listens before the spool is open (it is bound
+            # before privileges are dropped): ready is the log line that
+            # follows both.
             if self.path is not None:
-                return unix_open(self.path)
-            return port_open(self.port)
+                if not unix_open(self.path):
+                    return False
+            elif not port_open(self.port):
+                return False
+            return " listening on " in self.log()
         await_cond(listening, 10, "arnie-milter to listen")
         return self
 
