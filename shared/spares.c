@@ -27,24 +27,36 @@
 /* The refill thread's nice value: it uses the CPU the daemon leaves. */
 #define SPARES_NICE 10
 
+/* A stack of spare names. */
+struct names {
+	char (*v)[SPOOL_IDLEN + 1];
+	size_t n, cap;
+};
+
 struct spares {
 	int fd; /* spare/ */
 	pthread_mutex_t lock;
-	pthread_cond_t low; /* the pool fell below SPARES_LOW, or stop */
-	char (*names)[SPOOL_IDLEN + 1];
-	size_t n, cap;
+	pthread_cond_t work; /* below SPARES_LOW, a dirty spare, or stop */
+	struct names clean; /* empty, ready to take */
+	struct names dirty; /* recycled, still to be emptied */
 	bool keeping, stopping;
 	pthread_t thread;
 };
 
 static void
+names_push(struct names *s, const char *name)
+{
+	if (s->n == s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 256;
+		s->v = xreallocarray(s->v, s->cap, sizeof(*s->v));
+	}
+	snprintf(s->v[s->n++], SPOOL_IDLEN + 1, "%s", name);
+}
+
+static void
 push(struct spares *sp, const char *name)
 {
-	if (sp->n == sp->cap) {
-		sp->cap = sp->cap ? sp->cap * 2 : 256;
-		sp->names = xreallocarray(sp->names, sp->cap, sizeof(*sp->names));
-	}
-	snprintf(sp->names[sp->n++], SPOOL_IDLEN + 1, "%s", name);
+	names_push(&sp->clean, name);
 }
 
 struct spares *
@@ -57,13 +69,13 @@ spares_open(int sparefd)
 
 	sp->fd = sparefd;
 	pthread_mutex_init(&sp->lock, NULL);
-	pthread_cond_init(&sp->low, NULL);
+	pthread_cond_init(&sp->work, NULL);
 	/* What an earlier run left; anything else there is not ours. */
 	if ((fd = openat(sparefd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) !=
 	        -1 &&
 	    (d = fdopendir(fd)) != NULL) {
 		while ((de = readdir(d)) != NULL)
-			if (spool_is_id(de->d_name) && sp->n < SPARES_MAX)
+			if (spool_is_id(de->d_name) && sp->clean.n < SPARES_MAX)
 				push(sp, de->d_name);
 		closedir(d);
 	} else if (fd != -1)
@@ -78,13 +90,16 @@ spares_close(struct spares *sp)
 		return;
 	pthread_mutex_lock(&sp->lock);
 	sp->stopping = true;
-	pthread_cond_signal(&sp->low);
+	pthread_cond_signal(&sp->work);
 	pthread_mutex_unlock(&sp->lock);
 	if (sp->keeping)
 		pthread_join(sp->thread, NULL);
-	pthread_cond_destroy(&sp->low);
+	pthread_cond_destroy(&sp->work);
 	pthread_mutex_destroy(&sp->lock);
-	free(sp->names);
+	/* Dirty spares left are read back at the next open: their next
+	 * take truncates them. */
+	free(sp->clean.v);
+	free(sp->dirty.v);
 	free(sp);
 }
 
@@ -95,10 +110,10 @@ pop(struct spares *sp, char name[SPOOL_IDLEN + 1])
 	bool got;
 
 	pthread_mutex_lock(&sp->lock);
-	if ((got = sp->n > 0))
-		memcpy(name, sp->names[--sp->n], SPOOL_IDLEN + 1);
-	if (sp->n < SPARES_LOW)
-		pthread_cond_signal(&sp->low);
+	if ((got = sp->clean.n > 0))
+		memcpy(name, sp->clean.v[--sp->clean.n], SPOOL_IDLEN + 1);
+	if (sp->clean.n < SPARES_LOW)
+		pthread_cond_signal(&sp->work);
 	pthread_mutex_unlock(&sp->lock);
 	return got;
 }
@@ -123,16 +138,69 @@ spares_take(struct spares *sp, int dirfd, const char *name)
 	return -1;
 }
 
-int
-spares_recycle(struct spares *sp, int dirfd, const char *name)
+/*
+ * Empty the spare name; false (and the file unlinked) when it cannot be a
+ * spare.  A file with another name elsewhere (a hard link someone made) is
+ * not emptied: only this name goes.
+ */
+static bool
+empty_spare(struct spares *sp, const char *name)
 {
-	char spare[SPOOL_IDLEN + 1];
 	struct stat st;
-	bool room;
 	int fd;
 
+	if ((fd = openat(sp->fd, name, O_WRONLY | O_CLOEXEC)) == -1) {
+		(void)unlinkat(sp->fd, name, 0);
+		return false;
+	}
+	if (fstat(fd, &st) == -1 || st.st_nlink != 1 ||
+	    ftruncate(fd, 0) == -1) {
+		close(fd);
+		(void)unlinkat(sp->fd, name, 0);
+		return false;
+	}
+	close(fd);
+	return true;
+}
+
+/*
+ * Create the empty spare name.  The inode is allocated unnamed
+ * (O_TMPFILE), outside spare/'s lock, then linked in: a create would hold
+ * the folder's lock for the whole allocation (the slow part, spares.h),
+ * and the sender's recycling renames into the same folder.  0, or -1 with
+ * errno.
+ */
+static int
+create_spare(struct spares *sp, const char *name)
+{
+	char proc[64];
+	int fd;
+
+	fd = openat(sp->fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd != -1) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		if (linkat(AT_FDCWD, proc, sp->fd, name, AT_SYMLINK_FOLLOW) ==
+		    0)
+			return close(fd);
+		close(fd);
+		if (errno == EEXIST || errno == ENOSPC || errno == EDQUOT)
+			return -1;
+	}
+	/* No O_TMPFILE here (an old kernel, another file system) or no
+	 * /proc: a plain create. */
+	fd = openat(sp->fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	return fd == -1 ? -1 : close(fd);
+}
+
+/* spares_recycle() and spares_recycle_later(). */
+static int
+recycle(struct spares *sp, int dirfd, const char *name, bool later)
+{
+	char spare[SPOOL_IDLEN + 1];
+	bool room;
+
 	pthread_mutex_lock(&sp->lock);
-	room = sp->n < SPARES_MAX;
+	room = sp->clean.n + sp->dirty.n < SPARES_MAX;
 	pthread_mutex_unlock(&sp->lock);
 	if (!room)
 		return unlinkat(dirfd, name, 0);
@@ -147,23 +215,47 @@ spares_recycle(struct spares *sp, int dirfd, const char *name)
 	}
 	/* From here on the file has left its folder: whatever happens to
 	 * the spare, the removal asked for is done. */
-	if ((fd = openat(sp->fd, spare, O_WRONLY | O_CLOEXEC)) == -1) {
-		(void)unlinkat(sp->fd, spare, 0);
-		return 0;
-	}
-	/* A file with another name elsewhere (a hard link someone made) is
-	 * not emptied: only this name goes. */
-	if (fstat(fd, &st) == -1 || st.st_nlink != 1 ||
-	    ftruncate(fd, 0) == -1) {
-		close(fd);
-		(void)unlinkat(sp->fd, spare, 0);
-		return 0;
-	}
-	close(fd);
 	pthread_mutex_lock(&sp->lock);
-	push(sp, spare);
+	if (later && sp->keeping) {
+		names_push(&sp->dirty, spare);
+		pthread_cond_signal(&sp->work);
+		pthread_mutex_unlock(&sp->lock);
+		return 0;
+	}
 	pthread_mutex_unlock(&sp->lock);
+	if (empty_spare(sp, spare)) {
+		pthread_mutex_lock(&sp->lock);
+		push(sp, spare);
+		pthread_mutex_unlock(&sp->lock);
+	}
 	return 0;
+}
+
+int
+spares_recycle(struct spares *sp, int dirfd, const char *name)
+{
+	return recycle(sp, dirfd, name, false);
+}
+
+int
+spares_recycle_later(struct spares *sp, int dirfd, const char *name)
+{
+	return recycle(sp, dirfd, name, true);
+}
+
+/* Empty one dirty spare (called with the lock held, returns with it). */
+static void
+clean_one(struct spares *sp)
+{
+	char spare[SPOOL_IDLEN + 1];
+	bool ok;
+
+	memcpy(spare, sp->dirty.v[--sp->dirty.n], SPOOL_IDLEN + 1);
+	pthread_mutex_unlock(&sp->lock);
+	ok = empty_spare(sp, spare);
+	pthread_mutex_lock(&sp->lock);
+	if (ok)
+		push(sp, spare);
 }
 
 static void *
@@ -172,26 +264,29 @@ refill_main(void *arg)
 	struct spares *sp = arg;
 	char spare[SPOOL_IDLEN + 1];
 	bool failed = false;
-	int fd;
+	int rc;
 
 	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), SPARES_NICE);
 	pthread_mutex_lock(&sp->lock);
 	while (!sp->stopping) {
+		if (sp->dirty.n > 0) {
+			clean_one(sp);
+			continue;
+		}
 		/* After a failure (a full disk), only the next take retries. */
-		if (failed || sp->n >= SPARES_LOW) {
-			pthread_cond_wait(&sp->low, &sp->lock);
+		if (failed || sp->clean.n >= SPARES_LOW) {
+			pthread_cond_wait(&sp->work, &sp->lock);
 			failed = false;
 			continue;
 		}
-		while (!sp->stopping && sp->n < SPARES_HIGH) {
+		while (!sp->stopping && sp->dirty.n == 0 &&
+		    sp->clean.n < SPARES_HIGH) {
 			pthread_mutex_unlock(&sp->lock);
 			spool_new_id(NULL, spare);
-			fd = openat(sp->fd, spare,
-			    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+			rc = create_spare(sp, spare);
 			pthread_mutex_lock(&sp->lock);
-			if ((failed = fd == -1))
+			if ((failed = rc == -1))
 				break;
-			close(fd);
 			push(sp, spare);
 		}
 	}
@@ -216,7 +311,9 @@ spares_keep(struct spares *sp)
 		errno = rc;
 		return -1;
 	}
+	pthread_mutex_lock(&sp->lock);
 	sp->keeping = true;
+	pthread_mutex_unlock(&sp->lock);
 	return 0;
 }
 
@@ -226,7 +323,7 @@ spares_count(struct spares *sp)
 	unsigned n;
 
 	pthread_mutex_lock(&sp->lock);
-	n = (unsigned)sp->n;
+	n = (unsigned)sp->clean.n;
 	pthread_mutex_unlock(&sp->lock);
 	return n;
 }

@@ -13,9 +13,10 @@
  * at low priority keeps SPARES_LOW ready for bursts when deliveries do not
  * keep up (the upstream is down).
  *
- * A spare holds nothing: files are emptied as they become spares (a crash
- * at that instant can leave one with content, which its next use
- * truncates), and spare/ may be emptied by hand at any time.  Several
+ * A spare holds nothing: files are emptied as they become spares, by the
+ * background thread when there is one (a crash before that can leave one
+ * with content, which its next use truncates), and spare/ may be emptied
+ * by hand at any time.  Several
  * processes may share the folder: names are fresh message IDs, and a spare
  * another process took first is skipped.  Thread-safe.  Never logs.
  */
@@ -44,11 +45,19 @@ void spares_close(struct spares *sp);
 int spares_take(struct spares *sp, int dirfd, const char *name);
 
 /*
- * Remove dirfd/name from its folder, as unlinkat() would: emptied and kept
- * as a spare while the pool holds fewer than SPARES_MAX, else unlinked.
- * 0, or -1 with errno (ENOENT: not there).
+ * Remove dirfd/name from its folder, as unlinkat() would: kept as a spare,
+ * emptied, while the pool holds fewer than SPARES_MAX, else unlinked.  0,
+ * or -1 with errno (ENOENT: not there).
  */
 int spares_recycle(struct spares *sp, int dirfd, const char *name);
+
+/*
+ * The same, but the refill thread empties the spare, if it runs: the
+ * caller does not wait for it (the sender, with the relay waiting for the
+ * sender).  Until then the file's blocks are still in use: a caller that
+ * frees space because the disk is full uses spares_recycle().
+ */
+int spares_recycle_later(struct spares *sp, int dirfd, const char *name);
 
 /* Start the refill thread (for a daemon that takes messages).  0, or -1
  * with errno. */

@@ -312,6 +312,14 @@ remove_file(struct spool *spool, int dirfd, const char *name)
 	return spares_recycle(spool->spares, dirfd, name);
 }
 
+/* The same for a delivered message: emptied later, off the sender's path,
+ * which the relay waits for. */
+static int
+remove_sent_file(struct spool *spool, int dirfd, const char *name)
+{
+	return spares_recycle_later(spool->spares, dirfd, name);
+}
+
 int
 spool_keep_spares(struct spool *spool)
 {
@@ -346,8 +354,14 @@ static int
 unlink_state(struct spool *spool, int dirfd, const char *id)
 {
 	char name[STATE_NAME_MAX];
+	struct stat st;
 
 	state_name(id, name);
+	/* Most messages never had a state file: a lookup says so without
+	 * the folder locks a rename takes. */
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1 &&
+	    errno == ENOENT)
+		return 0;
 	if (remove_file(spool, dirfd, name) == -1 && errno != ENOENT)
 		return -1;
 	return 0;
@@ -1105,7 +1119,7 @@ spool_finish(
 		/* The message first: a state left without it is removed at
 		 * start-up, a message left without its state would be sent
 		 * again.  The next spool_sync() makes both durable. */
-		if (remove_file(spool, spool->outboxfd, env->id) == -1)
+		if (remove_sent_file(spool, spool->outboxfd, env->id) == -1)
 			return -1;
 		return unlink_state(spool, spool->outboxfd, env->id);
 	}

@@ -1068,6 +1068,61 @@ START_TEST(test_spares_kept)
 }
 END_TEST
 
+/* With the refill thread running, a delivered message's file leaves
+ * outbox/ at once and the thread empties it: made spares are plain empty
+ * files of mode 0600, linked in whole (O_TMPFILE), and the recycled one
+ * joins them empty. */
+START_TEST(test_recycled_emptied_in_background)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 1);
+	char *p;
+	struct stat st;
+	ino_t ino;
+	int waited;
+
+	commit_sample(spool, env);
+	ino = inode_of("outbox", env->id);
+	ck_assert_int_eq(spool_keep_spares(spool), 0);
+	for (waited = 0; count("spare") < SPARES_HIGH && waited < 60000;
+	     waited += 10)
+		usleep(10000);
+	ck_assert_int_eq(count("spare"), SPARES_HIGH);
+	ck_assert_int_eq(spool_finish(spool, env, SPOOL_SENT), 0);
+	ck_assert(!exists("outbox", env->id));
+	ck_assert_int_eq(count("spare"), SPARES_HIGH + 1);
+	/* Every spare, the recycled one included, ends empty. */
+	for (waited = 0; waited < 10000; waited += 10) {
+		DIR *d;
+		struct dirent *de;
+		int full = 0;
+
+		p = xasprintf("%s/spare", spooldir);
+		ck_assert_ptr_nonnull(d = opendir(p));
+		free(p);
+		while ((de = readdir(d)) != NULL) {
+			if (de->d_name[0] == '.')
+				continue;
+			p = sub("spare", de->d_name);
+			ck_assert_int_eq(lstat(p, &st), 0);
+			ck_assert(S_ISREG(st.st_mode));
+			ck_assert_int_eq(st.st_mode & 07777, 0600);
+			ck_assert_int_eq(st.st_nlink, 1);
+			if (st.st_ino == ino && st.st_size != 0)
+				full++;
+			free(p);
+		}
+		closedir(d);
+		if (full == 0)
+			break;
+		usleep(10000);
+	}
+	ck_assert_int_lt(waited, 10000);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
 static void
 count_fn(const char *id, void *arg)
 {
@@ -1348,6 +1403,7 @@ spool_suite(void)
 	tcase_add_test(tc, test_spare_reused);
 	tcase_add_test(tc, test_spare_gone);
 	tcase_add_test(tc, test_spares_kept);
+	tcase_add_test(tc, test_recycled_emptied_in_background);
 	tcase_add_test(tc, test_draft);
 	tcase_add_loop_test(
 	    tc, test_finish, 0, sizeof(finish_cases) / sizeof(finish_cases[0]));
