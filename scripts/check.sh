@@ -2,8 +2,10 @@
 # Install dependencies, build, and run the whole test suite (unit tests,
 # integration tests against real peers, milter tests with a private Postfix,
 # the short chaos tests), then the same suite built with AddressSanitizer and
-# UndefinedBehaviorSanitizer, each fuzzer for FUZZ_SECONDS (60), and the
-# distribution check.  Exits non-zero when any of them fails.
+# UndefinedBehaviorSanitizer, each fuzzer for FUZZ_SECONDS (60), the
+# distribution check, and the packages (scripts/package.sh: the .deb built,
+# linted, installed, run and purged; the RPM built).  Exits non-zero when
+# any of them fails.
 #
 #   sh scripts/check.sh            everything (what CI runs)
 #   QUICK=1 sh scripts/check.sh    the plain build's make check only
@@ -72,3 +74,12 @@ FUZZ_BUILD=$top/build-fuzz sh tests/fuzz/run.sh "${FUZZ_SECONDS:-60}"
 	exit 1
 }
 echo "distcheck: ok"
+
+# The Debian package, built, linted, installed, run and purged; the RPM
+# built.  Installing needs root (CI runs as root).
+if [ "$(id -u)" -eq 0 ]; then
+	sh scripts/package.sh
+	echo "package: ok"
+else
+	echo "package: skipped (needs root)"
+fi

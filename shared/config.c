@@ -110,7 +110,7 @@ static const struct keydef keys[] = {
 	{ "REPORT_INTERVAL_SECONDS", KT_LONG, OFF(report_interval), "3600", 1,
 	    YEAR, NULL, false },
 	{ "FILES_DIRECTORY", KT_STRING, OFF(files_directory),
-	    "/var/spool/arnie", 0, 0, NULL, false },
+	    SPOOLDIR, 0, 0, NULL, false },
 	{ "SAVE_SENT_MAIL", KT_BOOL, OFF(save_sent_mail), "false", 0, 0, NULL,
 	    false },
 	{ "ARNIE_LISTEN_ADDRESS", KT_STRING, OFF(listen_address), "127.0.0.1",
