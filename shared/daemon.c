@@ -86,7 +86,8 @@ static void __attribute__((noreturn)) list_queue(struct config *cfg)
 	exit(fflush(stdout) == 0 ? 0 : EX_IOERR);
 }
 
-static struct config *daemon_config;
+/* volatile: a static only ever written would be optimized away. */
+static struct config *volatile daemon_config;
 
 struct config *
 daemon_start(const char *progname, int argc, char *argv[])
