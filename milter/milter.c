@@ -18,10 +18,12 @@
  * since Postfix keeps it out of what milters see, so without this the hop
  * would leave no trace (RFC 5321 4.4).  It names the SMTP client as the MTA
  * saw it (the HELO name, the host name and address from the connect event)
- * and the MTA's queue ID ({i}).  A local submission (Postfix presents mail
- * from sendmail(1) as a connection from 127.0.0.1 port 0, Sendmail as one
- * without an address) has no client: the "from" clause is left out, as
- * Postfix does for such mail.
+ * and the MTA's queue ID ({i}).  A local submission has no client: the
+ * "from" clause is left out, as Postfix does for such mail.  Postfix
+ * presents mail from its sendmail(1) as a connection from 127.0.0.1 port
+ * 0; Sendmail gives no address only to an SMTP session on standard input
+ * (sendmail -Am -bs), since its sendmail(1) hands mail to the daemon over
+ * SMTP (submit.cf), from 127.0.0.1 like any client.
  *
  * This module never writes a file itself: the one spool writer is
  * spool_commit().  It never returns SMFIS_DISCARD or SMFIS_ACCEPT for a
@@ -331,7 +333,8 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
  * True when the connect event describes no network client.  Postfix's
  * cleanup(8) emulates the connection of mail submitted with sendmail(1)
  * (non_smtpd_milters) as "localhost", 127.0.0.1, port 0; Sendmail gives
- * local mail no address at all.  No TCP client ever has port 0.
+ * no address at all to an SMTP session on its standard input (sendmail
+ * -bs with sendmail.cf).  No TCP client ever has port 0.
  */
 static bool
 local_submission(const _SOCK_ADDR *hostaddr)

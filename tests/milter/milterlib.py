@@ -179,6 +179,38 @@ class Milter:
             return ""
 
 
+def stop_milters(*milters):
+    """Stop them (None: skipped) together: libmilter takes up to 5 s to
+    notice SIGTERM."""
+    for m in milters:
+        if m is not None and m.proc is not None and m.proc.poll() is None:
+            m.proc.send_signal(signal.SIGTERM)
+    for m in milters:
+        if m is not None:
+            m.stop()
+
+
+def tear_down(ok, work, mta, mta_log_name, milters, servers):
+    """End an end-to-end test: stop the MTA, the milters and the servers
+    (None: skipped); remove work if the test passed, else keep it and print
+    the logs."""
+    if mta is not None:
+        mta.stop()
+    stop_milters(*milters)
+    for s in servers:
+        if s is not None:
+            s.stop()
+    if ok:
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    print("FAIL: files kept in %s" % work)
+    if mta is not None:
+        print("--- %s:\n%s" % (mta_log_name, mta.log()))
+    for m in milters:
+        if m is not None:
+            print("--- arnie-milter log:\n" + m.log())
+
+
 def parse_spool_file(path):
     """A queued file: (fields, message bytes).  fields maps a key to the
     list of its values, in order (rcpt repeats)."""
@@ -350,6 +382,53 @@ def queued(spool, folder="outbox"):
     return out
 
 
+def write_smtp_data(path, message):
+    """The DATA text for swaks --no-data-fixup (which would otherwise add
+    a CRLF of its own before the final dot): dot-stuffed, with the end."""
+    stuffed = re.sub(rb"(?m)^\.", b"..", message)
+    with open(path, "wb") as f:
+        f.write(stuffed + b".\r\n")
+
+
+def swaks(port, sender, rcpts, data_file, helo, expect_ok=True):
+    """Send data_file (from write_smtp_data()) to 127.0.0.1:port; returns
+    swaks's exit status and transcript."""
+    cmd = ["swaks", "--server", "127.0.0.1:%d" % port, "--from", sender,
+           "--to", ",".join(rcpts), "--data", data_file, "--no-data-fixup",
+           "--helo", helo, "--timeout", "30"]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=120)
+    out = p.stdout.decode(errors="replace")
+    if expect_ok and p.returncode != 0:
+        raise AssertionError("swaks failed (%d):\n%s" % (p.returncode, out))
+    return p.returncode, out
+
+
+def find(msgs, sender):
+    """The messages (as Upstream.snapshot() or queued() give them) from
+    sender."""
+    return [m for m in msgs if m["from"] == sender]
+
+
+def spooled(milter, sender):
+    """The copy of sender's message that Arnie queued, from sent/ (where
+    SAVE_SENT_MAIL moves it once relayed)."""
+    got = await_cond(
+        lambda: find(queued(milter.spool, "sent"), sender), 30,
+        "%s's message in sent/" % sender)
+    assert len(got) == 1, got
+    return got[0]
+
+
+def same_bytes(milter, relayed):
+    """What the upstream received is what Arnie spooled."""
+    copy = spooled(milter, relayed["from"])
+    assert relayed["data"] == copy["message"], (
+        "relayed and spooled bytes differ:\nrelayed: %r\nspooled: %r" % (
+            relayed["data"], copy["message"]))
+    return copy
+
+
 class Upstream:
     """A fake smarthost (aiosmtpd) that records every envelope it gets."""
 
@@ -420,8 +499,13 @@ class PrivatePostfix:
     host's.
     """
 
-    def __init__(self, workdir, smtpd_port, milter, relay_port, extra=None):
+    def __init__(self, workdir, smtpd_port, milter, relay_port, extra=None,
+                 listeners=None):
+        """extra: main.cf settings added to (or overriding) the usual ones;
+        listeners: {port: {parameter: value}}, more smtpd services on
+        127.0.0.1, each with its own -o overrides of main.cf."""
         self.dir = os.path.join(workdir, "postfix")
+        self.listeners = listeners or {}
         self.queue = os.path.join(self.dir, "queue")
         self.data = os.path.join(self.dir, "data")
         self.maillog = os.path.join(self.dir, "maillog")
@@ -487,6 +571,9 @@ class PrivatePostfix:
                 if fields[4] in ("y", "-"):
                     fields[4] = "n"
                 out.append(" ".join(fields))
+        for port, overrides in sorted(self.listeners.items()):
+            out.append("127.0.0.1:%d inet n - n - - smtpd" % port)
+            out += ["  -o %s=%s" % kv for kv in sorted(overrides.items())]
         with open(os.path.join(self.dir, "master.cf"), "w") as f:
             f.write("\n".join(out) + "\n")
 
@@ -502,7 +589,9 @@ class PrivatePostfix:
     def start(self):
         self.cmd("postfix", "-c", self.dir, "start")
         self.started = True
-        await_cond(lambda: port_open(self.port), 20, "Postfix smtpd")
+        for port in [self.port] + sorted(self.listeners):
+            await_cond(lambda: port_open(port), 20,
+                       "Postfix smtpd on port %d" % port)
         return self
 
     def master_pid(self):

@@ -3,12 +3,17 @@
 Started here, all on 127.0.0.1 with free ports, stopped by PID (Postfix by
 `postfix -c DIR stop`, then its master's PID) in a finally block:
   - upstream: aiosmtpd recording what Arnie relays (OUTBOUND_EMAIL_HOST);
-  - sink: aiosmtpd as Postfix's relayhost, which must receive nothing, since
-    in divert mode Postfix delivers nothing itself;
-  - arnie-milter (divert mode) with a temp spool;
+  - sink: aiosmtpd as Postfix's relayhost, which must receive nothing but
+    the copy-mode message, since in divert mode Postfix delivers nothing
+    itself;
+  - arnie-milter (divert mode) with a temp spool, and a second one in
+    copy mode with its own;
   - Postfix with its own config and queue directories (see
     milterlib.PrivatePostfix), smtpd_milters = non_smtpd_milters =
-    arnie-milter, milter_default_action = tempfail.
+    arnie-milter, milter_default_action = tempfail,
+    local_header_rewrite_clients empty; two more smtpd listeners, one with
+    Postfix's default local_header_rewrite_clients, one whose milter is
+    the copy-mode arnie-milter.
 
 Checked: mail sent by SMTP (swaks) and mail injected with that instance's
 sendmail command both reach the upstream through Arnie with every envelope
@@ -22,9 +27,17 @@ without Date, Message-ID and From gets them from Arnie at acceptance
 (shared/message.h); what the upstream receives is, byte for byte, what
 Arnie spooled (SAVE_SENT_MAIL keeps the spooled copy in sent/); Postfix
 logs milter-discard and keeps nothing queued.
-With arnie-milter stopped, Postfix answers SMTP clients 4xx and keeps the
-sendmail-injected message in its queue; once arnie-milter is back, that
-message is relayed: nothing is lost.
+With the default local_header_rewrite_clients, Postfix qualifies `To:
+someone` and adds Message-Id, Date and From before the milter sees the
+header; without it, `To: bare` reaches Arnie as sent.  A message larger
+than Arnie's MAX_MESSAGE_SIZE (and smaller than Postfix's limit) gets
+Arnie's 552 5.3.4.
+With arnie-milter stopped, Postfix answers SMTP clients 451 4.7.1 and
+keeps the sendmail-injected message in its queue; once arnie-milter is
+back, that message is relayed: nothing is lost.
+In copy mode Postfix delivers the message itself (to its relayhost, with
+its own Received: field, logging status=sent) and Arnie relays its copy,
+byte for byte as spooled.
 
 Seen with Postfix 3.7: the milter does not receive the Received: field
 Postfix prepends (the spooled message is Arnie's Received: field, then what
@@ -40,13 +53,12 @@ smfi_setsymlist.
 
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import milterlib  # noqa: E402
+from milterlib import find, same_bytes, write_smtp_data  # noqa: E402
 
 # Header fields Postfix must pass unchanged: no space after a colon,
 # folding with tab and spaces, raw UTF-8, an encoded word, trailing blanks.
@@ -68,15 +80,41 @@ SMTP_MESSAGE = (
     b"\r\n"
     b"Bye.\r\n")
 
-# No Date, Message-ID or From: Arnie adds them after the last field.
+# No Date, Message-ID or From: Arnie adds them after the last field.  The
+# unqualified To: stays as it is (no local_header_rewrite_clients).
 BARE_HEADER = (
-    b"To: bare@example.org\r\n"
+    b"To: bare\r\n"
     b"Subject: bare\r\n"
     b"X-Tight:tight\r\n")
 BARE_BODY = b"No Date, Message-ID or From.\r\n"
 HOST = "arnie.test"
 # The HELO name swaks gives Postfix.
 HELO = "client.test"
+
+# Through the listener that keeps Postfix's default
+# local_header_rewrite_clients: Postfix qualifies the To: address and adds
+# Message-Id, Date and From before the milter sees the header.
+REWRITE_MESSAGE = (
+    b"To: someone\r\n"
+    b"Subject: rewritten\r\n"
+    b"\r\n"
+    b"Completed by Postfix.\r\n")
+
+# Through the listener whose milter is in copy mode: Postfix delivers it
+# (to the sink) and Arnie relays its copy (to the upstream).
+COPY_MESSAGE = (
+    b"From: Copy <copy@example.com>\r\n"
+    b"To: c1@example.org\r\n"
+    b"Message-ID: <e2e-copy@example.com>\r\n"
+    b"Date: Tue, 01 Apr 2025 10:00:00 +0000\r\n"
+    b"Subject: twice\r\n"
+    b"\r\n"
+    b"Delivered by Postfix and by Arnie.\r\n")
+
+# Larger than the MAX_MESSAGE_SIZE given to arnie-milter here, smaller
+# than Postfix's message_size_limit (10 MB by default).
+MAX_SIZE = 20000
+BIG_MESSAGE = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * 400
 
 SENDMAIL_MESSAGE = (
     b"From: Local <local@example.com>\n"
@@ -87,47 +125,8 @@ SENDMAIL_MESSAGE = (
     b"Injected locally.\n")
 
 
-def write_smtp_data(path, message):
-    """The DATA text for swaks --no-data-fixup (which would otherwise add
-    a CRLF of its own before the final dot): dot-stuffed, with the end."""
-    stuffed = re.sub(rb"(?m)^\.", b"..", message)
-    with open(path, "wb") as f:
-        f.write(stuffed + b".\r\n")
-
-
 def swaks(port, sender, rcpts, data_file, expect_ok=True):
-    cmd = ["swaks", "--server", "127.0.0.1:%d" % port, "--from", sender,
-           "--to", ",".join(rcpts), "--data", data_file, "--no-data-fixup",
-           "--helo", HELO, "--timeout", "30"]
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=120)
-    out = p.stdout.decode(errors="replace")
-    if expect_ok and p.returncode != 0:
-        raise AssertionError("swaks failed (%d):\n%s" % (p.returncode, out))
-    return p.returncode, out
-
-
-def find(msgs, sender):
-    return [m for m in msgs if m["from"] == sender]
-
-
-def spooled(milter, sender):
-    """The copy of sender's message that Arnie queued, from sent/ (where
-    SAVE_SENT_MAIL moves it once relayed)."""
-    got = milterlib.await_cond(
-        lambda: find(milterlib.queued(milter.spool, "sent"), sender), 30,
-        "%s's message in sent/" % sender)
-    assert len(got) == 1, got
-    return got[0]
-
-
-def same_bytes(milter, relayed):
-    """What the upstream received is what Arnie spooled."""
-    copy = spooled(milter, relayed["from"])
-    assert relayed["data"] == copy["message"], (
-        "relayed and spooled bytes differ:\nrelayed: %r\nspooled: %r" % (
-            relayed["data"], copy["message"]))
-    return copy
+    return milterlib.swaks(port, sender, rcpts, data_file, HELO, expect_ok)
 
 
 def received(milter, postfix, copy, rcpt=None, smtp=True):
@@ -147,6 +146,80 @@ def received(milter, postfix, copy, rcpt=None, smtp=True):
         rcpt.encode() if rcpt else None, helo, name, b"127.0.0.1")
 
 
+def rewritten_by_postfix(milter, postfix, upstream, work, port):
+    """A client on the host itself, with Postfix's default
+    local_header_rewrite_clients (the listener on port): the milter gets
+    the header as Postfix rewrote and completed it, not as sent."""
+    path = os.path.join(work, "rewrite.eml")
+    write_smtp_data(path, REWRITE_MESSAGE)
+    swaks(port, "rw@example.com", ["someone@example.org"], path)
+    got = milterlib.await_cond(
+        lambda: find(upstream.snapshot(), "rw@example.com"), 30,
+        "the rewritten message upstream")
+    copy = same_bytes(milter, got[0])
+    data = milterlib.split_received(
+        got[0]["data"], received(milter, postfix, copy, "someone@example.org"),
+        milter.started_at)
+    assert re.fullmatch(rb"To: someone@postfix\.test\r\n"
+                        rb"Subject: rewritten\r\n"
+                        rb"Message-Id: <[^>\r\n]+@postfix\.test>\r\n"
+                        rb"Date: [^\r\n]+\r\n"
+                        rb"From: rw@example\.com\r\n"
+                        rb"\r\nCompleted by Postfix\.\r\n", data), data
+    # Postfix completed it before Arnie saw it: Arnie added nothing.
+    assert " %s: header fixed" % copy["id"] not in milter.log()
+
+
+def refused_oversize(postfix, upstream, work):
+    """Arnie's MAX_MESSAGE_SIZE below Postfix's message_size_limit: Postfix
+    takes the message, Arnie refuses it, the client gets Arnie's 552."""
+    path = os.path.join(work, "big.eml")
+    write_smtp_data(path, BIG_MESSAGE)
+    rc, out = swaks(postfix.port, "big@example.com", ["big@example.org"],
+                    path, expect_ok=False)
+    assert rc != 0 and re.search(
+        r"<\*\* +552 5\.3\.4 Arnie: message size exceeds fixed maximum "
+        r"message size", out), out
+    assert find(upstream.snapshot(), "big@example.com") == []
+
+
+def copied(copier, postfix, upstream, sink, work, port):
+    """Copy mode (the listener on port has the copy-mode milter): Postfix
+    delivers the message itself and Arnie relays its own copy."""
+    path = os.path.join(work, "copy.eml")
+    write_smtp_data(path, COPY_MESSAGE)
+    swaks(port, "copy@example.com", ["c1@example.org"], path)
+    got = milterlib.await_cond(
+        lambda: find(upstream.snapshot(), "copy@example.com"), 30,
+        "Arnie's copy upstream")
+    assert len(got) == 1 and got[0]["rcpts"] == ["c1@example.org"], got
+    copy = same_bytes(copier, got[0])
+    rest = milterlib.split_received(
+        got[0]["data"], received(copier, postfix, copy, "c1@example.org"),
+        copier.started_at)
+    assert rest == COPY_MESSAGE, got[0]["data"]
+    assert re.search(r" %s: milter queue_id=\S+ client=127\.0\.0\.1 "
+                     r"from=<copy@example\.com> nrcpt=1 .*\(copy\)$" %
+                     copy["id"], copier.log(), re.M), copier.log()
+    # Postfix's own delivery: its Received: field, then the message as
+    # the client sent it.
+    mine = milterlib.await_cond(
+        lambda: find(sink.snapshot(), "copy@example.com"), 30,
+        "Postfix's delivery to its relayhost")
+    assert len(mine) == 1 and mine[0]["rcpts"] == ["c1@example.org"], mine
+    assert re.fullmatch(rb"Received: from [^\r\n]+(\r\n[ \t][^\r\n]*)*\r\n",
+                        mine[0]["data"][:-len(COPY_MESSAGE)]), mine[0]
+    assert mine[0]["data"].endswith(COPY_MESSAGE), mine[0]
+    qid = re.search(r"%s: milter queue_id=(\S+) " % copy["id"],
+                    copier.log()).group(1)
+    milterlib.await_cond(
+        lambda: re.search(r"%s: to=<c1@example\.org>, relay=127\.0\.0\.1"
+                          r"\[127\.0\.0\.1\]:%d, .*status=sent" % (
+                              qid, sink.port), postfix.log()),
+        30, "Postfix's status=sent for %s" % qid)
+    assert "%s: milter-discard" % qid not in postfix.log()
+
+
 def main():
     milterlib.binary()
     milterlib.require("postfix", "sendmail", "postqueue", "postkick", "swaks")
@@ -158,22 +231,37 @@ def main():
         return 1 if os.environ.get("CI") else 77
     t0 = time.monotonic()
     work = milterlib.tempdir("arnie-postfix-e2e.")
-    upstream = sink = milter = postfix = None
+    upstream = sink = milter = copier = postfix = None
     ok = False
     try:
         upstream = milterlib.Upstream()
         sink = milterlib.Upstream()
         milter = milterlib.Milter(
             work, OUTBOUND_EMAIL_HOST_PORT=upstream.port,
-            SAVE_SENT_MAIL="true", ARNIE_HOSTNAME=HOST).start()
+            SAVE_SENT_MAIL="true", ARNIE_HOSTNAME=HOST,
+            MAX_MESSAGE_SIZE=MAX_SIZE).start()
+        copy_dir = os.path.join(work, "copy")
+        os.makedirs(copy_dir, 0o755)
+        copier = milterlib.Milter(
+            copy_dir, OUTBOUND_EMAIL_HOST_PORT=upstream.port,
+            SAVE_SENT_MAIL="true", ARNIE_HOSTNAME=HOST,
+            ARNIE_MILTER_MODE="copy").start()
         # Postfix completes the header of mail from local_header_rewrite_
         # clients (default: its own addresses, which includes this test's
         # client); empty, SMTP clients are remote ones, whose mail Postfix
-        # passes on without Date, Message-ID or From.
+        # passes on without Date, Message-ID or From.  Two more listeners:
+        # one with the default, one whose milter is in copy mode.
+        rewrite_port, copy_port = milterlib.free_port(), milterlib.free_port()
         postfix = milterlib.PrivatePostfix(
             work, milterlib.free_port(),
             "inet:127.0.0.1:%d" % milter.port, sink.port,
-            {"local_header_rewrite_clients": ""})
+            {"local_header_rewrite_clients": ""},
+            listeners={
+                rewrite_port: {"local_header_rewrite_clients":
+                               "permit_inet_interfaces"},
+                copy_port: {"smtpd_milters":
+                            "inet:127.0.0.1:%d" % copier.port},
+            })
         postfix.start()
         t_up = time.monotonic()
 
@@ -220,6 +308,13 @@ def main():
         assert "%s: header fixed: added Message-ID, Date, From" % (
             copy["id"]) in milter.log(), milter.log()
 
+        # 1c. The same Postfix default a real setup has for clients on the
+        # host itself: Postfix's rewriting reaches Arnie's copy.
+        rewritten_by_postfix(milter, postfix, upstream, work, rewrite_port)
+
+        # 1d. Larger than Arnie's MAX_MESSAGE_SIZE: refused with 552.
+        refused_oversize(postfix, upstream, work)
+
         # 2. The instance's sendmail -t: Bcc becomes a recipient and
         # leaves the header.
         postfix.sendmail(["-f", "local@example.com", "-t"], SENDMAIL_MESSAGE)
@@ -247,7 +342,7 @@ def main():
         milterlib.await_cond(lambda: postfix.queue_ids() == [], 30,
                              "an empty Postfix queue")
         log = postfix.log()
-        assert log.count("milter-discard") == 3, log
+        assert log.count("milter-discard") == 4, log
         assert "status=sent" not in log, log
         assert sink.count() == 0, sink.snapshot()
         mlog = milter.log()
@@ -260,7 +355,9 @@ def main():
         assert milter.stop() == 0, "arnie-milter did not exit 0"
         rc, out = swaks(postfix.port, "down@example.com",
                         ["down@example.org"], data_file, expect_ok=False)
-        assert rc != 0 and re.search(r"<\*\* 4\d\d", out), out
+        assert rc != 0 and re.search(
+            r"<\*\* +451 4\.7\.1 Service unavailable - try again later",
+            out), out
         assert not re.search(r"<\*\* 5\d\d", out), out
         postfix.sendmail(["-f", "wait@example.com", "w@example.org"],
                          b"Subject: wait\n\nwaiting for Arnie\n")
@@ -294,26 +391,18 @@ def main():
                              "an empty Postfix queue")
         assert sink.count() == 0, sink.snapshot()
         assert find(upstream.snapshot(), "down@example.com") == []
+
+        # 6. Copy mode: Postfix delivers, Arnie relays a copy.
+        copied(copier, postfix, upstream, sink, work, copy_port)
+        milterlib.await_cond(lambda: postfix.queue_ids() == [], 30,
+                             "an empty Postfix queue")
         t_end = time.monotonic()
         ok = True
         print("PASS: postfix end to end (%.1f s in all, %.1f s after "
               "start-up)" % (t_end - t0, t_end - t_up))
     finally:
-        if postfix is not None:
-            postfix.stop()
-        if milter is not None:
-            milter.stop()
-        for s in (upstream, sink):
-            if s is not None:
-                s.stop()
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print("FAIL: files kept in %s" % work)
-            if postfix is not None:
-                print("--- Postfix maillog:\n" + postfix.log())
-            if milter is not None:
-                print("--- arnie-milter log:\n" + milter.log())
+        milterlib.tear_down(ok, work, postfix, "Postfix maillog",
+                            (milter, copier), (upstream, sink))
     return 0
 
 
