@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,8 @@ struct spares {
 	pthread_mutex_t lock;
 	pthread_cond_t work; /* below SPARES_LOW, a dirty spare, or stop */
 	struct names clean; /* empty, ready to take */
-	struct names dirty; /* recycled, still to be emptied */
+	struct names dirty; /* recycled, still to be emptied (ID.dirty) */
+	unsigned long takes; /* spares taken so far */
 	bool keeping, stopping;
 	pthread_t thread;
 };
@@ -59,10 +61,41 @@ push(struct spares *sp, const char *name)
 	names_push(&sp->clean, name);
 }
 
+/*
+ * A recycled file waits to be emptied as ID.dirty, a name no pool takes
+ * (spool_is_id() refuses it): another process sharing spare/ must not take
+ * it and write a message into it while it is being emptied.
+ */
+#define DIRTY_SUFFIX ".dirty"
+#define DIRTY_NAME_MAX (SPOOL_IDLEN + sizeof(DIRTY_SUFFIX))
+
+static void
+dirty_name(const char *id, char name[DIRTY_NAME_MAX])
+{
+	snprintf(name, DIRTY_NAME_MAX, "%s" DIRTY_SUFFIX, id);
+}
+
+/* Is name "ID.dirty"?  Its ID goes to id. */
+static bool
+is_dirty_name(const char *name, char id[SPOOL_IDLEN + 1])
+{
+	const char *dot = strrchr(name, '.');
+
+	if (dot == NULL || strcmp(dot, DIRTY_SUFFIX) != 0 ||
+	    (size_t)(dot - name) > SPOOL_IDLEN)
+		return false;
+	memcpy(id, name, (size_t)(dot - name));
+	id[dot - name] = '\0';
+	return spool_is_id(id);
+}
+
+static bool empty_spare(struct spares *sp, const char *id);
+
 struct spares *
 spares_open(int sparefd)
 {
 	struct spares *sp = xcalloc(1, sizeof(*sp));
+	char id[SPOOL_IDLEN + 1];
 	struct dirent *de;
 	DIR *d;
 	int fd;
@@ -70,13 +103,20 @@ spares_open(int sparefd)
 	sp->fd = sparefd;
 	pthread_mutex_init(&sp->lock, NULL);
 	pthread_cond_init(&sp->work, NULL);
-	/* What an earlier run left; anything else there is not ours. */
+	/* What an earlier run left, emptied if it had not been yet;
+	 * anything else there is not ours. */
 	if ((fd = openat(sparefd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) !=
 	        -1 &&
 	    (d = fdopendir(fd)) != NULL) {
-		while ((de = readdir(d)) != NULL)
-			if (spool_is_id(de->d_name) && sp->clean.n < SPARES_MAX)
+		while ((de = readdir(d)) != NULL) {
+			if (sp->clean.n >= SPARES_MAX)
+				break;
+			if (spool_is_id(de->d_name))
 				push(sp, de->d_name);
+			else if (is_dirty_name(de->d_name, id) &&
+			    empty_spare(sp, id))
+				push(sp, id);
+		}
 		closedir(d);
 	} else if (fd != -1)
 		close(fd);
@@ -96,8 +136,7 @@ spares_close(struct spares *sp)
 		pthread_join(sp->thread, NULL);
 	pthread_cond_destroy(&sp->work);
 	pthread_mutex_destroy(&sp->lock);
-	/* Dirty spares left are read back at the next open: their next
-	 * take truncates them. */
+	/* Dirty spares left (ID.dirty) are emptied at the next open. */
 	free(sp->clean.v);
 	free(sp->dirty.v);
 	free(sp);
@@ -110,8 +149,10 @@ pop(struct spares *sp, char name[SPOOL_IDLEN + 1])
 	bool got;
 
 	pthread_mutex_lock(&sp->lock);
-	if ((got = sp->clean.n > 0))
+	if ((got = sp->clean.n > 0)) {
 		memcpy(name, sp->clean.v[--sp->clean.n], SPOOL_IDLEN + 1);
+		sp->takes++;
+	}
 	if (sp->clean.n < SPARES_LOW)
 		pthread_cond_signal(&sp->work);
 	pthread_mutex_unlock(&sp->lock);
@@ -139,27 +180,33 @@ spares_take(struct spares *sp, int dirfd, const char *name)
 }
 
 /*
- * Empty the spare name; false (and the file unlinked) when it cannot be a
- * spare.  A file with another name elsewhere (a hard link someone made) is
- * not emptied: only this name goes.
+ * Empty the spare ID.dirty and name it ID, a spare to take; false (and the
+ * file unlinked) when it cannot be a spare.  A file with another name
+ * elsewhere (a hard link someone made) is not emptied: only this name goes.
  */
 static bool
-empty_spare(struct spares *sp, const char *name)
+empty_spare(struct spares *sp, const char *id)
 {
+	char dirty[DIRTY_NAME_MAX];
 	struct stat st;
 	int fd;
 
-	if ((fd = openat(sp->fd, name, O_WRONLY | O_CLOEXEC)) == -1) {
-		(void)unlinkat(sp->fd, name, 0);
+	dirty_name(id, dirty);
+	if ((fd = openat(sp->fd, dirty, O_WRONLY | O_CLOEXEC)) == -1) {
+		(void)unlinkat(sp->fd, dirty, 0);
 		return false;
 	}
 	if (fstat(fd, &st) == -1 || st.st_nlink != 1 ||
 	    ftruncate(fd, 0) == -1) {
 		close(fd);
-		(void)unlinkat(sp->fd, name, 0);
+		(void)unlinkat(sp->fd, dirty, 0);
 		return false;
 	}
 	close(fd);
+	if (renameat(sp->fd, dirty, sp->fd, id) == -1) {
+		(void)unlinkat(sp->fd, dirty, 0);
+		return false;
+	}
 	return true;
 }
 
@@ -173,19 +220,29 @@ empty_spare(struct spares *sp, const char *name)
 static int
 create_spare(struct spares *sp, const char *name)
 {
+	/* Cleared for good once unnamed files cannot be linked here: each
+	 * try would allocate and free an inode for nothing. */
+	static atomic_bool unnamed_works = true;
 	char proc[64];
-	int fd;
+	int fd, saved;
 
-	fd = openat(sp->fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+	fd = atomic_load(&unnamed_works) ?
+	    openat(sp->fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600) :
+	    -1;
 	if (fd != -1) {
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 		if (linkat(AT_FDCWD, proc, sp->fd, name, AT_SYMLINK_FOLLOW) ==
 		    0)
 			return close(fd);
+		saved = errno;
 		close(fd);
-		if (errno == EEXIST || errno == ENOSPC || errno == EDQUOT)
+		if (saved == EEXIST || saved == ENOSPC || saved == EDQUOT) {
+			errno = saved;
 			return -1;
-	}
+		}
+		atomic_store(&unnamed_works, false);
+	} else if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)
+		atomic_store(&unnamed_works, false);
 	/* No O_TMPFILE here (an old kernel, another file system) or no
 	 * /proc: a plain create. */
 	fd = openat(sp->fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -196,7 +253,7 @@ create_spare(struct spares *sp, const char *name)
 static int
 recycle(struct spares *sp, int dirfd, const char *name, bool later)
 {
-	char spare[SPOOL_IDLEN + 1];
+	char spare[SPOOL_IDLEN + 1], dirty[DIRTY_NAME_MAX];
 	bool room;
 
 	pthread_mutex_lock(&sp->lock);
@@ -205,10 +262,11 @@ recycle(struct spares *sp, int dirfd, const char *name, bool later)
 	if (!room)
 		return unlinkat(dirfd, name, 0);
 	/* Out of its folder in one step, as unlink would; emptied after,
-	 * where a crash in between leaves only a spare with content, never
-	 * an empty file under a message's name. */
+	 * where a crash in between leaves only ID.dirty, never an empty file
+	 * under a message's name. */
 	spool_new_id(NULL, spare);
-	if (renameat(dirfd, name, sp->fd, spare) == -1) {
+	dirty_name(spare, dirty);
+	if (renameat(dirfd, name, sp->fd, dirty) == -1) {
 		if (errno == ENOENT)
 			return -1;
 		return unlinkat(dirfd, name, 0);
@@ -263,6 +321,7 @@ refill_main(void *arg)
 {
 	struct spares *sp = arg;
 	char spare[SPOOL_IDLEN + 1];
+	unsigned long failed_at = 0;
 	bool failed = false;
 	int rc;
 
@@ -273,10 +332,11 @@ refill_main(void *arg)
 			clean_one(sp);
 			continue;
 		}
-		/* After a failure (a full disk), only the next take retries. */
+		/* After a failure (a full disk), only a take retries. */
+		if (failed && sp->takes != failed_at)
+			failed = false;
 		if (failed || sp->clean.n >= SPARES_LOW) {
 			pthread_cond_wait(&sp->work, &sp->lock);
-			failed = false;
 			continue;
 		}
 		while (!sp->stopping && sp->dirty.n == 0 &&
@@ -285,8 +345,10 @@ refill_main(void *arg)
 			spool_new_id(NULL, spare);
 			rc = create_spare(sp, spare);
 			pthread_mutex_lock(&sp->lock);
-			if ((failed = rc == -1))
+			if ((failed = rc == -1)) {
+				failed_at = sp->takes;
 				break;
+			}
 			push(sp, spare);
 		}
 	}

@@ -13,10 +13,11 @@
  * at low priority keeps SPARES_LOW ready for bursts when deliveries do not
  * keep up (the upstream is down).
  *
- * A spare holds nothing: files are emptied as they become spares, by the
- * background thread when there is one (a crash before that can leave one
- * with content, which its next use truncates), and spare/ may be emptied
- * by hand at any time.  Several
+ * A spare holds nothing: a recycled file waits as ID.dirty, a name no
+ * pool takes, until it is emptied (by the background thread when there is
+ * one, else at once; ID.dirty left by a stop or a crash at the next open),
+ * and only then becomes the spare ID.  spare/ may be emptied by hand at
+ * any time.  Several
  * processes may share the folder: names are fresh message IDs, and a spare
  * another process took first is skipped.  Thread-safe.  Never logs.
  */
