@@ -17,5 +17,5 @@ apt-get install -y -q --no-install-recommends \
 	libesmtp-dev libmilter-dev libevent-dev libssl-dev libsystemd-dev check \
 	postfix swaks curl miltertest python3 python3-aiosmtpd openssl \
 	clang libclang-rt-14-dev gdb \
-	debhelper lintian rpm \
+	debhelper lintian rpm systemd \
 	util-linux

@@ -35,6 +35,9 @@
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
 #endif
+#ifndef SPOOLDIR
+#define SPOOLDIR "/var/spool/arnie"
+#endif
 #ifndef ARNIE_RELAY_PATH
 #define ARNIE_RELAY_PATH "/usr/libexec/arnie/arnie-relay"
 #endif

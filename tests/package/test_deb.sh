@@ -17,6 +17,10 @@ cleanup() {
 	for pid in $arnie_pid $upstream_pid; do
 		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
 	done
+	# A failed run must not leave the package (and its edited conffile)
+	# for the next one.
+	DEBIAN_FRONTEND=noninteractive apt-get purge -y -q arnie \
+		>/dev/null 2>&1 || true
 	rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -37,6 +41,8 @@ s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 echo "test_deb: installing $deb"
+# From scratch: no arnie package, nor its configuration, from before.
+DEBIAN_FRONTEND=noninteractive apt-get purge -y -q arnie >/dev/null 2>&1 || true
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$deb" >"$work/apt.log" 2>&1 ||
 	{ tail -n 20 "$work/apt.log"; fail "apt-get install"; }
 dpkg -L arnie >"$work/files"
@@ -58,8 +64,9 @@ for u in arnie arnie-milter; do
 		fail "$u.service enabled by the package"
 done
 # (From the package itself: a minimal image may exclude /usr/share/man.)
+dpkg-deb -c "$deb" >"$work/contents"
 for m in arnie arnie-milter; do
-	dpkg-deb -c "$deb" | grep -q "/usr/share/man/man8/$m.8.gz$" ||
+	grep -q "/usr/share/man/man8/$m.8.gz$" "$work/contents" ||
 		fail "no man page $m.8"
 done
 

@@ -441,8 +441,8 @@ START_TEST(test_defaults)
 	ck_assert_ptr_null(cfg->admin_address);
 	ck_assert_ptr_null(cfg->report_from);
 	ck_assert_int_eq(cfg->report_interval, 3600);
-	ck_assert_str_eq(cfg->files_directory, "/var/spool/arnie");
-	ck_assert_str_eq(cfg->spool_directory, "/var/spool/arnie/arniefiles");
+	ck_assert_str_eq(cfg->files_directory, SPOOLDIR);
+	ck_assert_str_eq(cfg->spool_directory, SPOOLDIR "/arniefiles");
 	ck_assert(!cfg->save_sent_mail);
 	ck_assert_str_eq(cfg->listen_address, "127.0.0.1");
 	ck_assert_int_eq(cfg->listen_port, 8025);
