@@ -34,12 +34,22 @@ struct names {
 	size_t n, cap;
 };
 
+/* Spares emptied but not to be taken before their removal is durable:
+ * each with the epoch it was recycled in (spares_settle()). */
+struct cooling {
+	char (*v)[SPOOL_IDLEN + 1];
+	unsigned long *epoch;
+	size_t n, cap;
+};
+
 struct spares {
 	int fd; /* spare/ */
 	pthread_mutex_t lock;
 	pthread_cond_t work; /* below SPARES_LOW, a dirty spare, or stop */
 	struct names clean; /* empty, ready to take */
 	struct names dirty; /* recycled, still to be emptied (ID.dirty) */
+	struct cooling cooling;
+	unsigned long epoch; /* bumped by spares_sync_begin() */
 	unsigned long takes; /* spares taken so far */
 	bool keeping, stopping;
 	pthread_t thread;
@@ -59,6 +69,51 @@ static void
 push(struct spares *sp, const char *name)
 {
 	names_push(&sp->clean, name);
+}
+
+/* An emptied spare of the current epoch, to be taken after a sync. */
+static void
+cool(struct spares *sp, const char *name)
+{
+	struct cooling *c = &sp->cooling;
+
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 256;
+		c->v = xreallocarray(c->v, c->cap, sizeof(*c->v));
+		c->epoch = xreallocarray(c->epoch, c->cap, sizeof(*c->epoch));
+	}
+	snprintf(c->v[c->n], SPOOL_IDLEN + 1, "%s", name);
+	c->epoch[c->n++] = sp->epoch;
+}
+
+unsigned long
+spares_sync_begin(struct spares *sp)
+{
+	unsigned long e;
+
+	pthread_mutex_lock(&sp->lock);
+	e = sp->epoch++;
+	pthread_mutex_unlock(&sp->lock);
+	return e;
+}
+
+void
+spares_settle(struct spares *sp, unsigned long epoch)
+{
+	struct cooling *c = &sp->cooling;
+	size_t i, kept = 0;
+
+	pthread_mutex_lock(&sp->lock);
+	for (i = 0; i < c->n; i++) {
+		if (c->epoch[i] <= epoch) {
+			names_push(&sp->clean, c->v[i]);
+			continue;
+		}
+		memmove(c->v[kept], c->v[i], SPOOL_IDLEN + 1);
+		c->epoch[kept++] = c->epoch[i];
+	}
+	c->n = kept;
+	pthread_mutex_unlock(&sp->lock);
 }
 
 /*
@@ -139,6 +194,8 @@ spares_close(struct spares *sp)
 	/* Dirty spares left (ID.dirty) are emptied at the next open. */
 	free(sp->clean.v);
 	free(sp->dirty.v);
+	free(sp->cooling.v);
+	free(sp->cooling.epoch);
 	free(sp);
 }
 
@@ -249,15 +306,16 @@ create_spare(struct spares *sp, const char *name)
 	return fd == -1 ? -1 : close(fd);
 }
 
-/* spares_recycle() and spares_recycle_later(). */
+/* spares_recycle(), spares_recycle_synced() and spares_recycle_later(). */
 static int
-recycle(struct spares *sp, int dirfd, const char *name, bool later)
+recycle(struct spares *sp, int dirfd, const char *name, bool later,
+    bool after_sync)
 {
 	char spare[SPOOL_IDLEN + 1], dirty[DIRTY_NAME_MAX];
 	bool room;
 
 	pthread_mutex_lock(&sp->lock);
-	room = sp->clean.n + sp->dirty.n < SPARES_MAX;
+	room = sp->clean.n + sp->dirty.n + sp->cooling.n < SPARES_MAX;
 	pthread_mutex_unlock(&sp->lock);
 	if (!room)
 		return unlinkat(dirfd, name, 0);
@@ -283,7 +341,10 @@ recycle(struct spares *sp, int dirfd, const char *name, bool later)
 	pthread_mutex_unlock(&sp->lock);
 	if (empty_spare(sp, spare)) {
 		pthread_mutex_lock(&sp->lock);
-		push(sp, spare);
+		if (after_sync)
+			cool(sp, spare);
+		else
+			push(sp, spare);
 		pthread_mutex_unlock(&sp->lock);
 	}
 	return 0;
@@ -292,13 +353,19 @@ recycle(struct spares *sp, int dirfd, const char *name, bool later)
 int
 spares_recycle(struct spares *sp, int dirfd, const char *name)
 {
-	return recycle(sp, dirfd, name, false);
+	return recycle(sp, dirfd, name, false, false);
+}
+
+int
+spares_recycle_synced(struct spares *sp, int dirfd, const char *name)
+{
+	return recycle(sp, dirfd, name, false, true);
 }
 
 int
 spares_recycle_later(struct spares *sp, int dirfd, const char *name)
 {
-	return recycle(sp, dirfd, name, true);
+	return recycle(sp, dirfd, name, true, true);
 }
 
 /* Empty one dirty spare (called with the lock held, returns with it). */
@@ -312,8 +379,10 @@ clean_one(struct spares *sp)
 	pthread_mutex_unlock(&sp->lock);
 	ok = empty_spare(sp, spare);
 	pthread_mutex_lock(&sp->lock);
+	/* The epoch now is no earlier than the recycling's: it settles no
+	 * sooner than it should. */
 	if (ok)
-		push(sp, spare);
+		cool(sp, spare);
 }
 
 static void *

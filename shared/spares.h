@@ -48,17 +48,36 @@ int spares_take(struct spares *sp, int dirfd, const char *name);
 /*
  * Remove dirfd/name from its folder, as unlinkat() would: kept as a spare,
  * emptied, while the pool holds fewer than SPARES_MAX, else unlinked.  0,
- * or -1 with errno (ENOENT: not there).
+ * or -1 with errno (ENOENT: not there).  For a file whose removal need not
+ * survive a power loss (an unfinished message in inbox/): the spare can be
+ * taken at once.
  */
 int spares_recycle(struct spares *sp, int dirfd, const char *name);
 
 /*
- * The same, but the refill thread empties the spare, if it runs: the
- * caller does not wait for it (the sender, with the relay waiting for the
- * sender).  Until then the file's blocks are still in use: a caller that
- * frees space because the disk is full uses spares_recycle().
+ * The same for a file whose removal must be durable before its inode holds
+ * another message (outbox/): on a file system without a journal, a power
+ * loss could otherwise bring the old name back on the new content.  The
+ * spare is taken only after spares_settle() for a sync begun after it.
+ */
+int spares_recycle_synced(struct spares *sp, int dirfd, const char *name);
+
+/*
+ * spares_recycle_synced(), with the emptying left to the refill thread if
+ * it runs: the caller does not wait for it (the sender, with the relay
+ * waiting for the sender).  Until then the file's blocks are still in use:
+ * a caller that frees space because the disk is full uses spares_recycle().
  */
 int spares_recycle_later(struct spares *sp, int dirfd, const char *name);
+
+/*
+ * Around an fsync of the folders recycled files left:
+ *   e = spares_sync_begin(sp); fsync(...); spares_settle(sp, e);
+ * spares_settle() makes the spares recycled before spares_sync_begin()
+ * available; those recycled during the fsync wait for the next one.
+ */
+unsigned long spares_sync_begin(struct spares *sp);
+void spares_settle(struct spares *sp, unsigned long epoch);
 
 /* Start the refill thread (for a daemon that takes messages).  0, or -1
  * with errno. */

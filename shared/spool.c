@@ -312,6 +312,14 @@ remove_file(struct spool *spool, int dirfd, const char *name)
 	return spares_recycle(spool->spares, dirfd, name);
 }
 
+/* The same for a queue file: its inode holds no new message before its
+ * removal is durable (spool_sync()). */
+static int
+remove_queue_file(struct spool *spool, int dirfd, const char *name)
+{
+	return spares_recycle_synced(spool->spares, dirfd, name);
+}
+
 /* The same for a delivered message: emptied later, off the sender's path,
  * which the relay waits for. */
 static int
@@ -362,7 +370,7 @@ unlink_state(struct spool *spool, int dirfd, const char *id)
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1 &&
 	    errno == ENOENT)
 		return 0;
-	if (remove_file(spool, dirfd, name) == -1 && errno != ENOENT)
+	if (remove_queue_file(spool, dirfd, name) == -1 && errno != ENOENT)
 		return -1;
 	return 0;
 }
@@ -862,7 +870,13 @@ spool_write(struct spool *spool, struct envelope *env, const struct iovec *iov,
 int
 spool_sync(struct spool *spool)
 {
-	return fsync(spool->outboxfd);
+	unsigned long epoch = spares_sync_begin(spool->spares);
+
+	if (fsync(spool->outboxfd) == -1)
+		return -1;
+	/* Files that left outbox/ before this fsync may hold new mail. */
+	spares_settle(spool->spares, epoch);
+	return 0;
 }
 
 void

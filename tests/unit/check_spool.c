@@ -993,12 +993,14 @@ only_file(const char *folder)
 	return name;
 }
 
-/* A delivered message's file is emptied and kept; the next message takes
- * it instead of allocating an inode. */
+/* A delivered message's file is emptied and kept; once its removal from
+ * outbox/ is durable (spool_sync()), a new message takes it instead of
+ * allocating an inode; before, it must not (a power loss could bring the
+ * old name back on the new content). */
 START_TEST(test_spare_reused)
 {
 	struct spool *spool = spool_open(spooldir, false);
-	struct envelope *env = sample_env("a@example.org", 1), *next;
+	struct envelope *env = sample_env("a@example.org", 1), *early, *next;
 	struct stat st;
 	char *spare, *p;
 	ino_t ino;
@@ -1014,11 +1016,18 @@ START_TEST(test_spare_reused)
 	ck_assert_int_eq(stat(p, &st), 0);
 	ck_assert_int_eq(st.st_size, 0); /* no message left in it */
 	free(p);
-	next = sample_env("b@example.org", 1);
+	/* Not before the sync.  (commit_sample syncs outbox/ itself, after
+	 * taking its file.) */
+	early = sample_env("b@example.org", 1);
+	commit_sample(spool, early);
+	ck_assert_uint_ne(inode_of("outbox", early->id), ino);
+	ck_assert_int_eq(count("spare"), 1);
+	next = sample_env("c@example.org", 1);
 	commit_sample(spool, next);
 	ck_assert_int_eq(count("spare"), 0);
 	ck_assert_uint_eq(inode_of("outbox", next->id), ino);
 	free(spare);
+	envelope_free(early);
 	envelope_free(next);
 	envelope_free(env);
 	spool_close(spool);
