@@ -133,8 +133,12 @@ def received(milter, postfix, copy, rcpt=None, smtp=True):
     """The Received: field Arnie must have prepended to copy, a spooled
     message (milterlib.received_line()): Postfix's queue ID from Arnie's
     log, the client's host name as Postfix's smtpd logged it."""
-    qid = re.search(r"%s: milter queue_id=(\S+) " % copy["id"], milter.log())
-    assert qid is not None and qid.group(1) != "unknown", milter.log()
+    # The milter logs the message once it is committed, and the sender may
+    # relay it first: the line can come after the upstream has the mail.
+    qid = milterlib.await_cond(
+        lambda: re.search(r"%s: milter queue_id=(\S+) " % copy["id"],
+                          milter.log()), 10, "arnie-milter's log line")
+    assert qid.group(1) != "unknown", milter.log()
     name = helo = None
     if smtp:
         name = re.search(r"\bconnect from ([^\s\[]+)\[127\.0\.0\.1\]",
