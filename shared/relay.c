@@ -649,14 +649,16 @@ idle_relay_alive(struct relay *relay)
 }
 
 /* A relay that may take a session: the one running, unless it has served
- * its RELAY_MAX_SESSIONS, or a new one.  0, or -1 with a reason. */
+ * its RELAY_MAX_SESSIONS, or a new one (*fresh).  0, or -1 with a
+ * reason. */
 static int
-ready_relay(struct relay *relay, char *err, size_t errlen)
+ready_relay(struct relay *relay, bool *fresh, char *err, size_t errlen)
 {
-
+	*fresh = false;
 	if (relay->sock != -1 && relay->sessions < RELAY_MAX_SESSIONS &&
 	    idle_relay_alive(relay))
 		return 0;
+	*fresh = true;
 	if (relay->sock != -1)
 		stop_relay(relay, RELAY_EXIT_WAIT_MS);
 	if (start_relay(relay, err, errlen) == -1) {
@@ -667,13 +669,43 @@ ready_relay(struct relay *relay, char *err, size_t errlen)
 	return 0;
 }
 
+/* Ready for a session: nothing collected yet. */
+static void
+collect_init(struct collect *c, struct relay *relay, struct relay_msg *msgs,
+    size_t n, relay_result_fn *fn, void *arg)
+{
+	memset(c, 0, sizeof(*c));
+	c->msgs = msgs;
+	c->map = xcalloc(n, sizeof(*c->map));
+	c->got = xcalloc(n, sizeof(*c->got));
+	c->cur = SIZE_MAX;
+	c->fn = fn;
+	c->arg = arg;
+	c->seconds = session_deadline(relay, msgs, n);
+	c->deadline = clock_mono() + (double)c->seconds;
+}
+
+/*
+ * Did a relay kept from an earlier session end this one without a word:
+ * no result, no protocol error, not stopped by us?  Then it most likely
+ * died while idle, just before idle_relay_alive() could see it (a kill
+ * races with the next batch), and the batch deserves a fresh relay rather
+ * than a paused queue.
+ */
+static bool
+died_idle(const struct collect *c, bool fresh, bool aborted)
+{
+	return !fresh && !aborted && !c->complete && !c->unrecorded &&
+	    c->ngot == 0 && c->cur == SIZE_MAX && c->error[0] == '\0';
+}
+
 enum relay_status
 relay_send(struct relay *relay, struct relay_msg *msgs, size_t n,
     relay_result_fn *fn, void *arg, char *reason, size_t reasonlen)
 {
 	struct collect c;
 	char err[RELAY_REPLY_MAX];
-	bool aborted;
+	bool aborted, fresh;
 	size_t i;
 	int status;
 
@@ -683,18 +715,11 @@ relay_send(struct relay *relay, struct relay_msg *msgs, size_t n,
 		snprintf(reason, reasonlen, "nothing to send");
 		return RELAY_OK;
 	}
-	memset(&c, 0, sizeof(c));
-	c.msgs = msgs;
-	c.map = xcalloc(n, sizeof(*c.map));
-	c.got = xcalloc(n, sizeof(*c.got));
-	c.cur = SIZE_MAX;
-	c.fn = fn;
-	c.arg = arg;
-	c.seconds = session_deadline(relay, msgs, n);
-	c.deadline = clock_mono() + (double)c.seconds;
+	collect_init(&c, relay, msgs, n, fn, arg);
 
 	relay->last_used = clock_mono();
-	if (ready_relay(relay, err, sizeof(err)) == -1) {
+again:
+	if (ready_relay(relay, &fresh, err, sizeof(err)) == -1) {
 		snprintf(c.reason, sizeof(c.reason),
 		    "cannot start the relay program: %.400s", err);
 		c.status = RELAY_TEMPFAIL;
@@ -717,6 +742,15 @@ relay_send(struct relay *relay, struct relay_msg *msgs, size_t n,
 	aborted = relay->aborted;
 	pthread_mutex_unlock(&relay->lock);
 	status = stop_relay(relay, c.error[0] != '\0' || aborted ? 0 : 100);
+	if (died_idle(&c, fresh, aborted)) {
+		exit_text(status, " between sessions", err, sizeof(err));
+		log_warnx("relay %s: %s; starting another", relay->name, err);
+		free(c.map);
+		free(c.got);
+		(void)prepare_msgs(msgs, n);
+		collect_init(&c, relay, msgs, n, fn, arg);
+		goto again;
+	}
 	death_reason(&c, aborted, status, c.reason, sizeof(c.reason));
 	log_warnx("relay %s: %s", relay->name, c.reason);
 	c.status = RELAY_TEMPFAIL;
