@@ -5,8 +5,9 @@
 #
 #   tests/chaos/run.sh [SECONDS [chaos.py options]]
 #
-# Uses build/standalone/arnie and build/milter/arnie-milter (or $ARNIE_BIN
-# and $ARNIE_MILTER_BIN); needs root for the private Postfix.  Prints each
+# Uses build/standalone/arnie, build/milter/arnie-milter and
+# build/relay/arnie-relay (or $ARNIE_BIN, $ARNIE_MILTER_BIN and
+# $ARNIE_RELAY_BIN); needs root for the private Postfix.  Prints each
 # run's figures (also as JSON) and exits non-zero if one lost a message,
 # sent more extra copies than there were kills, or killed too seldom.
 set -eu
@@ -18,6 +19,7 @@ min=$((secs / 4))
 [ "$min" -ge 5 ] || min=5
 ARNIE_BIN=${ARNIE_BIN:-$top/build/standalone/arnie}
 ARNIE_MILTER_BIN=${ARNIE_MILTER_BIN:-$top/build/milter/arnie-milter}
-export ARNIE_BIN ARNIE_MILTER_BIN
+ARNIE_RELAY_BIN=${ARNIE_RELAY_BIN:-$top/build/relay/arnie-relay}
+export ARNIE_BIN ARNIE_MILTER_BIN ARNIE_RELAY_BIN
 exec /usr/bin/python3 "$here/chaos.py" --seconds "$secs" --min-kills "$min" \
 	--json "$@"
