@@ -23,16 +23,6 @@
 #define SPOOL_MAGIC "arnie-spool 2"
 #define SPOOL_MAGIC_V1 "arnie-spool 1"
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 
 struct envelope *
 envelope_new(void)
@@ -223,12 +213,17 @@ envelope_format(const struct envelope *env, size_t *lenp)
 	return b.p;
 }
 
+/* A hex digit of either case (a %XX escape), or -1. */
 static int
 hexval_any(int c)
 {
+	if (c >= '0' && c <= '9')
+		return c - '0';
 	if (c >= 'a' && c <= 'f')
-		c -= 'a' - 'A';
-	return hexval(c);
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
 }
 
 /* Decode %XX; a '%' not followed by two hex digits is taken literally, so a
