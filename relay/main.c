@@ -6,8 +6,10 @@
  * is told the upstream's settings once, then runs one libesmtp session
  * (session.h) for each batch it is given, reading each message from the
  * spool file descriptor that came with it, and reports every message's
- * results as soon as they are final, waiting for the daemon to record them
- * before it goes on.  It exits when the socket closes.
+ * results as soon as they are final.  The daemon records them while the
+ * next message goes out; that message's final "." waits until they are
+ * recorded, so a crash duplicates at most one message.  It exits when the
+ * socket closes.
  *
  * What it never does: open a spool file by itself (it is not told where the
  * spool is; it reads the files the daemon hands it), write to the disk,
@@ -285,20 +287,51 @@ send_result(int type, size_t index, const char *rcpt_or_flags[2],
 		exit(EX_IOERR);
 }
 
-/* session_result_fn: the results, then wait until they are recorded. */
+/*
+ * The message whose results the daemon has not acknowledged yet, if any:
+ * at most one at a time, so that the daemon never has more than one ACK
+ * to send while the relay is busy sending results (neither can then block
+ * the other on a full socket).
+ */
+static bool unacked;
+static size_t unacked_index;
+
+/* session_settle_fn: wait until the daemon has recorded what it was
+ * sent; -1 when it says to stop. */
+static int
+settle(void *arg)
+{
+	struct wire_rec *r;
+	uint64_t got;
+	int stop;
+
+	(void)arg;
+	if (!unacked)
+		return 0;
+	r = xcalloc(1, sizeof(*r));
+	next(r);
+	if (r->type != RR_ACK || r->n != 2 ||
+	    wire_number(r, 0, SIZE_MAX, &got) == -1 || got != unacked_index)
+		protocol_error("ACK expected");
+	unacked = false;
+	stop = flag(r, 1);
+	free(r);
+	return stop ? -1 : 0;
+}
+
+/* session_result_fn: the results, sent to be recorded while the session
+ * goes on (settle() waits for the daemon's word). */
 static int
 report(void *arg, struct session_msg *m)
 {
-	struct wire_rec *r = xcalloc(1, sizeof(*r));
 	const char *flags[2] = {m->attempted ? "1" : "0",
 	    m->queue_wide ? "1" : "0"};
 	char idx[24], rcpt[24];
 	const char *which[2] = {rcpt, NULL};
-	uint64_t got;
 	size_t j;
-	int stop;
 
-	(void)arg;
+	if (settle(arg) == -1)
+		return -1;
 	send_result(RR_RESULT, m->index, flags, &m->data);
 	for (j = 0; j < m->nrcpts; j++) {
 		snprintf(rcpt, sizeof(rcpt), "%zu", m->rcpts[j].index);
@@ -307,13 +340,9 @@ report(void *arg, struct session_msg *m)
 	snprintf(idx, sizeof(idx), "%zu", m->index);
 	if (wire_sendv(ctl, RR_DONE, -1, idx, NULL) == -1)
 		exit(EX_IOERR);
-	next(r);
-	if (r->type != RR_ACK || r->n != 2 ||
-	    wire_number(r, 0, SIZE_MAX, &got) == -1 || got != m->index)
-		protocol_error("ACK expected");
-	stop = flag(r, 1);
-	free(r);
-	return stop ? -1 : 0;
+	unacked = true;
+	unacked_index = m->index;
+	return 0;
 }
 
 int
@@ -346,8 +375,11 @@ main(int argc, char *argv[])
 		    wire_number(r, 0, 100000, &n) == -1)
 			protocol_error("BEGIN expected");
 		read_batch(&b, (size_t)n);
-		st = session_run(s, b.msgs, b.n, report, NULL, reason,
+		st = session_run(s, b.msgs, b.n, report, settle, NULL, reason,
 		    sizeof(reason));
+		/* The last results are final either way: the session's end
+		 * only needs them recorded. */
+		(void)settle(NULL);
 		free_batch(&b);
 		snprintf(status, sizeof(status), "%d", (int)st);
 		if (wire_sendv(ctl, RR_END, -1, status, reason, NULL) == -1)

@@ -24,6 +24,8 @@
  *   relay  -> daemon  DONE     index       (every result of it is sent)
  *   daemon -> relay   ACK      index, stop  (recorded; stop: "1" ends
  *                              the session)
+ *   The relay reads an ACK before it ends the next message's data and
+ *   before it sends another RESULT, so at most one is outstanding.
  *   relay  -> daemon  END      status, reason
  * and at any time:
  *   relay  -> daemon  LOG      priority (syslog's), text

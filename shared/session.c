@@ -93,8 +93,11 @@ enum auth_state {
 	AUTH_REFUSED,
 };
 
+struct run;
+
 /* Where a message's bytes come from. */
 struct body {
+	struct run *run;
 	int fd;
 	off_t offset;
 	uint64_t size;
@@ -112,8 +115,9 @@ struct run {
 	smtp_recipient_t **srcpt; /* per message, per rcpts[] entry */
 	bool *reported;           /* given to fn */
 	session_result_fn *fn;
+	session_settle_fn *settle;
 	void *arg;
-	bool stopped; /* fn asked to stop */
+	bool stopped; /* a callback asked to stop */
 	int started;  /* smtp_start_session()'s result */
 	size_t attempted;
 	char sreason[RELAY_REPLY_MAX];
@@ -237,6 +241,25 @@ set_result_status(struct relay_result *res, const smtp_status_t *st,
 
 /* ------------------------------------------------------------ callbacks */
 
+/*
+ * The message's bytes are all out and libesmtp is about to send the "."
+ * that hands it over: the results of the message before must be recorded
+ * first (session_settle_fn).  False when the caller asks to stop; the
+ * message is then broken off, not completed.
+ */
+static bool
+settled(struct run *r)
+{
+	if (r->settle == NULL || r->stopped)
+		return !r->stopped;
+	if (r->settle(r->arg) == -1) {
+		r->stopped = true;
+		if (r->sock != -1)
+			(void)shutdown(r->sock, SHUT_RDWR);
+	}
+	return !r->stopped;
+}
+
 /* libesmtp frees *ctx with free(); xmalloc() memory qualifies. */
 static const char *
 body_cb(void **ctx, int *len, void *arg)
@@ -260,6 +283,10 @@ body_cb(void **ctx, int *len, void *arg)
 	want = BODY_CHUNK;
 	if (b->size - b->done < want)
 		want = (size_t)(b->size - b->done);
+	if (want == 0 && !settled(b->run)) {
+		b->error = ECANCELED;
+		goto fail;
+	}
 	got = 0;
 	while (want > 0 && (got = pread(b->fd, *ctx, want,
 	                        b->offset + (off_t)b->done)) == -1 &&
@@ -1038,6 +1065,7 @@ add_messages(struct run *r, smtp_session_t ss, struct body *bodies)
 		if (m->nrcpts == 0)
 			continue;
 		header_check(m);
+		bodies[i].run = r;
 		bodies[i].fd = m->fd;
 		bodies[i].offset = m->offset;
 		bodies[i].size = m->size;
@@ -1092,7 +1120,8 @@ session_status(struct run *r, size_t queued, char *reason, size_t reasonlen)
 
 enum relay_status
 session_run(struct session *s, struct session_msg *msgs, size_t n,
-    session_result_fn *fn, void *arg, char *reason, size_t reasonlen)
+    session_result_fn *fn, session_settle_fn *settle, void *arg,
+    char *reason, size_t reasonlen)
 {
 	struct run r;
 	smtp_session_t ss;
@@ -1109,6 +1138,7 @@ session_run(struct session *s, struct session_msg *msgs, size_t n,
 	r.msgs = msgs;
 	r.n = n;
 	r.fn = fn;
+	r.settle = settle;
 	r.arg = arg;
 	r.smsg = xcalloc(n ? n : 1, sizeof(*r.smsg));
 	r.srcpt = xcalloc(n ? n : 1, sizeof(*r.srcpt));

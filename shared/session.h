@@ -7,8 +7,9 @@
  * every message it is given, pipelining where the server offers it, and
  * closes the connection.  Only the recipients it is given are sent.  Each
  * message's results go to the caller's session_result_fn the moment they
- * are final, and the session goes on only when it returns: the daemon
- * records them first.  What each reply means is reply.h's decision.
+ * are final, and the end of the next message waits until the caller has
+ * recorded them (session_settle_fn).  What each reply means is reply.h's
+ * decision.
  *
  * libesmtp 1.1 rewrites the header section of what it sends (message.h);
  * the front-ends complete every message at acceptance so that it has
@@ -88,11 +89,21 @@ void session_free(struct session *s);
 
 /*
  * Called with each message whose results are final (attempted,
- * queue_wide, data and every rcpt's result set), while the session waits.
- * 0: go on; -1: stop the session at once (the caller could not record
- * them).
+ * queue_wide, data and every rcpt's result set).  It may only hand them
+ * on to be recorded and return: the session goes on meanwhile.  0: go on;
+ * -1: stop the session at once (the caller cannot record them).
  */
 typedef int session_result_fn(void *arg, struct session_msg *m);
+
+/*
+ * Called before the end of a message's data (the "." that makes the
+ * upstream take it) is sent, and returns once every result handed to the
+ * session_result_fn is recorded.  So the recording of one message overlaps
+ * the sending of the next, and a crash at any instant leaves at most one
+ * message delivered but not recorded.  0: go on; -1: stop, the message is
+ * not completed and the connection is dropped.
+ */
+typedef int session_settle_fn(void *arg);
 
 /*
  * Send msgs[0..n) over one connection.  Returns RELAY_OK when the session
@@ -100,10 +111,11 @@ typedef int session_result_fn(void *arg, struct session_msg *m);
  * timed out, TLS or certificate failure, AUTH refused, 421, 454, a
  * malformed reply), with reason set.  fn is called for every message,
  * those the session never reached included (attempted false, their
- * results saying why), unless it asked to stop.
+ * results saying why), unless a callback asked to stop.  settle may be
+ * NULL when fn records before it returns.
  */
 enum relay_status session_run(struct session *s, struct session_msg *msgs,
-    size_t n, session_result_fn *fn, void *arg, char *reason,
-    size_t reasonlen);
+    size_t n, session_result_fn *fn, session_settle_fn *settle, void *arg,
+    char *reason, size_t reasonlen);
 
 #endif

@@ -39,20 +39,30 @@ def send(sock, rtype, *fields):
     sock.sendmsg([head + b"".join(fields)])
 
 
-def recv(sock):
-    """(type, [fields], fd or None); exits when the daemon closes."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, 20000, 1)
-    if not data:
-        sys.exit(0)
+def parse(data):
+    """(type, [fields]) of one record, or None if it is not one."""
+    if len(data) < 12:
+        return None
     magic, rtype, n = struct.unpack_from("=III", data)
-    if magic != MAGIC:
-        sys.exit(76)
+    if magic != MAGIC or len(data) < 12 + 4 * n:
+        return None
     lens = struct.unpack_from("=%dI" % n, data, 12)
     fields, off = [], 12 + 4 * n
     for ln in lens:
         fields.append(data[off:off + ln])
         off += ln
-    return rtype, fields, (fds[0] if fds else None)
+    return rtype, fields
+
+
+def recv(sock):
+    """(type, [fields], fd or None); exits when the daemon closes."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, 20000, 1)
+    if not data:
+        sys.exit(0)
+    rec = parse(data)
+    if rec is None:
+        sys.exit(76)
+    return rec[0], rec[1], (fds[0] if fds else None)
 
 
 def expect(sock, rtype):

@@ -12,6 +12,7 @@ import platform
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 
 import arnietest
@@ -198,6 +199,109 @@ class RelayProgramTest(ArnieTestCase):
         # PR_SET_PDEATHSIG: an orphan relay would go on sending what no
         # one records.
         wait_for(lambda: not alive(relay), what="the relay gone")
+
+    # ------------------------- the real arnie-relay, driven by the test
+
+    def drive_relay(self):
+        """The real arnie-relay on a socket this test holds as the
+        daemon's end, its settings sent and READY read."""
+        if not arnietest.ARNIE_RELAY_BIN:
+            self.skipTest("ARNIE_RELAY_BIN not set")
+        up = self.upstream()
+        ours, theirs = socket.socketpair(socket.AF_UNIX,
+                                         socket.SOCK_SEQPACKET)
+        self.addCleanup(ours.close)
+        ours.settimeout(arnietest.DELIVERY_TIMEOUT)
+        fd = theirs.fileno()
+        proc = subprocess.Popen(
+            ["arnie-relay"], executable=arnietest.ARNIE_RELAY_BIN,
+            close_fds=False, preexec_fn=lambda: os.dup2(fd, 3))
+        theirs.close()
+        self.addCleanup(proc.wait)
+        self.addCleanup(ours.shutdown, socket.SHUT_RDWR)
+        self.assertEqual(self.record(ours)[0], fake_relay.HELLO)
+        fake_relay.send(ours, fake_relay.CONFIG, "127.0.0.1", up.port,
+                        0, 0, "", "", "", "relay.test", 10)
+        self.assertEqual(self.record(ours)[0], fake_relay.READY)
+        return up, ours
+
+    def record(self, sock):
+        """The next record but LOG lines: (type, [fields])."""
+        while True:
+            data = sock.recv(65536)
+            self.assertTrue(data, "the relay closed its socket")
+            rec = fake_relay.parse(data)
+            self.assertIsNotNone(rec, data)
+            if rec[0] != fake_relay.LOG:
+                return rec
+
+    def begin(self, sock, *test_ids):
+        """One session: a message to <id>@example.org for each id."""
+        fake_relay.send(sock, fake_relay.BEGIN, len(test_ids))
+        for i, test_id in enumerate(test_ids):
+            data = make_message(test_id)
+            with open(os.path.join(self.tmp, test_id), "w+b") as f:
+                f.write(data)
+                f.flush()
+                head = struct.pack("=III", fake_relay.MAGIC, fake_relay.MSG,
+                                   6)
+                fields = [str(x).encode() for x in
+                          (i, test_id, FROM, len(data), 0, 1)]
+                head += struct.pack("=6I", *[len(x) for x in fields])
+                socket.send_fds(sock, [head + b"".join(fields)],
+                                [f.fileno()])
+            fake_relay.send(sock, fake_relay.RCPT, i, 0,
+                            "%s@example.org" % test_id)
+        fake_relay.send(sock, fake_relay.GO)
+
+    def results(self, sock, index):
+        """RESULT, RRESULT and DONE of message index: its RESULT's
+        fields."""
+        rtype, fields = self.record(sock)
+        self.assertEqual((rtype, fields[0]), (fake_relay.RESULT,
+                                              str(index).encode()))
+        self.assertEqual(self.record(sock)[0], fake_relay.RRESULT)
+        self.assertEqual(self.record(sock),
+                         (fake_relay.DONE, [str(index).encode()]))
+        return fields
+
+    def test_next_message_goes_out_while_results_are_recorded(self):
+        up, sock = self.drive_relay()
+        self.begin(sock, "first", "second")
+        self.assertEqual(self.results(sock, 0)[3:5], [b"0", b"250"])
+        # Not acknowledged yet, and the next message is under way: the
+        # daemon's recording overlaps the upstream's round trips.
+        up.wait_for(lambda: up.rcpt_attempts("second@example.org"),
+                    what="the second message's RCPT")
+        fake_relay.send(sock, fake_relay.ACK, 0, 0)
+        self.assertEqual(self.results(sock, 1)[3:5], [b"0", b"250"])
+        fake_relay.send(sock, fake_relay.ACK, 1, 0)
+        self.assertEqual(self.record(sock)[0], fake_relay.END)
+        self.assertDeliveredOnce(up, "first")
+        self.assertDeliveredOnce(up, "second")
+
+    def test_unrecorded_results_keep_the_next_message_from_ending(self):
+        up, sock = self.drive_relay()
+        self.begin(sock, "recorded", "held-back")
+        self.results(sock, 0)
+        up.wait_for(lambda: up.rcpt_attempts("held-back@example.org"),
+                    what="the second message's RCPT")
+        # The daemon could not record the first message's results: the
+        # second must not be completed, or a crash now would send it
+        # twice.
+        fake_relay.send(sock, fake_relay.ACK, 0, 1)
+        rtype, fields = self.record(sock)
+        self.assertEqual(rtype, fake_relay.END)
+        self.assertIn(b"results cannot be recorded", fields[1])
+        # A later session on a new connection is handled after the first
+        # one's end: once it is through, the upstream has seen all of it.
+        self.begin(sock, "later")
+        self.results(sock, 0)
+        fake_relay.send(sock, fake_relay.ACK, 0, 0)
+        self.assertEqual(self.record(sock)[0], fake_relay.END)
+        self.assertDeliveredOnce(up, "later")
+        self.assertDeliveredOnce(up, "recorded")
+        self.assertEqual(up.with_test_id("held-back"), [])
 
     # ------------------------------------- a relay that misbehaves (fake)
 
