@@ -20,10 +20,11 @@ struct idlist {
 };
 
 static void
-collect_id(const char *id, void *arg)
+collect_id(const char *id, unsigned known, void *arg)
 {
 	struct idlist *l = arg;
 
+	(void)known;
 	if (l->n == l->cap) {
 		l->cap = l->cap ? 2 * l->cap : 64;
 		l->ids = xreallocarray(l->ids, l->cap, sizeof(*l->ids));

@@ -23,6 +23,7 @@ struct entry {
 	time_t due;
 	size_t slot; /* where the table points at this entry */
 	char id[SCHED_IDMAX + 1];
+	unsigned char tag; /* the caller's, sched_add_tagged() */
 };
 
 struct sched {
@@ -193,7 +194,8 @@ sched_free(struct sched *s)
 }
 
 static int
-add(struct sched *s, const char *id, time_t due, bool update)
+add(struct sched *s, const char *id, time_t due, bool update,
+    unsigned char tag)
 {
 	struct entry e;
 	size_t slot, len = strlen(id);
@@ -206,6 +208,9 @@ add(struct sched *s, const char *id, time_t due, bool update)
 		size_t i = s->table[slot] - 1;
 		time_t old = s->heap[i].due;
 
+		/* A tag is what the caller knew when it added the entry: only
+		 * what every adder knew stays known. */
+		s->heap[i].tag &= tag;
 		if (!update || old == due)
 			return 0;
 		s->heap[i].due = due;
@@ -223,6 +228,7 @@ add(struct sched *s, const char *id, time_t due, bool update)
 	memcpy(e.id, id, len + 1);
 	e.due = due;
 	e.slot = slot;
+	e.tag = tag;
 	s->heap[s->n++] = e;
 	s->table[slot] = s->n;
 	sift_up(s, s->n - 1);
@@ -235,13 +241,20 @@ add(struct sched *s, const char *id, time_t due, bool update)
 int
 sched_add(struct sched *s, const char *id, time_t due)
 {
-	return add(s, id, due, true);
+	return add(s, id, due, true, 0);
 }
 
 int
 sched_add_new(struct sched *s, const char *id, time_t due)
 {
-	return add(s, id, due, false);
+	return add(s, id, due, false, 0);
+}
+
+int
+sched_add_tagged(
+    struct sched *s, const char *id, time_t due, unsigned char tag)
+{
+	return add(s, id, due, false, tag);
 }
 
 int
@@ -293,9 +306,18 @@ sched_peek(const struct sched *s, time_t *due, char *id)
 int
 sched_pop_due(struct sched *s, time_t now, char *id_out)
 {
+	return sched_pop_due_tagged(s, now, id_out, NULL);
+}
+
+int
+sched_pop_due_tagged(
+    struct sched *s, time_t now, char *id_out, unsigned char *tag)
+{
 	if (s->n == 0 || s->heap[0].due > now)
 		return 0;
 	memcpy(id_out, s->heap[0].id, strlen(s->heap[0].id) + 1);
+	if (tag != NULL)
+		*tag = s->heap[0].tag;
 	table_delete(s, s->heap[0].slot);
 	heap_remove_at(s, 0);
 	return 1;

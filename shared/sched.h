@@ -43,6 +43,14 @@ int sched_add(struct sched *s, const char *id, time_t due);
 /* Like sched_add(), but an ID already present keeps its due time.  Returns 1
  * if added, 0 if it was present. */
 int sched_add_new(struct sched *s, const char *id, time_t due);
+/*
+ * Like sched_add_new(), with a tag: a few bits of the caller's that stay
+ * with the entry until it is popped (sched_pop_due_tagged()).  Tags are
+ * for knowledge that holds until then: an entry added again keeps only
+ * the bits every adder gave, and sched_add() and sched_add_new() give 0.
+ */
+int sched_add_tagged(
+    struct sched *s, const char *id, time_t due, unsigned char tag);
 /* Returns 1 if id was present and is removed, 0 if it was absent. */
 int sched_remove(struct sched *s, const char *id);
 bool sched_contains(const struct sched *s, const char *id);
@@ -53,6 +61,9 @@ int sched_peek(const struct sched *s, time_t *due, char *id);
 /* If the earliest entry is due at or before now, remove it, copy its ID into
  * id_out (SCHED_IDMAX + 1 octets) and return 1; else 0. */
 int sched_pop_due(struct sched *s, time_t now, char *id_out);
+/* sched_pop_due(), with the entry's tag in *tag. */
+int sched_pop_due_tagged(
+    struct sched *s, time_t now, char *id_out, unsigned char *tag);
 /* The smallest ID queued (the oldest message), borrowed until the next
  * change; NULL when empty.  O(n): meant for the hourly report. */
 const char *sched_oldest_id(const struct sched *s);

@@ -191,12 +191,13 @@ sender_wake(struct sender *s)
 
 /* --------------------------------------------------------------- queue */
 
+/* What the scan knew of the message goes with it to its first load. */
 static void
-scan_one(const char *id, void *arg)
+scan_one(const char *id, unsigned known, void *arg)
 {
 	struct sender *s = arg;
 
-	sched_add_new(s->sched, id, DUE_NOW);
+	sched_add_tagged(s->sched, id, DUE_NOW, (unsigned char)known);
 }
 
 static void
@@ -646,8 +647,8 @@ flush_held(struct sender *s, struct envelope *env, time_t now)
  * with here (not due yet, finished, gone, quarantined, retried later).
  */
 static int
-prepare(struct sender *s, const char *id, time_t now, double nowd,
-    struct envelope **envp, FILE **bodyp)
+prepare(struct sender *s, const char *id, unsigned known, time_t now,
+    double nowd, struct envelope **envp, FILE **bodyp)
 {
 	struct envelope *env = NULL;
 	char *why;
@@ -656,7 +657,7 @@ prepare(struct sender *s, const char *id, time_t now, double nowd,
 		flush_held(s, env, now);
 		goto done;
 	}
-	if (spool_load(s->spool, id, &env) == -1) {
+	if (spool_load_known(s->spool, id, known, &env) == -1) {
 		if (errno == ENOENT)
 			return 0;
 		if (errno == EBADMSG) {
@@ -772,6 +773,7 @@ send_batch(struct sender *s)
 	size_t limit, n = 0, i;
 	bool attempted = false, trouble;
 	FILE *body;
+	unsigned char known;
 
 	limit = sched_pause_batch(&s->pause, now, s->max_batch);
 	if (limit == 0 || !sched_peek(s->sched, &due, NULL) || due > now)
@@ -783,10 +785,10 @@ send_batch(struct sender *s)
 	batch.s = s;
 	batch.msgs = msgs;
 	batch.recorded = xcalloc(limit, sizeof(*batch.recorded));
-	while (n < limit && sched_pop_due(s->sched, now, id)) {
+	while (n < limit && sched_pop_due_tagged(s->sched, now, id, &known)) {
 		env = NULL;
 		body = NULL;
-		if (prepare(s, id, now, nowd, &env, &body) == 1) {
+		if (prepare(s, id, known, now, nowd, &env, &body) == 1) {
 			msgs[n].env = env;
 			msgs[n].body = body;
 			n++;

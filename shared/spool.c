@@ -929,24 +929,97 @@ spool_commit(struct spool *spool, struct envelope *env, const struct iovec *iov,
 
 /* ---------------------------------------------------------- reading */
 
-int
-spool_scan(struct spool *spool, spool_scan_fn *fn, void *arg)
+/* IDs as a scan collects them: fixed-size, sortable, searchable. */
+struct idset {
+	char (*v)[SPOOL_IDLEN + 1];
+	size_t n, cap;
+};
+
+static void
+idset_add(struct idset *set, const char *id)
 {
+	if (set->n == set->cap) {
+		set->cap = set->cap ? 2 * set->cap : 256;
+		set->v = xreallocarray(set->v, set->cap, sizeof(*set->v));
+	}
+	memcpy(set->v[set->n++], id, SPOOL_IDLEN + 1);
+}
+
+static int
+compare_id(const void *a, const void *b)
+{
+	return memcmp(a, b, SPOOL_IDLEN);
+}
+
+static bool
+idset_has(const struct idset *set, const char *id)
+{
+	return set->n > 0 &&
+	       bsearch(id, set->v, set->n, sizeof(*set->v), compare_id) !=
+	           NULL;
+}
+
+/* The IDs of the names in dirfd: messages (ids) and state files (states,
+ * or ids too when states is NULL). */
+static int
+collect_ids(int dirfd, struct idset *ids, struct idset *states)
+{
+	char id[SPOOL_IDLEN + 1];
 	struct dirent *de;
 	DIR *d;
 	int saved;
 
-	if ((d = open_scan(spool->outboxfd)) == NULL)
+	if ((d = open_scan(dirfd)) == NULL)
 		return -1;
 	/* Dotfiles and other names are an operator's or editor's temporary
 	 * files: not messages, and not ours to remove. */
-	while ((errno = 0, de = readdir(d)) != NULL)
+	while ((errno = 0, de = readdir(d)) != NULL) {
 		if (spool_is_id(de->d_name))
-			fn(de->d_name, arg);
+			idset_add(ids, de->d_name);
+		else if (is_state_name(de->d_name, id))
+			idset_add(states != NULL ? states : ids, id);
+	}
 	saved = errno;
 	closedir(d);
 	errno = saved;
 	return saved != 0 ? -1 : 0;
+}
+
+int
+spool_scan(struct spool *spool, spool_scan_fn *fn, void *arg)
+{
+	struct idset ids = {0}, states = {0}, finished = {0};
+	unsigned known;
+	size_t i;
+	int rc = -1;
+
+	if (collect_ids(spool->outboxfd, &ids, &states) == -1)
+		goto out;
+	/* Nothing known of sent/ and failed/ if they cannot be read: every
+	 * lookup is then made, as without a scan. */
+	known = SPOOL_KNOWN_NO_STATE | SPOOL_KNOWN_UNFINISHED;
+	if (ids.n > 0 && (collect_ids(spool->sentfd, &finished, NULL) == -1 ||
+	                     collect_ids(spool->failedfd, &finished, NULL) ==
+	                         -1))
+		known &= ~(unsigned)SPOOL_KNOWN_UNFINISHED;
+	if (states.n > 1)
+		qsort(states.v, states.n, sizeof(*states.v), compare_id);
+	if (finished.n > 1)
+		qsort(finished.v, finished.n, sizeof(*finished.v), compare_id);
+	for (i = 0; i < ids.n; i++)
+		fn(ids.v[i],
+		    known &
+		        ~(idset_has(&states, ids.v[i]) ? SPOOL_KNOWN_NO_STATE
+		                                        : 0U) &
+		        ~(idset_has(&finished, ids.v[i]) ? SPOOL_KNOWN_UNFINISHED
+		                                          : 0U),
+		    arg);
+	rc = 0;
+out:
+	free(ids.v);
+	free(states.v);
+	free(finished.v);
+	return rc;
 }
 
 /*
@@ -1014,15 +1087,16 @@ complete_finish(struct spool *spool, const char *id)
 /* The message file's envelope, replaced by its state file's if it has
  * one: the state as it stands, the body where the message file has it. */
 static int
-load_current(struct spool *spool, int fd, const char *id,
+load_current(struct spool *spool, int fd, const char *id, bool stateless,
     struct envelope **envp)
 {
-	struct envelope *msg, *st;
-	int got;
+	struct envelope *msg, *st = NULL;
+	int got = 0;
 
 	if (read_envelope(fd, id, &msg) == -1)
 		return -1;
-	if ((got = read_state(spool->outboxfd, id, &st)) == -1) {
+	if (!stateless &&
+	    (got = read_state(spool->outboxfd, id, &st)) == -1) {
 		envelope_free(msg);
 		return -1;
 	}
@@ -1044,6 +1118,14 @@ load_current(struct spool *spool, int fd, const char *id,
 int
 spool_load(struct spool *spool, const char *id, struct envelope **envp)
 {
+	return spool_load_known(spool, id, 0, envp);
+}
+
+int
+spool_load_known(struct spool *spool, const char *id, unsigned known,
+    struct envelope **envp)
+{
+	bool unfinished = (known & SPOOL_KNOWN_UNFINISHED) != 0;
 	struct stat st;
 	const char *where;
 	int fd, rc, saved;
@@ -1053,7 +1135,7 @@ spool_load(struct spool *spool, const char *id, struct envelope **envp)
 		errno = EINVAL;
 		return -1;
 	}
-	if (complete_finish(spool, id)) {
+	if (!unfinished && complete_finish(spool, id)) {
 		errno = ENOENT;
 		return -1;
 	}
@@ -1065,7 +1147,7 @@ spool_load(struct spool *spool, const char *id, struct envelope **envp)
 		errno = saved;
 		return -1;
 	}
-	if (finished_leftover(spool, id, &st, &where)) {
+	if (!unfinished && finished_leftover(spool, id, &st, &where)) {
 		close(fd);
 		log_warnx("%s: already in %s/, removing the copy left in "
 		          "outbox/ by an interrupted move",
@@ -1075,7 +1157,8 @@ spool_load(struct spool *spool, const char *id, struct envelope **envp)
 		errno = ENOENT;
 		return -1;
 	}
-	rc = load_current(spool, fd, id, envp);
+	rc = load_current(
+	    spool, fd, id, (known & SPOOL_KNOWN_NO_STATE) != 0, envp);
 	saved = errno;
 	close(fd);
 	errno = saved;

@@ -125,8 +125,19 @@ void spool_commit_reply(int err, struct spool_reply *reply);
  * sender may have opened it already.  errno ENOENT: not there. */
 int spool_discard(struct spool *spool, const char *id);
 
-typedef void spool_scan_fn(const char *id, void *arg);
-/* Call fn for each message in outbox/ (one directory scan). */
+/*
+ * What a scan saw of a message: lookups its first spool_load_known() need
+ * not repeat.  With many messages queued those lookups (mostly of names
+ * that do not exist) were most of the start-up work, and they share
+ * outbox/'s lock with the commits of new mail.
+ */
+#define SPOOL_KNOWN_NO_STATE 0x1   /* no outbox/ID.state */
+#define SPOOL_KNOWN_UNFINISHED 0x2 /* nothing of it in sent/ or failed/ */
+
+typedef void spool_scan_fn(const char *id, unsigned known, void *arg);
+/* Call fn for each message in outbox/, with what the scan knows of it
+ * (SPOOL_KNOWN_*): one read of outbox/, and of sent/ and failed/ when
+ * outbox/ holds messages. */
 int spool_scan(struct spool *spool, spool_scan_fn *fn, void *arg);
 
 /* Read outbox/ID's envelope as it stands (its state file if it has one).
@@ -136,6 +147,12 @@ int spool_scan(struct spool *spool, spool_scan_fn *fn, void *arg);
  * final state reached sent/ or failed/, the move is completed here with a
  * log line and ENOENT is returned. */
 int spool_load(struct spool *spool, const char *id, struct envelope **envp);
+/* spool_load(), trusting what a scan knew (SPOOL_KNOWN_*; 0: nothing).
+ * The knowledge is only as fresh as the scan: for a message's first load
+ * after it, by the process that holds the sender lock (no other writes
+ * state files). */
+int spool_load_known(struct spool *spool, const char *id, unsigned known,
+    struct envelope **envp);
 /* Open the message of a loaded envelope, positioned at body_offset. */
 FILE *spool_open_message(struct spool *spool, const struct envelope *env);
 

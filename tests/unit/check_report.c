@@ -153,10 +153,11 @@ struct idlist {
 };
 
 static void
-collect(const char *id, void *arg)
+collect(const char *id, unsigned known, void *arg)
 {
 	struct idlist *l = arg;
 
+	(void)known;
 	if (l->n < 8)
 		snprintf(l->ids[l->n], sizeof(l->ids[0]), "%s", id);
 	l->n++;

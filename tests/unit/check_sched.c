@@ -292,6 +292,35 @@ START_TEST(test_many)
 }
 END_TEST
 
+/* A tag stays with its entry until the pop; adding again keeps only the
+ * bits both adders gave, and an update forgets it. */
+START_TEST(test_tags)
+{
+	struct sched *s = sched_new();
+	char id[SCHED_IDMAX + 1];
+	unsigned char tag = 0xff;
+
+	ck_assert_int_eq(sched_add_tagged(s, "A", 5, 3), 1);
+	ck_assert_int_eq(sched_add_tagged(s, "B", 6, 3), 1);
+	ck_assert_int_eq(sched_add_tagged(s, "B", 1, 1), 0);
+	ck_assert_int_eq(sched_add_tagged(s, "C", 7, 3), 1);
+	ck_assert_int_eq(sched_add(s, "C", 8), 0);
+	ck_assert_int_eq(sched_pop_due_tagged(s, 10, id, &tag), 1);
+	ck_assert_str_eq(id, "A");
+	ck_assert_uint_eq(tag, 3);
+	ck_assert_int_eq(sched_pop_due_tagged(s, 10, id, &tag), 1);
+	ck_assert_str_eq(id, "B"); /* kept its due time */
+	ck_assert_uint_eq(tag, 1);
+	ck_assert_int_eq(sched_pop_due_tagged(s, 10, id, &tag), 1);
+	ck_assert_str_eq(id, "C");
+	ck_assert_uint_eq(tag, 0);
+	ck_assert_int_eq(sched_add_new(s, "D", 1), 1);
+	ck_assert_int_eq(sched_pop_due_tagged(s, 10, id, &tag), 1);
+	ck_assert_uint_eq(tag, 0);
+	sched_free(s);
+}
+END_TEST
+
 START_TEST(test_backoff)
 {
 	static const struct {
@@ -509,6 +538,7 @@ sched_suite(void)
 	tcase_add_test(tc, test_order_and_ties);
 	tcase_add_test(tc, test_dedupe_update);
 	tcase_add_test(tc, test_remove);
+	tcase_add_test(tc, test_tags);
 	tcase_add_loop_test(tc, test_random_vs_reference, 0, 4);
 	tcase_add_test(tc, test_many);
 	tcase_set_timeout(tc, 60);

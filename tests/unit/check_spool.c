@@ -1167,11 +1167,82 @@ START_TEST(test_recycled_emptied_in_background)
 END_TEST
 
 static void
-count_fn(const char *id, void *arg)
+count_fn(const char *id, unsigned known, void *arg)
 {
 	(void)id;
+	(void)known;
 	(*(int *)arg)++;
 }
+
+/* What spool_scan() said of each of up to 3 IDs. */
+struct known_of {
+	const char *ids[3];
+	unsigned known[3];
+	int seen[3];
+};
+
+static void
+known_fn(const char *id, unsigned known, void *arg)
+{
+	struct known_of *k = arg;
+	int i;
+
+	for (i = 0; i < 3; i++)
+		if (strcmp(id, k->ids[i]) == 0) {
+			k->known[i] = known;
+			k->seen[i]++;
+		}
+}
+
+/* The scan says which lookups a first load may skip, and a load that
+ * trusts it finds what a full one would. */
+START_TEST(test_scan_knows_states_and_finished_copies)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env[3], *back = NULL;
+	struct known_of k;
+	char name[SPOOL_IDLEN + 16];
+	int i;
+
+	memset(&k, 0, sizeof(k));
+	for (i = 0; i < 3; i++) {
+		env[i] = sample_env("a@example.org", 1);
+		commit_sample(spool, env[i]);
+		k.ids[i] = env[i]->id;
+	}
+	/* 1 was deferred: it has a state.  2's move to sent/ was cut short
+	 * by a crash: its final state is there, the message still queued. */
+	env[1]->attempts = 3;
+	ck_assert_int_eq(spool_update(spool, env[1]), 0);
+	snprintf(name, sizeof(name), "%s.state", env[2]->id);
+	put_file("sent", name, "x", 1);
+	ck_assert_int_eq(spool_scan(spool, known_fn, &k), 0);
+	for (i = 0; i < 3; i++)
+		ck_assert_int_eq(k.seen[i], 1);
+	ck_assert_uint_eq(
+	    k.known[0], SPOOL_KNOWN_NO_STATE | SPOOL_KNOWN_UNFINISHED);
+	ck_assert_uint_eq(k.known[1], SPOOL_KNOWN_UNFINISHED);
+	ck_assert_uint_eq(k.known[2], SPOOL_KNOWN_NO_STATE);
+
+	ck_assert_int_eq(spool_load_known(spool, env[0]->id, k.known[0],
+	                     &back), 0);
+	ck_assert_str_eq(back->id, env[0]->id);
+	envelope_free(back);
+	ck_assert_int_eq(spool_load_known(spool, env[1]->id, k.known[1],
+	                     &back), 0);
+	ck_assert_int_eq(back->attempts, 3);
+	envelope_free(back);
+	errno = 0;
+	ck_assert_int_eq(spool_load_known(spool, env[2]->id, k.known[2],
+	                     &back), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	ck_assert(exists("sent", env[2]->id));
+	ck_assert(!exists("outbox", env[2]->id));
+	for (i = 0; i < 3; i++)
+		envelope_free(env[i]);
+	spool_close(spool);
+}
+END_TEST
 
 START_TEST(test_quarantine_and_scan)
 {
@@ -1453,6 +1524,7 @@ spool_suite(void)
 	    tc, test_finish, 0, sizeof(finish_cases) / sizeof(finish_cases[0]));
 	tcase_add_test(tc, test_finish_leftover);
 	tcase_add_test(tc, test_quarantine_and_scan);
+	tcase_add_test(tc, test_scan_knows_states_and_finished_copies);
 	tcase_add_test(tc, test_cleanup_inbox);
 	tcase_add_test(tc, test_write_fails_no_outbox);
 	tcase_add_test(tc, test_write_fails_file_too_big);
