@@ -4,6 +4,8 @@
 # until outbox/ is empty.  With ARNIE_MAX_BATCH=MESSAGES every message goes
 # over one connection.
 #   sh bench/deliver.sh [MESSAGES]     (default 2000)
+# BATCH=N sets ARNIE_MAX_BATCH (default: all in one connection);
+# SAVE_SENT_MAIL=true keeps each delivered message in sent/.
 set -eu
 . "$(dirname "$0")/common.sh"
 count=${1:-2000}
@@ -20,6 +22,7 @@ ARNIE_LISTEN_PORT=$port
 ARNIE_MAX_BATCH=${BATCH:-$count}
 RETRY_DELAY_SECONDS=1
 RETRY_MAX_DELAY_SECONDS=1
+SAVE_SENT_MAIL=${SAVE_SENT_MAIL:-false}
 ENV
 start_arnie "$WORK/.env" "$WORK/fill.log"
 wait_for_port "$port"
