@@ -57,6 +57,7 @@ enum ktype {
 	KT_SIZE,
 	KT_RATE,
 	KT_MODE,
+	KT_LOGFMT,
 };
 
 typedef int check_fn(
@@ -149,6 +150,8 @@ static const struct keydef keys[] = {
 	{ "ARNIE_MILTER_MODE", KT_MODE, OFF(milter_mode), "divert", 0, 0, NULL,
 	    false },
 	{ "ARNIE_LOG_FILE", KT_STRING, OFF(log_file), NULL, 0, 0, NULL,
+	    false },
+	{ "ARNIE_LOG_FORMAT", KT_LOGFMT, OFF(log_json), "text", 0, 0, NULL,
 	    false },
 	{ "ARNIE_USER", KT_STRING, OFF(user), "arnie", 0, 0, check_user,
 	    false },
@@ -471,6 +474,18 @@ set_value(struct config *cfg, const struct keydef *kd, const char *text,
 			seterr(err, errlen,
 			    "%s: '%s' is not a mode (use "
 			    "divert or copy)",
+			    kd->name, echo(text, buf, sizeof(buf)));
+			return -1;
+		}
+		return 0;
+	case KT_LOGFMT:
+		if (strcasecmp(text, "text") == 0)
+			*(bool *)field = false;
+		else if (strcasecmp(text, "json") == 0)
+			*(bool *)field = true;
+		else {
+			seterr(err, errlen,
+			    "%s: '%s' is not a log format (use text or json)",
 			    kd->name, echo(text, buf, sizeof(buf)));
 			return -1;
 		}
@@ -914,6 +929,9 @@ config_print(const struct config *cfg, FILE *out)
 			          ? "copy"
 			          : "divert",
 			    out);
+			break;
+		case KT_LOGFMT:
+			fputs(*(const bool *)field ? "json" : "text", out);
 			break;
 		}
 		fputc('\n', out);

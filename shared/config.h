@@ -75,7 +75,9 @@ struct config {
 	enum milter_mode milter_mode; /* ARNIE_MILTER_MODE, divert */
 
 	/* Logging. */
-	char *log_file;		/* ARNIE_LOG_FILE, NULL = standard error */
+	char *log_file;		/* ARNIE_LOG_FILE, NULL = standard error,
+				 * "syslog" = syslog(3) */
+	bool log_json;		/* ARNIE_LOG_FORMAT=json */
 
 	/* Process. */
 	char *user;		/* ARNIE_USER, "arnie": who a daemon started

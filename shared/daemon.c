@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
@@ -157,10 +158,14 @@ daemon_start(const char *progname, int argc, char *argv[])
 	}
 	if (queue)
 		list_queue(cfg);
+	log_set_json(cfg->log_json);
 	if (cfg->log_file != NULL &&
 	    log_init(progname, cfg->log_file, verbose) == -1)
-		fatal(EX_CANTCREAT, "cannot open ARNIE_LOG_FILE %s",
-		    cfg->log_file);
+		fatal(EX_CANTCREAT, "cannot open ARNIE_LOG_FILE %s%s",
+		    cfg->log_file,
+		    strcmp(cfg->log_file, LOG_TO_SYSLOG) == 0
+		        ? " (no syslog socket at " _PATH_LOG ")"
+		        : "");
 	/* A peer that goes away is an error return, not death. */
 	signal(SIGPIPE, SIG_IGN);
 	return cfg;

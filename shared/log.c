@@ -1,12 +1,14 @@
 /*
  * log: see log.h.  Keeps one file descriptor; a line is built in a stack
  * buffer and written at once, so concurrent threads need no lock for output.
- * The lock only guards swapping the descriptor on reopen.
+ * The lock only guards swapping the descriptor on reopen.  With syslog the
+ * descriptor is syslog(3)'s, opened once by openlog(LOG_NDELAY).
  */
 #include "autoconf.h"
 
 #include "log.h"
 
+#include "logjson.h"
 #include "xmalloc.h"
 
 #include <errno.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +32,8 @@ static int log_fd = STDERR_FILENO;
 static int log_verbose;
 static int log_journal;
 static bool log_created; /* log_init() made the file (log_give_to()) */
+static bool log_json;    /* ARNIE_LOG_FORMAT=json */
+static bool log_syslog;  /* ARNIE_LOG_FILE=syslog */
 static log_sink_fn *log_sink;
 
 /* Open path for appending; *created says whether this call made it. */
@@ -47,6 +52,40 @@ open_log_file(const char *path, bool *created)
 	return open(path, flags | O_CREAT, 0640);
 }
 
+/*
+ * Connect to the syslog socket now, as the daemon may not reach it after
+ * it drops its privileges; a missing socket is an error here (ENOENT or
+ * ENOTSOCK), since syslog(3) would drop every line without a word.
+ */
+static int
+open_syslog(void)
+{
+	struct stat st;
+
+	if (stat(_PATH_LOG, &st) == -1)
+		return -1;
+	if (!S_ISSOCK(st.st_mode)) {
+		errno = ENOTSOCK;
+		return -1;
+	}
+	openlog(log_progname, LOG_PID | LOG_NDELAY, LOG_MAIL);
+	log_syslog = true;
+	pthread_mutex_lock(&log_lock);
+	if (log_fd != STDERR_FILENO)
+		close(log_fd);
+	log_fd = STDERR_FILENO;
+	pthread_mutex_unlock(&log_lock);
+	free(log_path);
+	log_path = NULL;
+	return 0;
+}
+
+void
+log_set_json(bool json)
+{
+	log_json = json;
+}
+
 int
 log_init(const char *progname, const char *path, int verbose)
 {
@@ -58,6 +97,8 @@ log_init(const char *progname, const char *path, int verbose)
 	log_journal = getenv("JOURNAL_STREAM") != NULL && path == NULL;
 	if (path == NULL)
 		return 0;
+	if (strcmp(path, LOG_TO_SYSLOG) == 0)
+		return open_syslog();
 	if ((fd = open_log_file(path, &created)) == -1)
 		return -1;
 	log_created = created;
@@ -121,6 +162,7 @@ log_reopenable(void)
 	return ok;
 }
 
+/* "2026-12-02T06:30:00.123Z" */
 static size_t
 format_stamp(char *buf, size_t len)
 {
@@ -131,7 +173,7 @@ format_stamp(char *buf, size_t len)
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-	n += snprintf(buf + n, len - n, ".%03ldZ ", (long)tv.tv_usec / 1000);
+	n += snprintf(buf + n, len - n, ".%03ldZ", (long)tv.tv_usec / 1000);
 	return n;
 }
 
@@ -141,41 +183,73 @@ log_set_sink(log_sink_fn *sink)
 	log_sink = sink;
 }
 
-void
-log_vmsg(int priority, const char *prefix, const char *fmt, va_list ap)
+static void
+write_line(const char *line, size_t n)
 {
-	char line[LOG_LINE_MAX];
-	size_t n = 0;
-	int r;
-
-	if (log_sink != NULL) {
-		/* The priority travels with the text: the receiver writes
-		 * its own prefix for it. */
-		(void)vsnprintf(line, sizeof(line), fmt, ap);
-		log_sink(priority, line);
-		return;
-	}
-
-	if (log_journal)
-		n = snprintf(line, sizeof(line), "<%d>", priority);
-	else
-		n = format_stamp(line, sizeof(line));
-	n += snprintf(line + n, sizeof(line) - n, "%s[%ld]: %s", log_progname,
-	    (long)getpid(), prefix);
-	/* snprintf returns what it would have written: a long program name
-	 * must not send the next write past the buffer. */
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2;
-	r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-	if (r < 0)
-		r = 0;
-	n += (size_t)r;
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2;
-	line[n++] = '\n';
 	pthread_mutex_lock(&log_lock);
 	(void)!write(log_fd, line, n);
 	pthread_mutex_unlock(&log_lock);
+}
+
+/* The line as JSON (logjson.h): to syslog, or written with a journal
+ * priority prefix when under systemd. */
+static void
+log_json_line(int priority, const char *text)
+{
+	char line[2 * LOG_LINE_MAX], stamp[40];
+	size_t n = 0;
+
+	format_stamp(stamp, sizeof(stamp));
+	if (log_journal && !log_syslog)
+		n = (size_t)snprintf(line, sizeof(line), "<%d>", priority);
+	n += logjson_format(line + n, sizeof(line) - n, stamp, priority,
+	    log_progname, (long)getpid(), text);
+	if (log_syslog) {
+		if (n > 0 && line[n - 1] == '\n')
+			line[n - 1] = '\0';
+		syslog(priority, "%s", line);
+	} else
+		write_line(line, n);
+}
+
+void
+log_vmsg(int priority, const char *prefix, const char *fmt, va_list ap)
+{
+	char line[LOG_LINE_MAX], text[LOG_LINE_MAX];
+	size_t n = 0;
+	int r;
+
+	/* The text alone first: the sink, syslog and JSON take it so. */
+	(void)vsnprintf(text, sizeof(text), fmt, ap);
+	if (log_sink != NULL) {
+		/* The priority travels with the text: the receiver writes
+		 * its own prefix for it. */
+		log_sink(priority, text);
+		return;
+	}
+	if (log_json) {
+		log_json_line(priority, text);
+		return;
+	}
+	if (log_syslog) {
+		syslog(priority, "%s%s", prefix, text);
+		return;
+	}
+	if (log_journal)
+		n = (size_t)snprintf(line, sizeof(line), "<%d>", priority);
+	else {
+		n = format_stamp(line, sizeof(line));
+		line[n++] = ' ';
+	}
+	r = snprintf(line + n, sizeof(line) - n, "%s[%ld]: %s%s",
+	    log_progname, (long)getpid(), prefix, text);
+	/* snprintf returns what it would have written: a long line is cut,
+	 * and keeps its newline. */
+	n += r < 0 ? 0 : (size_t)r;
+	if (n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	line[n++] = '\n';
+	write_line(line, n);
 }
 
 static void

@@ -1,11 +1,12 @@
 /*
- * log: one line per event, to standard error or to a log file.
+ * log: one line per event, to standard error, a log file or syslog.
  *
  * Generic layer.  Each line is formatted in full and written with a single
  * write(2), so lines from several threads never interleave.  Under systemd
  * (JOURNAL_STREAM set) lines carry a "<N>" priority prefix and no time stamp,
  * since the journal adds its own; elsewhere they start with an ISO-8601 UTC
- * time stamp and the program name.
+ * time stamp and the program name.  With log_set_json() each line is one
+ * JSON object instead (logjson.h), with the same content.
  *
  * log_warn() and fatal() append ": strerror(errno)"; the -x variants do not.
  * fatal*() are for a broken environment at start-up only: they exit with the
@@ -20,12 +21,19 @@
 #include <sys/types.h>
 #include <syslog.h>
 
+/* The path that means syslog(3), facility mail. */
+#define LOG_TO_SYSLOG "syslog"
+
 /*
- * Set the program name and the destination: path NULL means standard error.
- * Returns 0, or -1 with errno if the file cannot be opened (standard error
- * is then kept).  verbose enables log_debug().
+ * Set the program name and the destination: path NULL means standard
+ * error, LOG_TO_SYSLOG syslog.  Returns 0, or -1 with errno if the file
+ * cannot be opened or there is no syslog socket (standard error is then
+ * kept).  verbose enables log_debug().
  */
 int log_init(const char *progname, const char *path, int verbose);
+
+/* Lines as JSON objects (true) or text (false, the default). */
+void log_set_json(bool json);
 
 /* Reopen the log file after rotation (SIGHUP).  0, or -1 with errno. */
 int log_reopen(void);

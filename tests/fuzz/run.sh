@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-spool smtp_parse message config wire}
+targets=${*:-spool smtp_parse message config wire logjson}
 build=${FUZZ_BUILD:-/tmp/build-fuzz}
 jobs=${FUZZ_JOBS:-2}
 cc=${FUZZ_CC:-clang}
@@ -35,11 +35,12 @@ mkdir -p "$out"
 sources() {
 	s=$top/shared
 	case $1 in
-	spool) echo "$s/spool.c $s/spares.c $s/envelope.c $s/xmalloc.c $s/log.c" ;;
-	smtp_parse) echo "$top/standalone/smtp_parse.c $s/xmalloc.c $s/log.c" ;;
-	message) echo "$s/message.c $s/timefmt.c $s/xmalloc.c $s/log.c" ;;
-	config) echo "$s/config.c $s/dotenv.c $s/xmalloc.c $s/secret.c $s/log.c" ;;
+	spool) echo "$s/spool.c $s/spares.c $s/envelope.c $s/xmalloc.c $s/log.c $s/logjson.c" ;;
+	smtp_parse) echo "$top/standalone/smtp_parse.c $s/xmalloc.c $s/log.c $s/logjson.c" ;;
+	message) echo "$s/message.c $s/timefmt.c $s/xmalloc.c $s/log.c $s/logjson.c" ;;
+	config) echo "$s/config.c $s/dotenv.c $s/xmalloc.c $s/secret.c $s/log.c $s/logjson.c" ;;
 	wire) echo "$s/wire.c" ;;
+	logjson) echo "$s/logjson.c" ;;
 	*) echo "run.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }

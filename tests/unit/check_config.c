@@ -62,6 +62,7 @@ static const char *const all_keys[] = {
     "ARNIE_MILTER_SOCKET",
     "ARNIE_MILTER_MODE",
     "ARNIE_LOG_FILE",
+    "ARNIE_LOG_FORMAT",
     "ARNIE_USER",
     "ARNIE_RELAY_PROGRAM",
     "ARNIE_RELAY_IDLE_SECONDS",
@@ -296,6 +297,7 @@ static const struct {
     {"ARNIE_MILTER_SOCKET", "tcp:8026@127.0.0.1", NULL},
     {"ARNIE_MILTER_MODE", "forward", NULL},
     {"ARNIE_LOG_FILE", "a\nb", "a?b"},
+    {"ARNIE_LOG_FORMAT", "yaml", NULL},
     {"ARNIE_USER", "no body", NULL},
     {"ARNIE_USER", "-rf", NULL},
     {"ARNIE_USER", "user:group", NULL},
@@ -505,6 +507,7 @@ START_TEST(test_all_keys)
 	             "ARNIE_MILTER_SOCKET=unix:/run/arnie/milter.sock\n"
 	             "ARNIE_MILTER_MODE=copy\n"
 	             "ARNIE_LOG_FILE=/var/log/arnie.log\n"
+	             "ARNIE_LOG_FORMAT=JSON\n"
 	             "ARNIE_USER=mail\n");
 	ck_assert_msg(cfg != NULL, "%s", err);
 	ck_assert_int_eq(cfg->outbound_port, 2587);
@@ -537,6 +540,7 @@ START_TEST(test_all_keys)
 	ck_assert_str_eq(cfg->milter_socket, "unix:/run/arnie/milter.sock");
 	ck_assert_int_eq(cfg->milter_mode, MILTER_COPY);
 	ck_assert_str_eq(cfg->log_file, "/var/log/arnie.log");
+	ck_assert(cfg->log_json);
 	ck_assert_str_eq(cfg->user, "mail");
 	ck_assert_int_eq(nwarn, 0);
 	config_free(cfg);
@@ -796,6 +800,7 @@ START_TEST(test_print_masks_password)
 	ck_assert_ptr_nonnull(strstr(out, "\nOUTBOUND_EMAIL_USE_TLS=true\n"));
 	ck_assert_ptr_nonnull(strstr(out, "\nSAVE_SENT_MAIL=false\n"));
 	ck_assert_ptr_nonnull(strstr(out, "\nARNIE_MILTER_MODE=divert\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nARNIE_LOG_FORMAT=text\n"));
 	ck_assert_ptr_nonnull(strstr(out, "\nMAX_SEND_RATE=0\n"));
 	ck_assert_ptr_nonnull(strstr(out, "\nADMIN_ADDRESS=\n"));
 	/* Every key once, in the documented order, one per line. */
