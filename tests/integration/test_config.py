@@ -2,6 +2,7 @@
 original .env syntax, environment over file, unknown keys."""
 
 import os
+import re
 import socket
 
 import arnietest
@@ -99,6 +100,34 @@ class ConfigTest(ArnieTestCase):
         for k, want in defaults.items():
             self.assertIn(k, v, "%s not printed" % k)
             self.assertEqual(v[k], want, k)
+
+    def test_every_key_is_documented_and_every_documented_key_exists(self):
+        r = self.run_arnie(["--check-config"], extra_env={
+            "OUTBOUND_EMAIL_HOST": "127.0.0.1"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        keys = {line.split("=", 1)[0] for line in r.stdout.splitlines()
+                if "=" in line}
+        self.assertGreater(len(keys), 30)
+
+        def read(*path):
+            with open(os.path.join(arnietest.ARNIE_SRCDIR, *path)) as f:
+                return f.read()
+        # The key tables: "| `KEY` |" (README marks the original keys
+        # with " *"), and the example configuration's "#KEY=".
+        docs = {
+            "README.md": set(re.findall(r"^\| `([A-Z_]+)`(?: \*)? \|",
+                                        read("README.md"), re.M)),
+            "docs/configuration.md": set(re.findall(
+                r"^\| `([A-Z_]+)` \|", read("docs", "configuration.md"),
+                re.M)),
+            "contrib/arnie.env.in": set(re.findall(
+                r"^#?([A-Z_]+)=", read("contrib", "arnie.env.in"), re.M)),
+        }
+        for name, documented in docs.items():
+            self.assertEqual(sorted(keys - documented), [],
+                             "keys missing from " + name)
+            self.assertEqual(sorted(documented - keys), [],
+                             "keys in %s that the code does not know" % name)
 
     def test_missing_host_exits_78_naming_it(self):
         path = write_env(self.tmp, ADMIN_ADDRESS="ops@example.com")
