@@ -117,6 +117,8 @@ static const struct keydef keys[] = {
 	    SPOOLDIR, 0, 0, NULL, false },
 	{ "SAVE_SENT_MAIL", KT_BOOL, OFF(save_sent_mail), "false", 0, 0, NULL,
 	    false },
+	{ "SENT_RETENTION_DAYS", KT_INT, OFF(sent_retention_days), "0", 0,
+	    36500, NULL, false },
 	{ "ARNIE_LISTEN_ADDRESS", KT_STRING, OFF(listen_address), "127.0.0.1",
 	    0, 0, check_ip, false },
 	{ "ARNIE_LISTEN_PORT", KT_INT, OFF(listen_port), "8025", 1, 65535,

@@ -50,6 +50,7 @@ struct config {
 	char *files_directory;	/* FILES_DIRECTORY, "~" expanded */
 	char *spool_directory;	/* files_directory + "/arniefiles" */
 	bool save_sent_mail;	/* SAVE_SENT_MAIL, false */
+	int sent_retention_days; /* SENT_RETENTION_DAYS, 0 = forever */
 
 	/* Listener (standalone). */
 	char *listen_address;	/* ARNIE_LISTEN_ADDRESS, 127.0.0.1 */

@@ -83,6 +83,8 @@
 /* Wake up at least this often even with nothing due, so that a wall clock
  * stepped backwards cannot leave the queue asleep for long. */
 #define SENDER_MAX_SLEEP_MS (600 * 1000)
+/* Seconds between two prunings of sent/ (SENT_RETENTION_DAYS). */
+#define PRUNE_INTERVAL 3600
 
 /* An envelope whose results the disk refused; newer than its file. */
 struct held {
@@ -107,6 +109,7 @@ struct sender {
 	size_t max_batch;
 	struct held *held; /* few: only messages hit by disk errors */
 	bool unsynced;     /* outbox/ changed since its last fsync */
+	time_t next_prune; /* of sent/ (SENT_RETENTION_DAYS), 0: at once */
 
 	pthread_t thread;
 	bool started;
@@ -862,6 +865,28 @@ maybe_report(struct sender *s)
 		sender_wake(s);
 }
 
+/* sent/ pruned of what is older than SENT_RETENTION_DAYS: at the start,
+ * then hourly. */
+static void
+maybe_prune(struct sender *s)
+{
+	time_t now = now_sec();
+	int n;
+
+	if (s->cfg->sent_retention_days <= 0 || now < s->next_prune)
+		return;
+	s->next_prune = now + PRUNE_INTERVAL;
+	n = spool_prune_sent(
+	    s->spool, now - (time_t)s->cfg->sent_retention_days * 86400);
+	if (n == -1)
+		log_warn("cannot prune %s/sent", spool_path(s->spool));
+	else if (n > 0)
+		log_info("removed %d message%s sent more than %d day%s ago "
+		         "from sent/",
+		    n, n == 1 ? "" : "s", s->cfg->sent_retention_days,
+		    s->cfg->sent_retention_days == 1 ? "" : "s");
+}
+
 /* Milliseconds until there is something to do. */
 static int
 next_timeout(struct sender *s)
@@ -873,6 +898,9 @@ next_timeout(struct sender *s)
 		return SENDER_LOCK_RETRY_MS;
 	if ((next = report_next(s->report)) != (time_t)-1 &&
 	    (w = (double)next - nowd) < wait)
+		wait = w;
+	if (s->cfg->sent_retention_days > 0 &&
+	    (w = (double)s->next_prune - nowd) < wait)
 		wait = w;
 	/* The relay program's idle limit (relay.h): an idle one is stopped
 	 * here, a running one's limit is a wake-up. */
@@ -942,6 +970,7 @@ sender_main(void *arg)
 		}
 		drain(s);
 		maybe_report(s);
+		maybe_prune(s);
 		if (send_batch(s) == -1)
 			return NULL; /* abandoned; lock released */
 		if (atomic_load(&s->stop))

@@ -1022,6 +1022,56 @@ out:
 	return rc;
 }
 
+/* The time of sent/ID's last change: its state file's (written when it
+ * was sent), or the message's when it has none (0.1.0 spools). */
+static int
+sent_time(int dirfd, const char *id, time_t *t)
+{
+	char name[STATE_NAME_MAX];
+	struct stat st;
+
+	state_name(id, name);
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1 &&
+	    fstatat(dirfd, id, &st, AT_SYMLINK_NOFOLLOW) == -1)
+		return -1;
+	*t = st.st_mtim.tv_sec;
+	return 0;
+}
+
+int
+spool_prune_sent(struct spool *spool, time_t before)
+{
+	struct idset ids = {0};
+	char name[STATE_NAME_MAX];
+	size_t i;
+	time_t t;
+	int removed = 0;
+	bool gone;
+
+	if (collect_ids(spool->sentfd, &ids, NULL) == -1) {
+		free(ids.v);
+		return -1;
+	}
+	/* An ID with both files is listed twice: sorted, the second is
+	 * found gone. */
+	if (ids.n > 1)
+		qsort(ids.v, ids.n, sizeof(*ids.v), compare_id);
+	for (i = 0; i < ids.n; i++) {
+		if ((i > 0 && compare_id(ids.v[i], ids.v[i - 1]) == 0) ||
+		    sent_time(spool->sentfd, ids.v[i], &t) == -1 ||
+		    t >= before)
+			continue;
+		/* The message first: a state left alone goes next time. */
+		state_name(ids.v[i], name);
+		gone = unlinkat(spool->sentfd, ids.v[i], 0) == 0;
+		gone = unlinkat(spool->sentfd, name, 0) == 0 || gone;
+		if (gone)
+			removed++;
+	}
+	free(ids.v);
+	return removed;
+}
+
 /*
  * spool_finish() writes the final file into sent/ or failed/ before it
  * removes outbox/ID, so that a crash in between never loses a message.  The

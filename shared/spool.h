@@ -173,6 +173,12 @@ int spool_finish(struct spool *spool, const struct envelope *env,
 /* Move an unreadable outbox/ID, and its state file, to corrupt/. */
 int spool_quarantine(struct spool *spool, const char *id);
 
+/* Remove what sent/ holds of messages sent before `before` (the time of
+ * their state file, else of the message file; SENT_RETENTION_DAYS).
+ * Returns how many messages went, or -1 with errno if sent/ cannot be
+ * read. */
+int spool_prune_sent(struct spool *spool, time_t before);
+
 /*
  * Does the spool at dir (not opened) belong to uid: the folder, its
  * sub-folders, the sender lock and every file queued in outbox/?  0 when it

@@ -162,6 +162,28 @@ class QueueTest(ArnieTestCase):
             self.assertDeliveredOnce(up, "prev%d" % i)
         wait_for(lambda: d.spool.count("outbox") == 0, what="empty outbox")
 
+    def test_sent_mail_older_than_the_retention_is_pruned(self):
+        up = self.upstream()
+        d = self.arnie(up.port, SAVE_SENT_MAIL=True, SENT_RETENTION_DAYS=2)
+        self.send(d, "kept")
+        self.assertDeliveredOnce(up, "kept")
+        wait_for(lambda: d.spool.count("sent") == 1, what="kept in sent/")
+        self.assertEqual(d.stop(), 0)
+        # Two messages sent 3 days ago, as a previous run left them.
+        sent = os.path.join(d.files_dir, "arniefiles", "sent")
+        old = time.time() - 3 * 86400
+        for qid in ("0193A4B5C6D7E000031", "0193A4B5C6D7E000032"):
+            for name in (qid, qid + ".state"):
+                with open(os.path.join(sent, name), "w") as f:
+                    f.write("x")
+                os.utime(os.path.join(sent, name), (old, old))
+        d.start()
+        wait_for(lambda: "removed 2 messages sent more than 2 days ago "
+                 "from sent/" in d.log_text(), what="the pruning")
+        self.assertEqual([n for n in os.listdir(sent)
+                          if n.startswith("0193A4B5C6D7E00003")], [])
+        self.assertEqual(d.spool.count("sent"), 1)
+
     def test_corrupt_outbox_file_is_set_aside(self):
         up = self.upstream()
         outbox = os.path.join(self.files_dir, "arniefiles", "outbox")

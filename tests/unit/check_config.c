@@ -45,6 +45,7 @@ static const char *const all_keys[] = {
     "REPORT_INTERVAL_SECONDS",
     "FILES_DIRECTORY",
     "SAVE_SENT_MAIL",
+    "SENT_RETENTION_DAYS",
     "ARNIE_LISTEN_ADDRESS",
     "ARNIE_LISTEN_PORT",
     "MAX_MESSAGE_SIZE",

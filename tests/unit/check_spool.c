@@ -1194,6 +1194,58 @@ known_fn(const char *id, unsigned known, void *arg)
 		}
 }
 
+/* A file of folder/ as if last changed `age` seconds ago. */
+static void
+put_aged(const char *folder, const char *name, time_t age)
+{
+	struct timespec ts[2];
+	char *p = sub(folder, name);
+
+	put_file(folder, name, "x", 1);
+	ts[0].tv_sec = ts[1].tv_sec = time(NULL) - age;
+	ts[0].tv_nsec = ts[1].tv_nsec = 0;
+	ck_assert_int_eq(utimensat(AT_FDCWD, p, ts, 0), 0);
+	free(p);
+}
+
+/* sent/ loses what was sent before the limit, by the time of its state
+ * (else of its message), and nothing else. */
+START_TEST(test_prune_sent)
+{
+	struct spool *spool = spool_open(spooldir, true);
+	static const char *const ids[] = {"0193A4B5C6D7E000021",
+	    "0193A4B5C6D7E000022", "0193A4B5C6D7E000023",
+	    "0193A4B5C6D7E000024", "0193A4B5C6D7E000025"};
+	char state[5][SPOOL_IDLEN + 8];
+	int i;
+
+	ck_assert_ptr_nonnull(spool);
+	for (i = 0; i < 5; i++)
+		snprintf(state[i], sizeof(state[i]), "%s.state", ids[i]);
+	/* 0: sent 3 days ago.  1: a 0.1.0 message without a state, 3 days
+	 * old.  2: sent an hour ago, accepted 3 days ago.  3: a state left
+	 * alone, old.  4: accepted and sent an hour ago. */
+	put_aged("sent", ids[0], 3 * 86400);
+	put_aged("sent", state[0], 3 * 86400);
+	put_aged("sent", ids[1], 3 * 86400);
+	put_aged("sent", ids[2], 3 * 86400);
+	put_aged("sent", state[2], 3600);
+	put_aged("sent", state[3], 3 * 86400);
+	put_aged("sent", ids[4], 3600);
+	put_aged("sent", state[4], 3600);
+	put_aged("sent", "README", 3 * 86400);
+	ck_assert_int_eq(spool_prune_sent(spool, time(NULL) - 86400), 3);
+	ck_assert(!exists("sent", ids[0]) && !exists("sent", state[0]));
+	ck_assert(!exists("sent", ids[1]));
+	ck_assert(exists("sent", ids[2]) && exists("sent", state[2]));
+	ck_assert(!exists("sent", state[3]));
+	ck_assert(exists("sent", ids[4]) && exists("sent", state[4]));
+	ck_assert(exists("sent", "README"));
+	ck_assert_int_eq(spool_prune_sent(spool, time(NULL) - 86400), 0);
+	spool_close(spool);
+}
+END_TEST
+
 /* The scan says which lookups a first load may skip, and a load that
  * trusts it finds what a full one would. */
 START_TEST(test_scan_knows_states_and_finished_copies)
@@ -1525,6 +1577,7 @@ spool_suite(void)
 	tcase_add_test(tc, test_finish_leftover);
 	tcase_add_test(tc, test_quarantine_and_scan);
 	tcase_add_test(tc, test_scan_knows_states_and_finished_copies);
+	tcase_add_test(tc, test_prune_sent);
 	tcase_add_test(tc, test_cleanup_inbox);
 	tcase_add_test(tc, test_write_fails_no_outbox);
 	tcase_add_test(tc, test_write_fails_file_too_big);
