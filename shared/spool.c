@@ -54,6 +54,7 @@ struct spool {
 	char *path;        /* absolute */
 	char *outbox_path; /* absolute, for inotify */
 	bool save_sent;
+	bool sent_unsynced; /* sent/ changed since its last fsync */
 	int dirfd;
 	int inboxfd;
 	int outboxfd;
@@ -382,7 +383,8 @@ unlink_state(struct spool *spool, int dirfd, const char *id)
  * a state change costs its envelope, whatever the message's size.
  */
 static int
-write_state(struct spool *spool, const struct envelope *env, int tofd)
+write_state(struct spool *spool, const struct envelope *env, int tofd,
+    bool durable)
 {
 	char tmp[SPOOL_IDLEN + 1], name[STATE_NAME_MAX], *hdr;
 	size_t hlen;
@@ -397,7 +399,7 @@ write_state(struct spool *spool, const struct envelope *env, int tofd)
 	if ((fd = new_file(spool, spool->inboxfd, tmp)) == -1)
 		return -1;
 	hdr = envelope_format(env, &hlen);
-	if (write_all(fd, hdr, hlen) == -1 || fsync(fd) == -1 ||
+	if (write_all(fd, hdr, hlen) == -1 || (durable && fsync(fd) == -1) ||
 	    close_checked(&fd) == -1 ||
 	    renameat(spool->inboxfd, tmp, tofd, name) == -1) {
 		saved = errno;
@@ -872,6 +874,13 @@ spool_sync(struct spool *spool)
 {
 	unsigned long epoch = spares_sync_begin(spool->spares);
 
+	/* sent/ first: what left outbox/ for it is there on the disk by the
+	 * time it has left outbox/ there. */
+	if (spool->sent_unsynced) {
+		if (fsync(spool->sentfd) == -1)
+			return -1;
+		spool->sent_unsynced = false;
+	}
 	if (fsync(spool->outboxfd) == -1)
 		return -1;
 	/* Files that left outbox/ before this fsync may hold new mail. */
@@ -1249,15 +1258,33 @@ int
 spool_update(struct spool *spool, const struct envelope *env)
 {
 	/* The rename is visible at once; spool_sync() makes it durable. */
-	return write_state(spool, env, spool->outboxfd);
+	return write_state(spool, env, spool->outboxfd, true);
+}
+
+/*
+ * SAVE_SENT_MAIL: the message and its final state go to sent/ as
+ * failed/ messages go to failed/ (spool_finish()), but nothing is fsynced
+ * here: sent/ is synced once per session, before outbox/ (spool_sync()).
+ * A crash of the process loses nothing (the kernel has every change); a
+ * power loss can at worst lose the copy in sent/ of a message the
+ * upstream already took, or bring back one to send again, as for any
+ * state change since the last spool_sync().  Two fsyncs per message made
+ * the relay three times slower (docs/performance.md).
+ */
+static int
+keep_sent(struct spool *spool, const struct envelope *env)
+{
+	if (write_state(spool, env, spool->sentfd, false) == -1 ||
+	    renameat(spool->outboxfd, env->id, spool->sentfd, env->id) == -1)
+		return -1;
+	spool->sent_unsynced = true;
+	return unlink_state(spool, spool->outboxfd, env->id);
 }
 
 int
 spool_finish(
     struct spool *spool, const struct envelope *env, enum spool_fate fate)
 {
-	int tofd;
-
 	if (!spool_is_id(env->id)) {
 		errno = EINVAL;
 		return -1;
@@ -1270,14 +1297,16 @@ spool_finish(
 			return -1;
 		return unlink_state(spool, spool->outboxfd, env->id);
 	}
-	tofd = fate == SPOOL_SENT ? spool->sentfd : spool->failedfd;
+	if (fate == SPOOL_SENT)
+		return keep_sent(spool, env);
 	/* The final state first, then the message beside it, then the
 	 * folder fsynced: a crash in between leaves the message in outbox/
 	 * with its final state already in place, and spool_load() completes
 	 * the move (complete_finish()); never a lost or resent message. */
-	if (write_state(spool, env, tofd) == -1 ||
-	    renameat(spool->outboxfd, env->id, tofd, env->id) == -1 ||
-	    fsync(tofd) == -1)
+	if (write_state(spool, env, spool->failedfd, true) == -1 ||
+	    renameat(spool->outboxfd, env->id, spool->failedfd, env->id) ==
+	        -1 ||
+	    fsync(spool->failedfd) == -1)
 		return -1;
 	return unlink_state(spool, spool->outboxfd, env->id);
 }

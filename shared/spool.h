@@ -28,7 +28,9 @@
  * durable against a power loss at the next spool_sync(), which the sender
  * runs once per session.  Until then a power loss can only bring back the
  * previous state (a message sent again, never one lost: a final state in
- * sent/ or failed/ is durable before the queued message goes).  Directory
+ * failed/ is durable before the queued message goes; sent/ is synced once
+ * per session, just before outbox/, so a power loss may lose the copy
+ * kept of a message already delivered).  Directory
  * file descriptors stay open for the life of the spool.
  *
  * All functions are safe to call from several threads at once.  They return
@@ -100,7 +102,8 @@ int spool_draft_write(struct spool_draft *d, const struct iovec *iov,
 int spool_draft_commit(struct spool *spool, struct spool_draft *d);
 void spool_draft_abort(struct spool *spool, struct spool_draft *d);
 
-/* fsync outbox/: makes every spool_write() that returned before durable. */
+/* fsync sent/ if it changed, then outbox/: makes every spool_write() and
+ * state change that returned before durable. */
 int spool_sync(struct spool *spool);
 /* spool_write() + spool_sync(); if the sync fails, the file is discarded
  * again so that nothing unacknowledged stays queued. */
@@ -165,9 +168,9 @@ enum spool_fate {
 	SPOOL_FAILED,		/* to failed/, envelope kept with the reason */
 };
 /* Take a message out of the queue for good, with env's final state: to
- * sent/ or failed/ (the message file moved, env as ID.state beside it,
- * durable on return), or deleted; the removal from outbox/ is durable at
- * the next spool_sync(). */
+ * failed/ (the message file moved, env as ID.state beside it, durable on
+ * return), to sent/ (the same, durable at the next spool_sync()), or
+ * deleted; the removal from outbox/ is durable at the next spool_sync(). */
 int spool_finish(struct spool *spool, const struct envelope *env,
     enum spool_fate fate);
 /* Move an unreadable outbox/ID, and its state file, to corrupt/. */

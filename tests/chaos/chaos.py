@@ -258,7 +258,7 @@ class StandaloneTarget:
 
     name = "arnie"
 
-    def __init__(self, work, upstream_port):
+    def __init__(self, work, upstream_port, save_sent=False):
         import arnietest
         self.arnietest = arnietest
         self.files = os.path.join(work, "files")
@@ -271,7 +271,7 @@ class StandaloneTarget:
             ARNIE_LISTEN_PORT=self.port, ARNIE_HOSTNAME="arnie.test",
             ARNIE_USER="root", RETRY_DELAY_SECONDS=1,
             RETRY_MAX_DELAY_SECONDS=2, OUTBOUND_EMAIL_TIMEOUT_SECONDS=2,
-            MAX_CONNECTIONS=50,
+            MAX_CONNECTIONS=50, SAVE_SENT_MAIL=save_sent,
             ARNIE_RELAY_PROGRAM=arnietest.ARNIE_RELAY_BIN or None)
         env = arnietest.write_env(work, **keys)
         self.daemon = arnietest.Arnie(work, env, self.port, self.files)
@@ -299,13 +299,13 @@ class MilterTarget:
 
     name = "milter"
 
-    def __init__(self, work, upstream_port):
+    def __init__(self, work, upstream_port, save_sent=False):
         import milterlib
         self.milterlib = milterlib
         self.milter = milterlib.Milter(
             work, OUTBOUND_EMAIL_HOST_PORT=upstream_port,
             ARNIE_HOSTNAME="arnie.test",
-            OUTBOUND_EMAIL_TIMEOUT_SECONDS=2)
+            OUTBOUND_EMAIL_TIMEOUT_SECONDS=2, SAVE_SENT_MAIL=save_sent)
         self.sink = milterlib.Upstream()
         self.postfix = milterlib.PrivatePostfix(
             work, free_port(), "inet:127.0.0.1:%d" % self.milter.port,
@@ -343,7 +343,8 @@ class MilterTarget:
 
 # ------------------------------------------------------------ one run
 
-def run(target_name, seconds, clients, min_kills, seed, keep=False):
+def run(target_name, seconds, clients, min_kills, seed, keep=False,
+        save_sent=False):
     work = tempfile.mkdtemp(prefix="arnie-chaos-%s." % target_name)
     os.chmod(work, 0o755)
     rng = random.Random(seed)
@@ -352,7 +353,7 @@ def run(target_name, seconds, clients, min_kills, seed, keep=False):
     ok = False
     try:
         cls = StandaloneTarget if target_name == "arnie" else MilterTarget
-        target = cls(work, up.port)
+        target = cls(work, up.port, save_sent)
         target.start()
         load = Clients(target.client_port, clients, seed)
         load.start()
@@ -428,6 +429,9 @@ def main(argv=None):
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--save-sent", action="store_true",
+                    help="SAVE_SENT_MAIL=true: delivered mail moves to "
+                    "sent/")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work directory even when the run passes")
     args = ap.parse_args(argv)
@@ -436,7 +440,8 @@ def main(argv=None):
     status = 0
     for t in targets:
         ok, summary, problems, work = run(t, args.seconds, args.clients,
-                                          args.min_kills, seed, args.keep)
+                                          args.min_kills, seed, args.keep,
+                                          args.save_sent)
         for p in problems:
             print("FAIL: %s: %s (files kept in %s)" % (t, p, work))
         if args.json:
