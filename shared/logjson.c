@@ -129,12 +129,49 @@ put_string(struct jbuf *b, const char *s, size_t n, bool truncate)
 	put(b, "\"", 1);
 }
 
+/* ,"key": as one piece: all of it fits, or none. */
 static void
 put_key(struct jbuf *b, const char *key)
 {
-	put(b, ",\"", 2);
-	puts_raw(b, key);
-	put(b, "\":", 2);
+	char piece[KEY_MAX + 8];
+	int n = snprintf(piece, sizeof(piece), ",\"%s\":", key);
+
+	put(b, piece, n < 0 ? sizeof(piece) : (size_t)n);
+}
+
+/* Keys the object has of its own: a text's key=value word cannot give
+ * them another value (an upstream's reply or a client's address could
+ * otherwise pose as the level or the queue ID). */
+static bool
+reserved_key(const char *key)
+{
+	static const char *const own[] = {"time", "level", "program", "pid",
+	    "id", "text", "event", "reply"};
+	size_t i;
+
+	for (i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		if (strcmp(key, own[i]) == 0)
+			return true;
+	return false;
+}
+
+/* A name of the header (time stamp, level, program): printable ASCII
+ * but quotes and backslashes, '?' for anything else, at most
+ * NAME_MAX_OUT octets, so that the header always fits LOGJSON_MIN_OUT. */
+static void
+put_name(struct jbuf *b, const char *name)
+{
+	char clean[NAME_MAX_OUT + 3];
+	size_t i, n = 0;
+
+	clean[n++] = '"';
+	for (i = 0; name[i] != '\0' && i < NAME_MAX_OUT; i++)
+		clean[n++] = name[i] > 0x20 && name[i] < 0x7f &&
+		                     name[i] != '"' && name[i] != '\\'
+		                 ? name[i]
+		                 : '?';
+	clean[n++] = '"';
+	put(b, clean, n);
 }
 
 /* Is s[0..n) a JSON number as the log writes them (12, 0.21, -1)? */
@@ -234,7 +271,7 @@ put_fields(struct jbuf *b, const char *first_field)
 			p += strcspn(p, ", ");
 			continue;
 		}
-		for (dup = false, i = 0; i < nseen; i++)
+		for (dup = reserved_key(f.key), i = 0; i < nseen; i++)
 			dup = dup || strcmp(seen[i], f.key) == 0;
 		if (dup)
 			continue;
@@ -302,12 +339,11 @@ logjson_format(char *out, size_t outlen, const char *stamp, int priority,
 	}
 	b.cap = outlen - 3;
 	put(&b, "{\"time\":", 8);
-	put_string(&b, stamp, strnlen(stamp, NAME_MAX_OUT), true);
+	put_name(&b, stamp);
 	put_key(&b, "level");
-	put_string(&b, level_name(priority), strlen(level_name(priority)),
-	    true);
+	put_name(&b, level_name(priority));
 	put_key(&b, "program");
-	put_string(&b, program, strnlen(program, NAME_MAX_OUT), true);
+	put_name(&b, program);
 	put_key(&b, "pid");
 	snprintf(num, sizeof(num), "%ld", pid);
 	puts_raw(&b, num);

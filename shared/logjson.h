@@ -17,7 +17,9 @@
  * - key=value words (key: lower-case letters and "_") become fields:
  *   <address> without its brackets, "quoted" without its quotes, a
  *   decimal number as a number; "status=X (reply)" gives "status" and
- *   "reply".  The first of a repeated key is kept.
+ *   "reply".  The first of a repeated key is kept; a key of the object's
+ *   own (time, level, program, pid, id, text, event, reply) is never
+ *   taken from the text.
  * - "event": the words before the first key=value one ("removed",
  *   "moved to failed/", "milter"); without any, "delivery" for a line with
  *   a status, "queued" for one that starts with from=, else "message".
@@ -36,9 +38,10 @@
  * Write the object and a newline into out, always terminated and always
  * a complete object: a line that does not fit loses its parsed fields
  * first, then the end of its text.  stamp is an ISO-8601 time and program
- * a plain name (printable ASCII; each cut at 63 octets), priority
- * syslog's.  Returns the length written; an outlen below LOGJSON_MIN_OUT
- * gets an empty string and 0.
+ * a plain name (cut at 63 octets; a space, a quote, a backslash or a byte
+ * that is not printable ASCII becomes '?'), priority syslog's.  Returns
+ * the length written; an outlen below LOGJSON_MIN_OUT gets an empty
+ * string and 0.
  */
 size_t logjson_format(char *out, size_t outlen, const char *stamp,
     int priority, const char *program, long pid, const char *text);

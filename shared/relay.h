@@ -18,9 +18,9 @@
  * relay_send() hands the relay one batch: each message's spool file goes as
  * a descriptor, so the relay is never told where the spool is.  Each
  * message's results come back as soon as they are final and go to the
- * caller's relay_result_fn; the relay goes on only once that has returned,
- * so a crash of the daemon during a batch sends again at most the message
- * in flight.  Only recipients still RCPT_PENDING are sent.  TLS is 1.3 or
+ * caller's relay_result_fn; the relay sends the next message meanwhile
+ * but ends it (its final ".") only once that has returned, so a crash of
+ * the daemon during a batch sends again at most the message in flight.  Only recipients still RCPT_PENDING are sent.  TLS is 1.3 or
  * 1.2 (tls.h says what 1.3 needs with libesmtp).
  *
  * It never touches the spool and never logs a password or AUTH payload;
@@ -74,7 +74,8 @@ const char *relay_name(const struct relay *relay);
 /*
  * Called on relay_send()'s thread with each message of the batch whose
  * results have arrived (attempted, queue_wide, rcpt and data set), while
- * the session waits: record them durably enough that a restarted daemon
+ * the relay goes on with the next message but holds back its end: record
+ * them durably enough that a restarted daemon
  * does not send what the upstream took, and return 0; -1 when they could
  * not be recorded, which ends the session there (the messages not reached
  * stay as they were).  m stays the caller's; relay_send() touches its

@@ -15,9 +15,9 @@
  * The on-disk file is the truth: the heap starts every message as due now
  * and the envelope's next-attempt time, read when it is popped, puts it back
  * in its place.  Each message's results are applied as soon as they arrive
- * (relay_send() calls record_results() while the session waits), so a
- * crash in the middle of a batch sends again at most the message in
- * flight; the messages not reached are untouched and simply sent again.
+ * (relay_send() calls record_results(), and the relay ends the next
+ * message only once it has returned), so a crash in the middle of a batch
+ * sends again at most the message in flight; the messages not reached are untouched and simply sent again.
  * The one exception: when the disk refuses to record results (ENOSPC), the
  * envelope is held in memory and written again before its message is looked
  * at, so recipients the upstream accepted are not sent again every few
@@ -83,8 +83,11 @@
 /* Wake up at least this often even with nothing due, so that a wall clock
  * stepped backwards cannot leave the queue asleep for long. */
 #define SENDER_MAX_SLEEP_MS (600 * 1000)
-/* Seconds between two prunings of sent/ (SENT_RETENTION_DAYS). */
+/* Seconds between two prunings of sent/ (SENT_RETENTION_DAYS), and the
+ * most messages one pruning removes (it holds the sender's lock: more go
+ * at the next turn of the loop). */
 #define PRUNE_INTERVAL 3600
+#define PRUNE_SLICE 1000
 
 /* An envelope whose results the disk refused; newer than its file. */
 struct held {
@@ -203,6 +206,7 @@ scan_one(const char *id, unsigned known, void *arg)
 	sched_add_tagged(s->sched, id, DUE_NOW, (unsigned char)known);
 }
 
+/* A rescan: the IDs only (inotify lost events, or there is none). */
 static void
 scan_outbox(struct sender *s)
 {
@@ -234,7 +238,9 @@ start_relaying(struct sender *s)
 			close(s->inotifyfd);
 		s->inotifyfd = -1;
 	}
-	scan_outbox(s);
+	/* The first scan knows what the first loads need not look up. */
+	if (spool_scan_known(s->spool, scan_one, s) == -1)
+		log_warn("cannot scan %s", spool_outbox_path(s->spool));
 	if (sched_size(s->sched) > 0)
 		log_info("%zu message%s queued in %s", sched_size(s->sched),
 		    sched_size(s->sched) == 1 ? "" : "s",
@@ -720,6 +726,10 @@ sync_state(struct sender *s)
 	if (!s->unsynced)
 		return;
 	s->unsynced = false;
+	/* sent/ first: what left outbox/ for it is there on the disk by the
+	 * time it has left outbox/ there. */
+	if (spool_sync_finished(s->spool) == -1)
+		log_warn("cannot fsync %s/sent", spool_path(s->spool));
 	if (spool_sync(s->spool) == -1)
 		log_warn("cannot fsync %s", spool_outbox_path(s->spool));
 }
@@ -750,7 +760,7 @@ record_results(void *arg, struct relay_msg *m)
 	pthread_mutex_lock(&s->lock);
 	if (!s->abandoned) {
 		/* Held in memory only: a crash now would send it again, so
-		 * the session must not go on to the next message. */
+		 * the next message must not be completed. */
 		rc = apply(s, m, clock_wall());
 		b->recorded[m - b->msgs] = true;
 	}
@@ -866,7 +876,7 @@ maybe_report(struct sender *s)
 }
 
 /* sent/ pruned of what is older than SENT_RETENTION_DAYS: at the start,
- * then hourly. */
+ * then hourly, in slices. */
 static void
 maybe_prune(struct sender *s)
 {
@@ -875,9 +885,9 @@ maybe_prune(struct sender *s)
 
 	if (s->cfg->sent_retention_days <= 0 || now < s->next_prune)
 		return;
-	s->next_prune = now + PRUNE_INTERVAL;
-	n = spool_prune_sent(
-	    s->spool, now - (time_t)s->cfg->sent_retention_days * 86400);
+	n = spool_prune_sent(s->spool,
+	    now - (time_t)s->cfg->sent_retention_days * 86400, PRUNE_SLICE);
+	s->next_prune = n == PRUNE_SLICE ? now : now + PRUNE_INTERVAL;
 	if (n == -1)
 		log_warn("cannot prune %s/sent", spool_path(s->spool));
 	else if (n > 0)

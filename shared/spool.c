@@ -54,7 +54,9 @@ struct spool {
 	char *path;        /* absolute */
 	char *outbox_path; /* absolute, for inotify */
 	bool save_sent;
-	bool sent_unsynced; /* sent/ changed since its last fsync */
+	/* sent/ changed since its last fsync; the sender's thread only
+	 * (keep_sent(), spool_sync_finished()). */
+	bool sent_unsynced;
 	int dirfd;
 	int inboxfd;
 	int outboxfd;
@@ -870,17 +872,21 @@ spool_write(struct spool *spool, struct envelope *env, const struct iovec *iov,
 }
 
 int
+spool_sync_finished(struct spool *spool)
+{
+	if (!spool->sent_unsynced)
+		return 0;
+	if (fsync(spool->sentfd) == -1)
+		return -1;
+	spool->sent_unsynced = false;
+	return 0;
+}
+
+int
 spool_sync(struct spool *spool)
 {
 	unsigned long epoch = spares_sync_begin(spool->spares);
 
-	/* sent/ first: what left outbox/ for it is there on the disk by the
-	 * time it has left outbox/ there. */
-	if (spool->sent_unsynced) {
-		if (fsync(spool->sentfd) == -1)
-			return -1;
-		spool->sent_unsynced = false;
-	}
 	if (fsync(spool->outboxfd) == -1)
 		return -1;
 	/* Files that left outbox/ before this fsync may hold new mail. */
@@ -997,37 +1003,70 @@ collect_ids(int dirfd, struct idset *ids, struct idset *states)
 int
 spool_scan(struct spool *spool, spool_scan_fn *fn, void *arg)
 {
-	struct idset ids = {0}, states = {0}, finished = {0};
-	unsigned known;
-	size_t i;
-	int rc = -1;
+	struct dirent *de;
+	DIR *d;
+	int saved;
 
-	if (collect_ids(spool->outboxfd, &ids, &states) == -1)
-		goto out;
+	if ((d = open_scan(spool->outboxfd)) == NULL)
+		return -1;
+	/* Dotfiles and other names are an operator's or editor's temporary
+	 * files: not messages, and not ours to remove. */
+	while ((errno = 0, de = readdir(d)) != NULL)
+		if (spool_is_id(de->d_name))
+			fn(de->d_name, 0, arg);
+	saved = errno;
+	closedir(d);
+	errno = saved;
+	return saved != 0 ? -1 : 0;
+}
+
+/* What a scan knows of id (SPOOL_KNOWN_*), given what it may know at all
+ * and the sorted IDs with a state file and with a finished copy. */
+static unsigned
+known_of(const char *id, unsigned knowable, const struct idset *states,
+    const struct idset *finished)
+{
+	unsigned known = knowable;
+
+	if (idset_has(states, id))
+		known &= ~(unsigned)SPOOL_KNOWN_NO_STATE;
+	if (idset_has(finished, id))
+		known &= ~(unsigned)SPOOL_KNOWN_UNFINISHED;
+	return known;
+}
+
+int
+spool_scan_known(struct spool *spool, spool_scan_fn *fn, void *arg)
+{
+	struct idset ids = {0}, states = {0}, finished = {0};
+	unsigned knowable;
+	size_t i;
+	int rc = 0, saved;
+
+	knowable = SPOOL_KNOWN_NO_STATE | SPOOL_KNOWN_UNFINISHED;
+	if (collect_ids(spool->outboxfd, &ids, &states) == -1) {
+		/* What was read is still queued, with nothing known. */
+		rc = -1;
+		knowable = 0;
+	}
 	/* Nothing known of sent/ and failed/ if they cannot be read: every
 	 * lookup is then made, as without a scan. */
-	known = SPOOL_KNOWN_NO_STATE | SPOOL_KNOWN_UNFINISHED;
-	if (ids.n > 0 && (collect_ids(spool->sentfd, &finished, NULL) == -1 ||
-	                     collect_ids(spool->failedfd, &finished, NULL) ==
-	                         -1))
-		known &= ~(unsigned)SPOOL_KNOWN_UNFINISHED;
+	if (ids.n > 0 && knowable != 0 &&
+	    (collect_ids(spool->sentfd, &finished, NULL) == -1 ||
+	        collect_ids(spool->failedfd, &finished, NULL) == -1))
+		knowable &= ~(unsigned)SPOOL_KNOWN_UNFINISHED;
+	saved = errno;
 	if (states.n > 1)
 		qsort(states.v, states.n, sizeof(*states.v), compare_id);
 	if (finished.n > 1)
 		qsort(finished.v, finished.n, sizeof(*finished.v), compare_id);
 	for (i = 0; i < ids.n; i++)
-		fn(ids.v[i],
-		    known &
-		        ~(idset_has(&states, ids.v[i]) ? SPOOL_KNOWN_NO_STATE
-		                                        : 0U) &
-		        ~(idset_has(&finished, ids.v[i]) ? SPOOL_KNOWN_UNFINISHED
-		                                          : 0U),
+		fn(ids.v[i], known_of(ids.v[i], knowable, &states, &finished),
 		    arg);
-	rc = 0;
-out:
 	free(ids.v);
 	free(states.v);
 	free(finished.v);
+	errno = saved;
 	return rc;
 }
 
@@ -1047,8 +1086,23 @@ sent_time(int dirfd, const char *id, time_t *t)
 	return 0;
 }
 
+/*
+ * A state in sent/ without its message, while the message is still queued:
+ * a move to sent/ a crash cut short, which the sender completes when it
+ * loads the message (complete_finish()).  Not for pruning, however old.
+ */
+static bool
+move_pending(struct spool *spool, const char *id)
+{
+	struct stat st;
+
+	return fstatat(spool->sentfd, id, &st, AT_SYMLINK_NOFOLLOW) == -1 &&
+	       errno == ENOENT &&
+	       fstatat(spool->outboxfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 int
-spool_prune_sent(struct spool *spool, time_t before)
+spool_prune_sent(struct spool *spool, time_t before, int max)
 {
 	struct idset ids = {0};
 	char name[STATE_NAME_MAX];
@@ -1065,10 +1119,10 @@ spool_prune_sent(struct spool *spool, time_t before)
 	 * found gone. */
 	if (ids.n > 1)
 		qsort(ids.v, ids.n, sizeof(*ids.v), compare_id);
-	for (i = 0; i < ids.n; i++) {
+	for (i = 0; i < ids.n && removed < max; i++) {
 		if ((i > 0 && compare_id(ids.v[i], ids.v[i - 1]) == 0) ||
 		    sent_time(spool->sentfd, ids.v[i], &t) == -1 ||
-		    t >= before)
+		    t >= before || move_pending(spool, ids.v[i]))
 			continue;
 		/* The message first: a state left alone goes next time. */
 		state_name(ids.v[i], name);
@@ -1264,20 +1318,22 @@ spool_update(struct spool *spool, const struct envelope *env)
 /*
  * SAVE_SENT_MAIL: the message and its final state go to sent/ as
  * failed/ messages go to failed/ (spool_finish()), but nothing is fsynced
- * here: sent/ is synced once per session, before outbox/ (spool_sync()).
- * A crash of the process loses nothing (the kernel has every change); a
+ * here: sent/ is synced once per session, before outbox/
+ * (spool_sync_finished()), and the state file's contents not at all.  A
+ * crash of the process loses nothing (the kernel has every change); a
  * power loss can at worst lose the copy in sent/ of a message the
- * upstream already took, or bring back one to send again, as for any
- * state change since the last spool_sync().  Two fsyncs per message made
- * the relay three times slower (docs/performance.md).
+ * upstream already took or leave its state empty, or bring back one to
+ * send again, as for any state change since the last spool_sync().  Two
+ * fsyncs per message made the relay three times slower
+ * (docs/performance.md).
  */
 static int
 keep_sent(struct spool *spool, const struct envelope *env)
 {
+	spool->sent_unsynced = true;
 	if (write_state(spool, env, spool->sentfd, false) == -1 ||
 	    renameat(spool->outboxfd, env->id, spool->sentfd, env->id) == -1)
 		return -1;
-	spool->sent_unsynced = true;
 	return unlink_state(spool, spool->outboxfd, env->id);
 }
 

@@ -29,8 +29,8 @@
  * runs once per session.  Until then a power loss can only bring back the
  * previous state (a message sent again, never one lost: a final state in
  * failed/ is durable before the queued message goes; sent/ is synced once
- * per session, just before outbox/, so a power loss may lose the copy
- * kept of a message already delivered).  Directory
+ * per session, just before outbox/ (spool_sync_finished()), so a power
+ * loss may lose the copy kept of a message already delivered).  Directory
  * file descriptors stay open for the life of the spool.
  *
  * All functions are safe to call from several threads at once.  They return
@@ -102,9 +102,12 @@ int spool_draft_write(struct spool_draft *d, const struct iovec *iov,
 int spool_draft_commit(struct spool *spool, struct spool_draft *d);
 void spool_draft_abort(struct spool *spool, struct spool_draft *d);
 
-/* fsync sent/ if it changed, then outbox/: makes every spool_write() and
- * state change that returned before durable. */
+/* fsync outbox/: makes every spool_write(), and every state change that
+ * returned before, durable. */
 int spool_sync(struct spool *spool);
+/* fsync sent/ if spool_finish() moved messages there since the last call:
+ * by the sender's thread, before its spool_sync(). */
+int spool_sync_finished(struct spool *spool);
 /* spool_write() + spool_sync(); if the sync fails, the file is discarded
  * again so that nothing unacknowledged stays queued. */
 int spool_commit(struct spool *spool, struct envelope *env,
@@ -138,10 +141,14 @@ int spool_discard(struct spool *spool, const char *id);
 #define SPOOL_KNOWN_UNFINISHED 0x2 /* nothing of it in sent/ or failed/ */
 
 typedef void spool_scan_fn(const char *id, unsigned known, void *arg);
-/* Call fn for each message in outbox/, with what the scan knows of it
- * (SPOOL_KNOWN_*): one read of outbox/, and of sent/ and failed/ when
- * outbox/ holds messages. */
+/* Call fn for each message in outbox/ (one read of outbox/), with known
+ * 0.  On a read error (-1, errno set) the messages read so far were
+ * given. */
 int spool_scan(struct spool *spool, spool_scan_fn *fn, void *arg);
+/* spool_scan(), knowing more (SPOOL_KNOWN_*) at the price of reading
+ * sent/ and failed/ too (when outbox/ holds messages): for the sender's
+ * start-up scan, not for every rescan. */
+int spool_scan_known(struct spool *spool, spool_scan_fn *fn, void *arg);
 
 /* Read outbox/ID's envelope as it stands (its state file if it has one).
  * errno ENOENT: gone; EBADMSG: the message file or its state does not parse
@@ -169,18 +176,20 @@ enum spool_fate {
 };
 /* Take a message out of the queue for good, with env's final state: to
  * failed/ (the message file moved, env as ID.state beside it, durable on
- * return), to sent/ (the same, durable at the next spool_sync()), or
- * deleted; the removal from outbox/ is durable at the next spool_sync(). */
+ * return), to sent/ (the same, durable at the next spool_sync_finished(),
+ * the state's contents never fsynced), or deleted; the removal from
+ * outbox/ is durable at the next spool_sync(). */
 int spool_finish(struct spool *spool, const struct envelope *env,
     enum spool_fate fate);
 /* Move an unreadable outbox/ID, and its state file, to corrupt/. */
 int spool_quarantine(struct spool *spool, const char *id);
 
-/* Remove what sent/ holds of messages sent before `before` (the time of
- * their state file, else of the message file; SENT_RETENTION_DAYS).
- * Returns how many messages went, or -1 with errno if sent/ cannot be
- * read. */
-int spool_prune_sent(struct spool *spool, time_t before);
+/* Remove what sent/ holds of at most max messages sent before `before`
+ * (the time of their state file, else of the message file;
+ * SENT_RETENTION_DAYS), never the state of a move to sent/ a crash cut
+ * short.  Returns how many messages went, or -1 with errno if sent/
+ * cannot be read. */
+int spool_prune_sent(struct spool *spool, time_t before, int max);
 
 /*
  * Does the spool at dir (not opened) belong to uid: the folder, its

@@ -3,7 +3,8 @@
  * log line into JSON, client-supplied addresses and upstream replies
  * included.
  *
- * Input: the first octet picks the buffer size (LOGJSON_MIN_OUT + 4 * n), the
+ * Input: the first octet picks the buffer size (LOGJSON_MIN_OUT + 4 * n),
+ * its low 3 bits how many of the next octets are the program's name; the
  * rest is the line's text.  What must hold, for every input:
  *   - the output is one flat JSON object (string and number values only,
  *     as logjson writes them), then a newline, NUL-terminated, of exactly
@@ -168,19 +169,25 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static char out[LOGJSON_MIN_OUT + 255 * 4 + 16];
-	size_t outlen, len;
+	char program[8];
+	size_t outlen, len, plen;
 	char *text;
 
 	if (size == 0)
 		return 0;
 	outlen = LOGJSON_MIN_OUT + (size_t)data[0] * 4;
+	plen = data[0] & 7;
+	if (plen > size - 1)
+		plen = size - 1;
+	memcpy(program, data + 1, plen);
+	program[plen] = '\0';
 	text = malloc(size);
-	memcpy(text, data + 1, size - 1);
-	text[size - 1] = '\0';
+	memcpy(text, data + 1 + plen, size - 1 - plen);
+	text[size - 1 - plen] = '\0';
 	/* A canary past the buffer given. */
 	memset(out, 'Z', sizeof(out));
 	len = logjson_format(out, outlen, "2026-12-02T06:30:00.123Z",
-	    LOG_INFO, "arnie", 1234, text);
+	    LOG_INFO, program, 1234, text);
 	CHECK(len < outlen);
 	CHECK(out[len] == '\0' && strlen(out) == len);
 	CHECK(out[outlen] == 'Z');

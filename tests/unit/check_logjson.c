@@ -56,6 +56,11 @@ static const struct {
         HEAD ",\"text\":\"say \\\"hi\\\" \\\\ \\u0001\\u0009\\ufffd\xc3\xa9\","
              "\"event\":\"say \\\"hi\\\" \\\\ \\u0001\\u0009\\ufffd\xc3\xa9\"}\n"},
     {"", HEAD ",\"text\":\"\",\"event\":\"message\"}\n"},
+    /* A text cannot set the object's own keys. */
+    {"0193A4B5C6D7E000020: to=<a@b> level=emerg id=X text=y reply=z",
+        HEAD ",\"id\":\"0193A4B5C6D7E000020\",\"text\":\"to=<a@b> "
+             "level=emerg id=X text=y reply=z\",\"event\":\"message\","
+             "\"to\":\"a@b\"}\n"},
 };
 
 START_TEST(test_line)
@@ -131,6 +136,9 @@ START_TEST(test_levels)
 	ck_assert_ptr_nonnull(strstr(out, "\"program\":\"arnie-milter\""));
 	logjson_format(out, sizeof(out), "t", LOG_DEBUG, "arnie", 7, "x");
 	ck_assert_ptr_nonnull(strstr(out, "\"level\":\"debug\""));
+	/* A program name is written plain. */
+	logjson_format(out, sizeof(out), "t", LOG_INFO, "a \"b\\\x01", 7, "x");
+	ck_assert_ptr_nonnull(strstr(out, "\"program\":\"a??b??\""));
 }
 END_TEST
 

@@ -1215,16 +1215,18 @@ START_TEST(test_prune_sent)
 	struct spool *spool = spool_open(spooldir, true);
 	static const char *const ids[] = {"0193A4B5C6D7E000021",
 	    "0193A4B5C6D7E000022", "0193A4B5C6D7E000023",
-	    "0193A4B5C6D7E000024", "0193A4B5C6D7E000025"};
-	char state[5][SPOOL_IDLEN + 8];
+	    "0193A4B5C6D7E000024", "0193A4B5C6D7E000025",
+	    "0193A4B5C6D7E000026"};
+	char state[6][SPOOL_IDLEN + 8];
 	int i;
 
 	ck_assert_ptr_nonnull(spool);
-	for (i = 0; i < 5; i++)
+	for (i = 0; i < 6; i++)
 		snprintf(state[i], sizeof(state[i]), "%s.state", ids[i]);
 	/* 0: sent 3 days ago.  1: a 0.1.0 message without a state, 3 days
 	 * old.  2: sent an hour ago, accepted 3 days ago.  3: a state left
-	 * alone, old.  4: accepted and sent an hour ago. */
+	 * alone, old.  4: accepted and sent an hour ago.  5: an old state
+	 * whose message is still queued: a move a crash cut short. */
 	put_aged("sent", ids[0], 3 * 86400);
 	put_aged("sent", state[0], 3 * 86400);
 	put_aged("sent", ids[1], 3 * 86400);
@@ -1233,15 +1235,20 @@ START_TEST(test_prune_sent)
 	put_aged("sent", state[3], 3 * 86400);
 	put_aged("sent", ids[4], 3600);
 	put_aged("sent", state[4], 3600);
+	put_aged("sent", state[5], 3 * 86400);
+	put_aged("outbox", ids[5], 3 * 86400);
 	put_aged("sent", "README", 3 * 86400);
-	ck_assert_int_eq(spool_prune_sent(spool, time(NULL) - 86400), 3);
+	/* At most max at a time. */
+	ck_assert_int_eq(spool_prune_sent(spool, time(NULL) - 86400, 1), 1);
+	ck_assert_int_eq(spool_prune_sent(spool, time(NULL) - 86400, 10), 2);
 	ck_assert(!exists("sent", ids[0]) && !exists("sent", state[0]));
 	ck_assert(!exists("sent", ids[1]));
 	ck_assert(exists("sent", ids[2]) && exists("sent", state[2]));
 	ck_assert(!exists("sent", state[3]));
 	ck_assert(exists("sent", ids[4]) && exists("sent", state[4]));
+	ck_assert(exists("sent", state[5]) && exists("outbox", ids[5]));
 	ck_assert(exists("sent", "README"));
-	ck_assert_int_eq(spool_prune_sent(spool, time(NULL) - 86400), 0);
+	ck_assert_int_eq(spool_prune_sent(spool, time(NULL) - 86400, 10), 0);
 	spool_close(spool);
 }
 END_TEST
@@ -1269,6 +1276,12 @@ START_TEST(test_scan_knows_states_and_finished_copies)
 	snprintf(name, sizeof(name), "%s.state", env[2]->id);
 	put_file("sent", name, "x", 1);
 	ck_assert_int_eq(spool_scan(spool, known_fn, &k), 0);
+	for (i = 0; i < 3; i++) {
+		ck_assert_int_eq(k.seen[i], 1);
+		ck_assert_uint_eq(k.known[i], 0);
+		k.seen[i] = 0;
+	}
+	ck_assert_int_eq(spool_scan_known(spool, known_fn, &k), 0);
 	for (i = 0; i < 3; i++)
 		ck_assert_int_eq(k.seen[i], 1);
 	ck_assert_uint_eq(
