@@ -134,14 +134,7 @@ dirty_name(const char *id, char name[DIRTY_NAME_MAX])
 static bool
 is_dirty_name(const char *name, char id[SPOOL_IDLEN + 1])
 {
-	const char *dot = strrchr(name, '.');
-
-	if (dot == NULL || strcmp(dot, DIRTY_SUFFIX) != 0 ||
-	    (size_t)(dot - name) > SPOOL_IDLEN)
-		return false;
-	memcpy(id, name, (size_t)(dot - name));
-	id[dot - name] = '\0';
-	return spool_is_id(id);
+	return spool_is_id_with(name, DIRTY_SUFFIX, id);
 }
 
 static bool empty_spare(struct spares *sp, const char *id);

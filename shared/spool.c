@@ -133,6 +133,18 @@ spool_is_id(const char *name)
 	return parse_id(name, NULL, NULL) == 0;
 }
 
+bool
+spool_is_id_with(const char *name, const char *suffix,
+    char id[SPOOL_IDLEN + 1])
+{
+	if (strlen(name) != SPOOL_IDLEN + strlen(suffix) ||
+	    strcmp(name + SPOOL_IDLEN, suffix) != 0)
+		return false;
+	memcpy(id, name, SPOOL_IDLEN);
+	id[SPOOL_IDLEN] = '\0';
+	return spool_is_id(id);
+}
+
 void
 spool_new_id(struct spool *spool, char id[SPOOL_IDLEN + 1])
 {
@@ -352,12 +364,7 @@ state_name(const char *id, char name[STATE_NAME_MAX])
 static bool
 is_state_name(const char *name, char id[SPOOL_IDLEN + 1])
 {
-	if (strlen(name) != STATE_NAME_MAX - 1 ||
-	    strcmp(name + SPOOL_IDLEN, STATE_SUFFIX) != 0)
-		return false;
-	memcpy(id, name, SPOOL_IDLEN);
-	id[SPOOL_IDLEN] = '\0';
-	return spool_is_id(id);
+	return spool_is_id_with(name, STATE_SUFFIX, id);
 }
 
 /* Remove dirfd/ID.state if there is one. */

@@ -51,6 +51,10 @@
 
 /* Is name a message ID (exactly SPOOL_IDLEN upper-case hex digits)? */
 bool spool_is_id(const char *name);
+/* Is name a message ID followed by suffix (".state")?  The ID goes to
+ * id. */
+bool spool_is_id_with(
+    const char *name, const char *suffix, char id[SPOOL_IDLEN + 1]);
 
 struct spool;
 
