@@ -20,8 +20,9 @@
  * message's results come back as soon as they are final and go to the
  * caller's relay_result_fn; the relay sends the next message meanwhile
  * but ends it (its final ".") only once that has returned, so a crash of
- * the daemon during a batch sends again at most the message in flight.  Only recipients still RCPT_PENDING are sent.  TLS is 1.3 or
- * 1.2 (tls.h says what 1.3 needs with libesmtp).
+ * the daemon during a batch sends again at most the message in flight.
+ * Only recipients still RCPT_PENDING are sent.  TLS is 1.3 or 1.2 (tls.h
+ * says what 1.3 needs with libesmtp).
  *
  * It never touches the spool and never logs a password or AUTH payload;
  * the password reaches the relay over its socket, never through argv or

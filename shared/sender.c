@@ -17,7 +17,8 @@
  * in its place.  Each message's results are applied as soon as they arrive
  * (relay_send() calls record_results(), and the relay ends the next
  * message only once it has returned), so a crash in the middle of a batch
- * sends again at most the message in flight; the messages not reached are untouched and simply sent again.
+ * sends again at most the message in flight; the messages not reached are
+ * untouched and simply sent again.
  * The one exception: when the disk refuses to record results (ENOSPC), the
  * envelope is held in memory and written again before its message is looked
  * at, so recipients the upstream accepted are not sent again every few
