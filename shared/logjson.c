@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "xmalloc.h"
+
 /* Keys of one line remembered to drop repeats; more are dropped too. */
 #define KEYS_MAX 16
 #define KEY_MAX 32
@@ -145,8 +147,8 @@ put_key(struct jbuf *b, const char *key)
 static bool
 reserved_key(const char *key)
 {
-	static const char *const own[] = {"time", "level", "program", "pid",
-	    "id", "text", "event", "reply"};
+	static const char *const own[] = {
+	    "time", "level", "program", "pid", "id", "text", "event", "reply"};
 	size_t i;
 
 	for (i = 0; i < sizeof(own) / sizeof(own[0]); i++)
@@ -189,8 +191,7 @@ is_number(const char *s, size_t n)
 	if (digits == 0 || digits > 18)
 		return false;
 	if (i < n && s[i] == '.') {
-		for (i++, digits = 0; i < n && s[i] >= '0' && s[i] <= '9';
-		     i++)
+		for (i++, digits = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++)
 			digits++;
 		if (digits == 0)
 			return false;
@@ -302,8 +303,8 @@ put_fields(struct jbuf *b, const char *first_field)
 /* The words before the first key=value one, trimmed; *first set to that
  * word (or the end). */
 static void
-event_words(const char *rest, const char **start, size_t *len,
-    const char **first)
+event_words(
+    const char *rest, const char **start, size_t *len, const char **first)
 {
 	const char *p = rest, *q;
 	struct field f;
@@ -378,4 +379,20 @@ logjson_format(char *out, size_t outlen, const char *stamp, int priority,
 	put(&b, "}\n", 2);
 	out[b.len] = '\0';
 	return b.len;
+}
+
+char *
+logjson_quote(const char *s)
+{
+	size_t n = strlen(s);
+	struct jbuf b;
+
+	/* Each octet becomes at most 6 ("\u001f"), plus the quotes. */
+	b.cap = 6 * n + 2;
+	b.p = xmalloc(b.cap + 1);
+	b.len = 0;
+	b.overflow = false;
+	put_string(&b, s, n, false);
+	b.p[b.len] = '\0';
+	return b.p;
 }

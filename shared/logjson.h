@@ -43,7 +43,11 @@
  * the length written; an outlen below LOGJSON_MIN_OUT gets an empty
  * string and 0.
  */
-size_t logjson_format(char *out, size_t outlen, const char *stamp,
-    int priority, const char *program, long pid, const char *text);
+size_t logjson_format(char *out, size_t outlen, const char *stamp, int priority,
+    const char *program, long pid, const char *text);
+
+/* s as a JSON string, quotes included, escaped as above (owned; for
+ * arnie-queue's --json output). */
+char *logjson_quote(const char *s);
 
 #endif

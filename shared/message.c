@@ -233,6 +233,71 @@ message_line_ends_header(const char *line, size_t len, bool in_field)
 	return field_name_len(line, len) == 0;
 }
 
+/* Append a line's value part to v without its line break (unfolding). */
+static void
+append_value(char **v, size_t *vlen, const char *p, size_t n)
+{
+	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r'))
+		n--;
+	*v = xreallocarray(*v, *vlen + n + 1, 1);
+	memcpy(*v + *vlen, p, n);
+	*vlen += n;
+	(*v)[*vlen] = '\0';
+}
+
+/* v with the blanks at both ends removed, in place. */
+static char *
+trim(char *v)
+{
+	char *p = v, *e;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	e = p + strlen(p);
+	while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	*e = '\0';
+	memmove(v, p, (size_t)(e - p) + 1);
+	return v;
+}
+
+char *
+message_field_value(const char *msg, size_t len, const char *name)
+{
+	size_t off = 0, n, nlen, k, vlen = 0, want = strlen(name);
+	bool in_field = false, taking = false;
+	const char *line, *nl;
+	char *v = NULL;
+
+	while (off < len) {
+		line = msg + off;
+		nl = memchr(line, '\n', len - off);
+		n = nl != NULL ? (size_t)(nl - line) + 1 : len - off;
+		if (message_line_ends_header(line, n, in_field) ||
+		    (n == 1 && line[0] == '\n'))
+			break;
+		if (in_field && (line[0] == ' ' || line[0] == '\t')) {
+			if (taking)
+				append_value(&v, &vlen, line, n);
+		} else if (taking)
+			break;
+		else {
+			nlen = k = field_name_len(line, n);
+			while (k > 0 &&
+			       (line[k - 1] == ' ' || line[k - 1] == '\t'))
+				k--;
+			in_field = true;
+			if (k == want && strncasecmp(line, name, want) == 0) {
+				taking = true;
+				append_value(
+				    &v, &vlen, line + nlen + 1, n - nlen - 1);
+			}
+		}
+		off += n;
+	}
+	return v != NULL ? trim(v) : NULL;
+}
+
 void
 message_scan_clear(struct message_scan *scan)
 {

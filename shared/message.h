@@ -164,6 +164,14 @@ void message_scan_clear(struct message_scan *scan);
  */
 bool message_line_ends_header(const char *line, size_t len, bool in_field);
 
+/*
+ * The value of the first header field called name (compared without case)
+ * in the header section of msg[0..len): continuation lines unfolded, blanks
+ * around it trimmed; owned, or NULL when there is no such field.  For
+ * arnie-queue, which finds a message by its Message-ID.
+ */
+char *message_field_value(const char *msg, size_t len, const char *name);
+
 /* The plan for one message: what message_iov() will produce. */
 struct message_fix {
 	struct message_scan scan;

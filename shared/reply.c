@@ -7,6 +7,9 @@
 #include "reply.h"
 
 #include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
 
 enum reply_class
 reply_classify(int code, const char *text, enum reply_stage stage)
@@ -21,7 +24,7 @@ reply_classify(int code, const char *text, enum reply_stage stage)
 	 * the client asked for. */
 	if (code / 100 == 3)
 		return stage == REPLY_AT_DATA && code == 354 ? REPLY_OK
-		                                              : REPLY_MALFORMED;
+		                                             : REPLY_MALFORMED;
 	if (code / 100 == 2)
 		return REPLY_OK;
 	/* Before any message, a refusal is about the session. */
@@ -72,4 +75,41 @@ reply_class_name(enum reply_class c)
 		return "none";
 	}
 	return "?";
+}
+
+/* The word at p (up to a blank, ';', ',' or the end of the line). */
+static bool
+take_word(const char *p, char *out, size_t len)
+{
+	size_t n = strcspn(p, " \t\r\n;,");
+
+	if (n == 0 || len == 0)
+		return false;
+	snprintf(out, len, "%.*s", (int)n, p);
+	return true;
+}
+
+bool
+reply_queued_as(const char *reply, char *out, size_t len)
+{
+	const char *p;
+
+	if (len > 0)
+		out[0] = '\0';
+	if (reply == NULL || strncmp(reply, "250", 3) != 0)
+		return false;
+	if ((p = strcasestr(reply, "queued as ")) != NULL)
+		return take_word(p + 10, out, len);
+	/* "250 Ok ID", with or without an enhanced code. */
+	p = reply + 3;
+	p += strspn(p, " -");
+	if (p[0] == '2' && p[1] == '.')
+		p += strcspn(p, " ") + strspn(p + strcspn(p, " "), " ");
+	if (strncasecmp(p, "ok ", 3) != 0)
+		return false;
+	p += 3 + strspn(p + 3, " ");
+	/* A word of some length, alone on its line: an ID, not prose. */
+	if (strcspn(p, " \t\r\n") < 8 || p[strcspn(p, " \t")] == ' ')
+		return false;
+	return take_word(p, out, len);
 }

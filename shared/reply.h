@@ -44,15 +44,15 @@ enum reply_stage {
 	REPLY_AT_SESSION, /* greeting, EHLO, STARTTLS, AUTH */
 	REPLY_AT_MAIL,
 	REPLY_AT_RCPT,
-	REPLY_AT_DATA,    /* the reply to DATA (354 expected) */
-	REPLY_AT_END,     /* the reply to the end of the message */
+	REPLY_AT_DATA, /* the reply to DATA (354 expected) */
+	REPLY_AT_END,  /* the reply to the end of the message */
 };
 
 /* The class of reply code at stage; text (the reply's text, or NULL) is
  * not needed for any rule today but kept in the signature for the ones
  * that will (SES words its quotas). */
-enum reply_class reply_classify(int code, const char *text,
-    enum reply_stage stage);
+enum reply_class reply_classify(
+    int code, const char *text, enum reply_stage stage);
 
 /* True for the classes that pause the whole queue. */
 bool reply_is_queue_wide(enum reply_class c);
@@ -63,5 +63,14 @@ bool reply_line_ok(const char *line, size_t len);
 
 /* "ok", "temp", "temp-queue", "perm", "malformed", "none": for logs. */
 const char *reply_class_name(enum reply_class c);
+
+/*
+ * The upstream's own ID for a message, from its 250 after DATA: the word
+ * after "queued as" (Postfix, Postmark: "250 2.0.0 Ok: queued as
+ * 4XkT2b"), or the one after a bare "Ok" (Amazon SES: "250 Ok
+ * 0100018c...-000000").  Written into out (NUL-terminated, cut to len);
+ * false, and out empty, when the reply names none.
+ */
+bool reply_queued_as(const char *reply, char *out, size_t len);
 
 #endif

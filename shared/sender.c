@@ -20,7 +20,7 @@
  * sends again at most the message in flight; the messages not reached are
  * untouched and simply sent again.
  * The one exception: when the disk refuses to record results (ENOSPC), the
- * envelope is held in memory and written again before its message is looked
+ * envelope is stashed in memory and written again before its message is looked
  * at, so recipients the upstream accepted are not sent again every few
  * seconds while the disk is full.
  *
@@ -62,10 +62,12 @@
 
 #include "clock.h"
 #include "log.h"
+#include "queuectl.h"
 #include "relay.h"
 #include "report.h"
 #include "sched.h"
 #include "spool.h"
+#include "stats.h"
 #include "xmalloc.h"
 
 /* Retry a lock held by another process this often. */
@@ -89,10 +91,12 @@
  * at the next turn of the loop). */
 #define PRUNE_INTERVAL 3600
 #define PRUNE_SLICE 1000
+/* sender.status (stats.h) is rewritten at most this often. */
+#define STATUS_INTERVAL 1.0
 
 /* An envelope whose results the disk refused; newer than its file. */
-struct held {
-	struct held *next;
+struct stashed {
+	struct stashed *next;
 	struct envelope *env;
 };
 
@@ -107,13 +111,18 @@ struct sender {
 	char pause_reason[RELAY_REPLY_MAX]; /* last logged, "" when running */
 	int wakefd;
 	int inotifyfd;    /* -1 until the lock is held, or if refused */
+	int control_wd;   /* inotify's watch of control/, or -1 */
+	bool control_due; /* arnie-queue's requests may be waiting */
 	bool locked;      /* we hold the spool's sender lock */
 	bool told_locked; /* said that another process relays */
 	bool told_lock_error;
 	size_t max_batch;
-	struct held *held; /* few: only messages hit by disk errors */
-	bool unsynced;     /* outbox/ changed since its last fsync */
+	struct stashed *stashed; /* few: only messages hit by disk errors */
+	bool unsynced;           /* outbox/ changed since its last fsync */
 	time_t next_prune; /* of sent/ (SENT_RETENTION_DAYS), 0: at once */
+	struct stats stats;
+	bool status_dirty;  /* stats changed since sender.status was written */
+	double status_next; /* not written again before this (clock_mono()) */
 
 	pthread_t thread;
 	bool started;
@@ -162,7 +171,7 @@ sender_new(
 
 	s->cfg = cfg;
 	s->spool = spool;
-	s->wakefd = s->inotifyfd = -1;
+	s->wakefd = s->inotifyfd = s->control_wd = -1;
 	if ((s->relay = relay_new(cfg, err, errlen)) == NULL)
 		goto fail;
 	if ((s->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
@@ -215,6 +224,21 @@ scan_outbox(struct sender *s)
 		log_warn("cannot scan %s", spool_outbox_path(s->spool));
 }
 
+/* arnie-queue's requests (queuectl.h) arrive in control/. */
+static void
+watch_control(struct sender *s)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/control", spool_path(s->spool));
+	s->control_wd =
+	    inotify_add_watch(s->inotifyfd, path, IN_MOVED_TO | IN_ONLYDIR);
+	if (s->control_wd == -1)
+		log_warn("cannot watch %s; arnie-queue's requests are seen "
+		         "at the next wake-up only",
+		    path);
+}
+
 /* We hold the lock: clean up, watch, then scan (in that order, see top). */
 static void
 start_relaying(struct sender *s)
@@ -238,7 +262,10 @@ start_relaying(struct sender *s)
 		if (s->inotifyfd != -1)
 			close(s->inotifyfd);
 		s->inotifyfd = -1;
-	}
+	} else
+		watch_control(s);
+	/* Requests left while no one relayed; and say who relays now. */
+	s->control_due = s->status_dirty = true;
 	/* The first scan knows what the first loads need not look up. */
 	if (spool_scan_known(s->spool, scan_one, s) == -1)
 		log_warn("cannot scan %s", spool_outbox_path(s->spool));
@@ -286,6 +313,8 @@ drain(struct sender *s)
 	woken = read(s->wakefd, &count, sizeof(count)) == sizeof(count);
 	if (!s->locked)
 		return;
+	if (woken && (s->inotifyfd == -1 || s->control_wd == -1))
+		s->control_due = true;
 	if (s->inotifyfd == -1) {
 		if (woken)
 			scan_outbox(s);
@@ -302,7 +331,9 @@ drain(struct sender *s)
 		     p += sizeof(struct inotify_event) + ev->len) {
 			ev = (const struct inotify_event *)p;
 			if (ev->mask & IN_Q_OVERFLOW)
-				rescan = true;
+				rescan = s->control_due = true;
+			else if (ev->wd == s->control_wd)
+				s->control_due = true;
 			else if (ev->len > 0 && spool_is_id(ev->name))
 				sched_add_new(s->sched, ev->name, DUE_NOW);
 		}
@@ -352,24 +383,24 @@ env_copy(const struct envelope *env)
 /* The disk refused env's new state: keep a copy, retried before its stale
  * file is ever sent from again (see prepare()). */
 static void
-hold(struct sender *s, const struct envelope *env, time_t now)
+stash(struct sender *s, const struct envelope *env, time_t now)
 {
-	struct held *h = xcalloc(1, sizeof(*h));
+	struct stashed *h = xcalloc(1, sizeof(*h));
 
 	h->env = env_copy(env);
-	h->next = s->held;
-	s->held = h;
+	h->next = s->stashed;
+	s->stashed = h;
 	sched_add(s->sched, env->id, now + SENDER_DISK_RETRY);
 }
 
-/* The held envelope of id, now owned by the caller, or NULL. */
+/* The stashed envelope of id, now owned by the caller, or NULL. */
 static struct envelope *
-unhold(struct sender *s, const char *id)
+unstash(struct sender *s, const char *id)
 {
-	struct held **hp, *h;
+	struct stashed **hp, *h;
 	struct envelope *env;
 
-	for (hp = &s->held; (h = *hp) != NULL; hp = &h->next)
+	for (hp = &s->stashed; (h = *hp) != NULL; hp = &h->next)
 		if (strcmp(h->env->id, id) == 0) {
 			*hp = h->next;
 			env = h->env;
@@ -381,7 +412,7 @@ unhold(struct sender *s, const char *id)
 
 /*
  * Write env's new state and queue it for its next attempt.  If the disk
- * refuses, the old file stays and env is held: our copy keeps the accepted
+ * refuses, the old file stays and env is stashed: our copy keeps the accepted
  * recipients from being sent again.
  */
 static int
@@ -393,13 +424,20 @@ requeue(struct sender *s, struct envelope *env, time_t now)
 		log_warn("%s: cannot update the queue file, trying again in "
 		         "%ds",
 		    env->id, SENDER_DISK_RETRY);
-		hold(s, env, now);
+		stash(s, env, now);
 		return -1;
 	}
 	s->unsynced = true;
 	sched_add(s->sched, env->id,
 	    env->next_attempt > now ? env->next_attempt : now);
 	return 0;
+}
+
+static void
+count(struct sender *s, enum stats_event ev, time_t now)
+{
+	stats_count(&s->stats, ev, now);
+	s->status_dirty = true;
 }
 
 /* Take env out of the queue; on a disk error keep it and try again soon. */
@@ -416,10 +454,11 @@ finish(struct sender *s, struct envelope *env, enum spool_fate fate, time_t now)
 		 * us, for a crash meanwhile), so that the retry finishes
 		 * instead of sending again. */
 		(void)spool_update(s->spool, env);
-		hold(s, env, now);
+		stash(s, env, now);
 		return -1;
 	}
 	s->unsynced = true;
+	count(s, fate == SPOOL_FAILED ? STATS_FAILED : STATS_SENT, now);
 	if (fate == SPOOL_FAILED) {
 		log_info("%s: moved to failed/", env->id);
 		report_failed(s->report, env);
@@ -535,7 +574,7 @@ outcome(const struct relay_msg *m, size_t j, struct relay_result *none)
 
 /* Apply an attempted message's results to its envelope and the spool.  0
  * when the new state is on disk, -1 when the disk refused it and it is only
- * held in memory (see hold()). */
+ * stashed in memory (see stash()). */
 static int
 apply(struct sender *s, struct relay_msg *m, double nowd)
 {
@@ -601,6 +640,7 @@ apply(struct sender *s, struct relay_msg *m, double nowd)
 		next = now + sched_backoff(env->attempts, s->cfg->retry_delay,
 		                 s->cfg->retry_max_delay);
 	env->next_attempt = next;
+	count(s, STATS_DEFERRED, now);
 	return requeue(s, env, now);
 }
 
@@ -621,10 +661,12 @@ update_pause(struct sender *s, bool trouble, const char *reason, time_t now)
 			    (long)(now - since));
 			report_recovered(s->report, now);
 			s->pause_reason[0] = '\0';
+			s->status_dirty = true;
 		}
 		return;
 	}
 	secs = sched_pause_fail(&s->pause, now);
+	s->status_dirty = true;
 	if (strcmp(reason, s->pause_reason) != 0) {
 		log_warnx("queue paused: %s; next probe in %lds, then "
 		          "backing off up to %lds",
@@ -638,12 +680,12 @@ update_pause(struct sender *s, bool trouble, const char *reason, time_t now)
 }
 
 /*
- * Write a held envelope again, before its stale file is looked at: finish
+ * Write a stashed envelope again, before its stale file is looked at: finish
  * it if every recipient is done, else update it and queue it for its next
- * attempt.  While the disk still refuses, it stays held.
+ * attempt.  While the disk still refuses, it stays stashed.
  */
 static void
-flush_held(struct sender *s, struct envelope *env, time_t now)
+write_stashed(struct sender *s, struct envelope *env, time_t now)
 {
 	if (envelope_pending(env) == 0) {
 		finish_done(s, env, now);
@@ -663,8 +705,8 @@ prepare(struct sender *s, const char *id, unsigned known, time_t now,
 	struct envelope *env = NULL;
 	char *why;
 
-	if ((env = unhold(s, id)) != NULL) {
-		flush_held(s, env, now);
+	if ((env = unstash(s, id)) != NULL) {
+		write_stashed(s, env, now);
 		goto done;
 	}
 	if (spool_load_known(s->spool, id, known, &env) == -1) {
@@ -859,6 +901,54 @@ out:
 	return (int)n;
 }
 
+/* ------------------------------------------------------ arnie-queue */
+
+static void
+control_queued(void *arg, const char *id)
+{
+	struct sender *s = arg;
+
+	sched_add(s->sched, id, DUE_NOW);
+}
+
+static void
+control_removed(void *arg, const char *id)
+{
+	struct sender *s = arg;
+
+	sched_remove(s->sched, id);
+	/* An envelope stashed after a disk error is of a message gone. */
+	envelope_free(unstash(s, id));
+}
+
+static void
+control_flushed(void *arg)
+{
+	struct sender *s = arg;
+
+	if (sched_pause_ok(&s->pause)) {
+		log_info("queue pause lifted by arnie-queue flush");
+		s->pause_reason[0] = '\0';
+		s->status_dirty = true;
+	}
+}
+
+/* Carry out arnie-queue's requests, between two sessions. */
+static void
+serve_control(struct sender *s)
+{
+	static const struct queuectl_hooks hooks = {
+	    NULL, control_queued, control_removed, control_flushed};
+	struct queuectl_hooks h = hooks;
+
+	if (!s->control_due)
+		return;
+	s->control_due = false;
+	h.arg = s;
+	if (queuectl_serve(s->spool, &h, now_sec()) == -1)
+		log_warn("cannot read %s/control", spool_path(s->spool));
+}
+
 static void
 maybe_report(struct sender *s)
 {
@@ -874,6 +964,29 @@ maybe_report(struct sender *s)
 	if (report_send(
 	        s->report, s->spool, now, sched_size(s->sched), oldest) == 1)
 		sender_wake(s);
+}
+
+/* sender.status for arnie-queue stats: when something changed, at most
+ * once a STATUS_INTERVAL. */
+static void
+maybe_write_status(struct sender *s)
+{
+	time_t now = now_sec();
+	char *text;
+
+	if (!s->status_dirty || clock_mono() < s->status_next)
+		return;
+	s->status_dirty = false;
+	s->status_next = clock_mono() + STATUS_INTERVAL;
+	s->stats.paused = sched_pause_mode(&s->pause, now) != SCHED_RUN;
+	s->stats.paused_since = s->pause.since;
+	s->stats.next_probe = s->pause.until;
+	snprintf(s->stats.reason, sizeof(s->stats.reason), "%s",
+	    s->pause_reason);
+	text = stats_format(&s->stats, getpid(), now);
+	if (spool_put_status(s->spool, text) == -1)
+		log_warn("cannot write %s/sender.status", spool_path(s->spool));
+	free(text);
 }
 
 /* sent/ pruned of what is older than SENT_RETENTION_DAYS: at the start,
@@ -912,6 +1025,8 @@ next_timeout(struct sender *s)
 		wait = w;
 	if (s->cfg->sent_retention_days > 0 &&
 	    (w = (double)s->next_prune - nowd) < wait)
+		wait = w;
+	if (s->status_dirty && (w = s->status_next - clock_mono()) < wait)
 		wait = w;
 	/* The relay program's idle limit (relay.h): an idle one is stopped
 	 * here, a running one's limit is a wake-up. */
@@ -980,10 +1095,12 @@ sender_main(void *arg)
 			}
 		}
 		drain(s);
+		serve_control(s);
 		maybe_report(s);
 		maybe_prune(s);
 		if (send_batch(s) == -1)
 			return NULL; /* abandoned; lock released */
+		maybe_write_status(s);
 		if (atomic_load(&s->stop))
 			break;
 		if (!wait_events(s, next_timeout(s)))
@@ -1073,10 +1190,10 @@ sender_free(struct sender *s)
 		close(s->inotifyfd);
 	if (s->wakefd != -1)
 		close(s->wakefd);
-	while (s->held != NULL) {
-		struct held *h = s->held;
+	while (s->stashed != NULL) {
+		struct stashed *h = s->stashed;
 
-		s->held = h->next;
+		s->stashed = h->next;
 		envelope_free(h->env);
 		free(h);
 	}

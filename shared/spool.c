@@ -64,9 +64,11 @@ struct spool {
 	int failedfd;
 	int corruptfd;
 	int sparefd;
+	int holdfd;
+	int controlfd;
 	struct spares *spares; /* spare/, files to reuse */
-	pthread_mutex_t lock; /* guards lockfd */
-	int lockfd;           /* sender.lock while we hold it, else -1 */
+	pthread_mutex_t lock;  /* guards lockfd */
+	int lockfd;            /* sender.lock while we hold it, else -1 */
 };
 
 /* ------------------------------------------------------------------ IDs */
@@ -134,8 +136,7 @@ spool_is_id(const char *name)
 }
 
 bool
-spool_is_id_with(const char *name, const char *suffix,
-    char id[SPOOL_IDLEN + 1])
+spool_is_id_with(const char *name, const char *suffix, char id[SPOOL_IDLEN + 1])
 {
 	if (strlen(name) != SPOOL_IDLEN + strlen(suffix) ||
 	    strcmp(name + SPOOL_IDLEN, suffix) != 0)
@@ -392,8 +393,8 @@ unlink_state(struct spool *spool, int dirfd, const char *id)
  * a state change costs its envelope, whatever the message's size.
  */
 static int
-write_state(struct spool *spool, const struct envelope *env, int tofd,
-    bool durable)
+write_state(
+    struct spool *spool, const struct envelope *env, int tofd, bool durable)
 {
 	char tmp[SPOOL_IDLEN + 1], name[STATE_NAME_MAX], *hdr;
 	size_t hlen;
@@ -481,6 +482,8 @@ static const char *const subdirs[] = {
     "failed",
     "corrupt",
     "spare",
+    "hold",
+    "control",
 };
 
 /* mkdir -p with mode 0700 for the parts it creates. */
@@ -517,7 +520,7 @@ struct spool *
 spool_open(const char *dir, bool save_sent)
 {
 	struct spool *spool = xcalloc(1, sizeof(*spool));
-	int *fds[6];
+	int *fds[8];
 	bool created = false;
 	char *abs = NULL;
 	size_t i;
@@ -525,7 +528,7 @@ spool_open(const char *dir, bool save_sent)
 
 	spool->dirfd = spool->inboxfd = spool->outboxfd = -1;
 	spool->sentfd = spool->failedfd = spool->corruptfd = -1;
-	spool->sparefd = -1;
+	spool->sparefd = spool->holdfd = spool->controlfd = -1;
 	spool->lockfd = -1;
 	spool->save_sent = save_sent;
 	pthread_mutex_init(&spool->lock, NULL);
@@ -535,6 +538,8 @@ spool_open(const char *dir, bool save_sent)
 	fds[3] = &spool->failedfd;
 	fds[4] = &spool->corruptfd;
 	fds[5] = &spool->sparefd;
+	fds[6] = &spool->holdfd;
+	fds[7] = &spool->controlfd;
 
 	if (dir == NULL || *dir == '\0') {
 		errno = EINVAL;
@@ -573,7 +578,7 @@ fail:
 void
 spool_close(struct spool *spool)
 {
-	int *fds[8];
+	int *fds[10];
 	size_t i;
 
 	if (spool == NULL)
@@ -588,6 +593,8 @@ spool_close(struct spool *spool)
 	fds[5] = &spool->corruptfd;
 	fds[6] = &spool->lockfd; /* closing it drops the flock */
 	fds[7] = &spool->sparefd;
+	fds[8] = &spool->holdfd;
+	fds[9] = &spool->controlfd;
 	for (i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (*fds[i] != -1)
 			close(*fds[i]);
@@ -607,6 +614,47 @@ const char *
 spool_outbox_path(const struct spool *spool)
 {
 	return spool->outbox_path;
+}
+
+static const char *const folder_names[SPOOL_NFOLDERS] = {
+    "outbox",
+    "hold",
+    "failed",
+    "sent",
+    "corrupt",
+    "control",
+};
+
+const char *
+spool_folder_name(enum spool_folder folder)
+{
+	return folder_names[folder];
+}
+
+static int
+folder_fd(const struct spool *spool, enum spool_folder folder)
+{
+	switch (folder) {
+	case SPOOL_IN_HOLD:
+		return spool->holdfd;
+	case SPOOL_IN_FAILED:
+		return spool->failedfd;
+	case SPOOL_IN_SENT:
+		return spool->sentfd;
+	case SPOOL_IN_CORRUPT:
+		return spool->corruptfd;
+	case SPOOL_IN_CONTROL:
+		return spool->controlfd;
+	case SPOOL_IN_OUTBOX:
+		break;
+	}
+	return spool->outboxfd;
+}
+
+int
+spool_control_fd(const struct spool *spool)
+{
+	return spool->controlfd;
 }
 
 /* A fresh handle on a folder, so that each scan has its own position. */
@@ -676,6 +724,38 @@ remove_orphan_states(struct spool *spool, int *n)
 	return saved != 0 ? -1 : 0;
 }
 
+/* Put back beside its message in outbox/ a state that a hold or release
+ * cut short left in hold/ (spool_hold()). */
+static int
+mend_holds(struct spool *spool)
+{
+	char id[SPOOL_IDLEN + 1];
+	struct dirent *de;
+	DIR *d;
+	int saved;
+
+	if ((d = open_scan(spool->holdfd)) == NULL)
+		return -1;
+	while ((errno = 0, de = readdir(d)) != NULL) {
+		if (!is_state_name(de->d_name, id) ||
+		    faccessat(spool->holdfd, id, F_OK, AT_SYMLINK_NOFOLLOW) ==
+		        0 ||
+		    faccessat(spool->outboxfd, id, F_OK, AT_SYMLINK_NOFOLLOW) ==
+		        -1)
+			continue;
+		if (renameat(spool->holdfd, de->d_name, spool->outboxfd,
+		        de->d_name) == -1)
+			break;
+		log_warnx("%s: a hold or release was cut short: its state "
+		          "is back beside it in outbox/",
+		    id);
+	}
+	saved = errno;
+	closedir(d);
+	errno = saved;
+	return saved != 0 ? -1 : 0;
+}
+
 int
 spool_cleanup_inbox(struct spool *spool)
 {
@@ -699,7 +779,7 @@ spool_cleanup_inbox(struct spool *spool)
 	if (errno != 0)
 		goto fail;
 	closedir(d);
-	if (remove_orphan_states(spool, &n) == -1)
+	if (mend_holds(spool) == -1 || remove_orphan_states(spool, &n) == -1)
 		return -1;
 	return n;
 fail : {
@@ -760,8 +840,7 @@ spool_draft_new(struct spool *spool, struct envelope *env)
 	time_t now = time(NULL);
 	int saved;
 
-	if (env->nrcpts == 0 ||
-	    (env->id[0] != '\0' && !spool_is_id(env->id))) {
+	if (env->nrcpts == 0 || (env->id[0] != '\0' && !spool_is_id(env->id))) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -836,8 +915,8 @@ spool_draft_commit(struct spool *spool, struct spool_draft *d)
 		goto fail;
 	}
 	/* The width is fixed, so the header keeps its length. */
-	snprintf(size, sizeof(size), "%-*" PRIu64, ENVELOPE_SIZE_WIDTH,
-	    d->size);
+	snprintf(
+	    size, sizeof(size), "%-*" PRIu64, ENVELOPE_SIZE_WIDTH, d->size);
 	if (pwrite_all(d->fd, size, ENVELOPE_SIZE_WIDTH, d->size_at) == -1)
 		goto fail;
 	/* The data must be on disk before its name appears in outbox/, or
@@ -977,8 +1056,7 @@ static bool
 idset_has(const struct idset *set, const char *id)
 {
 	return set->n > 0 &&
-	       bsearch(id, set->v, set->n, sizeof(*set->v), compare_id) !=
-	           NULL;
+	       bsearch(id, set->v, set->n, sizeof(*set->v), compare_id) != NULL;
 }
 
 /* The IDs of the names in dirfd: messages (ids) and state files (states,
@@ -1010,11 +1088,18 @@ collect_ids(int dirfd, struct idset *ids, struct idset *states)
 int
 spool_scan(struct spool *spool, spool_scan_fn *fn, void *arg)
 {
+	return spool_scan_folder(spool, SPOOL_IN_OUTBOX, fn, arg);
+}
+
+int
+spool_scan_folder(
+    struct spool *spool, enum spool_folder folder, spool_scan_fn *fn, void *arg)
+{
 	struct dirent *de;
 	DIR *d;
 	int saved;
 
-	if ((d = open_scan(spool->outboxfd)) == NULL)
+	if ((d = open_scan(folder_fd(spool, folder))) == NULL)
 		return -1;
 	/* Dotfiles and other names are an operator's or editor's temporary
 	 * files: not messages, and not ours to remove. */
@@ -1040,6 +1125,26 @@ known_of(const char *id, unsigned knowable, const struct idset *states,
 	if (idset_has(finished, id))
 		known &= ~(unsigned)SPOOL_KNOWN_UNFINISHED;
 	return known;
+}
+
+int
+spool_list(
+    struct spool *spool, enum spool_folder folder, spool_id **ids, size_t *n)
+{
+	struct idset set = {0}, states = {0};
+	int rc;
+
+	rc = collect_ids(folder_fd(spool, folder), &set, &states);
+	free(states.v);
+	if (rc == -1) {
+		free(set.v);
+		return -1;
+	}
+	if (set.n > 1)
+		qsort(set.v, set.n, sizeof(*set.v), compare_id);
+	*ids = set.v;
+	*n = set.n;
+	return 0;
 }
 
 int
@@ -1207,16 +1312,15 @@ complete_finish(struct spool *spool, const char *id)
 /* The message file's envelope, replaced by its state file's if it has
  * one: the state as it stands, the body where the message file has it. */
 static int
-load_current(struct spool *spool, int fd, const char *id, bool stateless,
-    struct envelope **envp)
+load_current(
+    int dirfd, int fd, const char *id, bool stateless, struct envelope **envp)
 {
 	struct envelope *msg, *st = NULL;
 	int got = 0;
 
 	if (read_envelope(fd, id, &msg) == -1)
 		return -1;
-	if (!stateless &&
-	    (got = read_state(spool->outboxfd, id, &st)) == -1) {
+	if (!stateless && (got = read_state(dirfd, id, &st)) == -1) {
 		envelope_free(msg);
 		return -1;
 	}
@@ -1242,8 +1346,8 @@ spool_load(struct spool *spool, const char *id, struct envelope **envp)
 }
 
 int
-spool_load_known(struct spool *spool, const char *id, unsigned known,
-    struct envelope **envp)
+spool_load_known(
+    struct spool *spool, const char *id, unsigned known, struct envelope **envp)
 {
 	bool unfinished = (known & SPOOL_KNOWN_UNFINISHED) != 0;
 	struct stat st;
@@ -1278,7 +1382,65 @@ spool_load_known(struct spool *spool, const char *id, unsigned known,
 		return -1;
 	}
 	rc = load_current(
-	    spool, fd, id, (known & SPOOL_KNOWN_NO_STATE) != 0, envp);
+	    spool->outboxfd, fd, id, (known & SPOOL_KNOWN_NO_STATE) != 0, envp);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
+int
+spool_folder_usage(
+    struct spool *spool, enum spool_folder folder, struct spool_usage *u)
+{
+	char id[SPOOL_IDLEN + 1];
+	struct dirent *de;
+	struct stat st;
+	time_t t;
+	DIR *d;
+	int saved;
+	bool message;
+
+	memset(u, 0, sizeof(*u));
+	if ((d = open_scan(folder_fd(spool, folder))) == NULL)
+		return -1;
+	while ((errno = 0, de = readdir(d)) != NULL) {
+		message = spool_is_id(de->d_name);
+		if (!message && !is_state_name(de->d_name, id))
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) ==
+		    0)
+			u->bytes += (unsigned long long)st.st_size;
+		if (!message)
+			continue;
+		u->messages++;
+		t = spool_id_time(de->d_name);
+		if (t > 0 && (u->oldest == 0 || t < u->oldest))
+			u->oldest = t;
+	}
+	saved = errno;
+	closedir(d);
+	errno = saved;
+	return saved != 0 ? -1 : 0;
+}
+
+int
+spool_load_from(struct spool *spool, enum spool_folder folder, const char *id,
+    struct envelope **envp)
+{
+	int fd, rc, saved;
+
+	*envp = NULL;
+	if (folder == SPOOL_IN_OUTBOX)
+		return spool_load(spool, id, envp);
+	if (!spool_is_id(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	fd = openat(folder_fd(spool, folder), id, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return -1;
+	rc = load_current(folder_fd(spool, folder), fd, id, false, envp);
 	saved = errno;
 	close(fd);
 	errno = saved;
@@ -1288,11 +1450,19 @@ spool_load_known(struct spool *spool, const char *id, unsigned known,
 FILE *
 spool_open_message(struct spool *spool, const struct envelope *env)
 {
+	return spool_open_message_from(spool, SPOOL_IN_OUTBOX, env);
+}
+
+FILE *
+spool_open_message_from(
+    struct spool *spool, enum spool_folder folder, const struct envelope *env)
+{
 	struct envelope *cur = NULL;
 	FILE *fp;
 	int fd, saved;
 
-	if ((fd = openat(spool->outboxfd, env->id, O_RDONLY | O_CLOEXEC)) == -1)
+	fd = openat(folder_fd(spool, folder), env->id, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
 		return NULL;
 	/* The body where the file on disk has it, whatever env says: a
 	 * file swapped by hand since the load is read as it is. */
@@ -1396,6 +1566,149 @@ spool_quarantine(struct spool *spool, const char *id)
 	return fsync(spool->outboxfd);
 }
 
+/* ---------------------------------------------------- operator actions */
+
+/* fsync both folders of a move, the destination first (spool_quarantine()). */
+static int
+sync_move(int tofd, int fromfd)
+{
+	if (fsync(tofd) == -1)
+		return -1;
+	return fsync(fromfd);
+}
+
+/* Move ID and its state from one folder to another, in the order that
+ * spool_cleanup_inbox() mends (see spool_hold()). */
+static int
+move_message(const char *id, int fromfd, int tofd, bool state_first)
+{
+	char name[STATE_NAME_MAX];
+
+	if (!spool_is_id(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	state_name(id, name);
+	if (state_first) {
+		/* Only a message that is there has its state moved. */
+		if (faccessat(fromfd, id, F_OK, AT_SYMLINK_NOFOLLOW) == -1)
+			return -1;
+		if (renameat(fromfd, name, tofd, name) == -1 && errno != ENOENT)
+			return -1;
+		if (rename_new(fromfd, id, tofd) == -1)
+			return -1;
+	} else {
+		if (rename_new(fromfd, id, tofd) == -1)
+			return -1;
+		if (renameat(fromfd, name, tofd, name) == -1 && errno != ENOENT)
+			return -1;
+	}
+	return sync_move(tofd, fromfd);
+}
+
+/*
+ * A hold moves the state first, a release the message first: cut short,
+ * either leaves the message in outbox/ without a state and its state in
+ * hold/, which spool_cleanup_inbox() puts back beside it.
+ */
+int
+spool_hold(struct spool *spool, const char *id)
+{
+	return move_message(id, spool->outboxfd, spool->holdfd, true);
+}
+
+int
+spool_release(struct spool *spool, const char *id)
+{
+	return move_message(id, spool->holdfd, spool->outboxfd, false);
+}
+
+int
+spool_delete(struct spool *spool, const char *id, enum spool_folder *where)
+{
+	static const enum spool_folder from[] = {
+	    SPOOL_IN_OUTBOX, SPOOL_IN_HOLD, SPOOL_IN_FAILED};
+	char name[STATE_NAME_MAX];
+	size_t i;
+	int fd;
+
+	if (!spool_is_id(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	state_name(id, name);
+	for (i = 0; i < sizeof(from) / sizeof(from[0]); i++) {
+		fd = folder_fd(spool, from[i]);
+		/* The message first: a state left alone is removed at
+		 * start-up (outbox/, hold/) or never read (failed/). */
+		if (unlinkat(fd, id, 0) == -1) {
+			if (errno == ENOENT)
+				continue;
+			return -1;
+		}
+		*where = from[i];
+		if (unlinkat(fd, name, 0) == -1 && errno != ENOENT)
+			return -1;
+		return fsync(fd);
+	}
+	errno = ENOENT;
+	return -1;
+}
+
+/* Fresh attempts for a failed message; false if no recipient is left. */
+static bool
+renew(struct envelope *env, time_t now)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < env->nrcpts; i++) {
+		if (env->rcpts[i].state == RCPT_SENT)
+			continue;
+		env->rcpts[i].state = RCPT_PENDING;
+		envelope_set_reply(&env->rcpts[i].reply, NULL);
+		n++;
+	}
+	env->attempts = 0;
+	env->next_attempt = now;
+	envelope_set_reply(&env->last_reply, NULL);
+	return n > 0;
+}
+
+/*
+ * The fresh state into outbox/ first (alone, it is removed at start-up),
+ * then the message, then the old state out of failed/.  Cut short after
+ * the message moved, the old state still in failed/ sends the message back
+ * there at its next load (complete_finish()): the requeue did not happen,
+ * nothing is lost.
+ */
+int
+spool_requeue(struct spool *spool, const char *id, time_t now)
+{
+	char name[STATE_NAME_MAX];
+	struct envelope *env;
+	int rc = -1;
+
+	if (spool_load_from(spool, SPOOL_IN_FAILED, id, &env) == -1)
+		return -1;
+	if (!renew(env, now)) {
+		errno = EINVAL;
+		goto out;
+	}
+	state_name(id, name);
+	if (write_state(spool, env, spool->outboxfd, true) == -1)
+		goto out;
+	if (rename_new(spool->failedfd, id, spool->outboxfd) == -1) {
+		unlinkat(spool->outboxfd, name, 0);
+		goto out;
+	}
+	if (unlinkat(spool->failedfd, name, 0) == -1 && errno != ENOENT)
+		goto out;
+	rc = sync_move(spool->outboxfd, spool->failedfd);
+out:
+	envelope_free(env);
+	return rc;
+}
+
 int
 spool_check_owner(const char *dir, uid_t uid, const char **what)
 {
@@ -1411,10 +1724,10 @@ spool_check_owner(const char *dir, uid_t uid, const char **what)
 	for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]) +
 	                    sizeof(others) / sizeof(others[0]);
 	     i++) {
-		const char *part = i < sizeof(subdirs) / sizeof(subdirs[0])
-		                       ? subdirs[i]
-		                       : others[i - sizeof(subdirs) /
-		                                        sizeof(subdirs[0])];
+		const char *part =
+		    i < sizeof(subdirs) / sizeof(subdirs[0])
+		        ? subdirs[i]
+		        : others[i - sizeof(subdirs) / sizeof(subdirs[0])];
 
 		n = snprintf(path, sizeof(path), "%s/%s", dir, part);
 		if (n < 0 || (size_t)n >= sizeof(path)) {
@@ -1422,8 +1735,8 @@ spool_check_owner(const char *dir, uid_t uid, const char **what)
 			return -1;
 		}
 		if (stat(path, &sb) == 0 && sb.st_uid != uid) {
-			*what = strcmp(part, ".") == 0 ? "the folder itself"
-			                               : part;
+			*what =
+			    strcmp(part, ".") == 0 ? "the folder itself" : part;
 			return -1;
 		}
 	}
@@ -1438,6 +1751,58 @@ spool_check_owner(const char *dir, uid_t uid, const char **what)
 			*what = "a file in outbox";
 	closedir(d);
 	return *what == NULL ? 0 : -1;
+}
+
+#define STATUS_NAME "sender.status"
+#define STATUS_MAX 65536
+
+int
+spool_put_status(struct spool *spool, const char *text)
+{
+	char tmp[SPOOL_IDLEN + 1];
+	int fd, saved;
+
+	spool_new_id(spool, tmp);
+	if ((fd = new_file(spool, spool->inboxfd, tmp)) == -1)
+		return -1;
+	if (write_all(fd, text, strlen(text)) == -1 ||
+	    close_checked(&fd) == -1 ||
+	    renameat(spool->inboxfd, tmp, spool->dirfd, STATUS_NAME) == -1) {
+		saved = errno;
+		if (fd != -1)
+			close(fd);
+		unlinkat(spool->inboxfd, tmp, 0);
+		errno = saved;
+		return -1;
+	}
+	return 0;
+}
+
+int
+spool_get_status(struct spool *spool, char **textp)
+{
+	char *buf = xmalloc(STATUS_MAX + 1);
+	ssize_t n;
+	int fd, saved;
+
+	if ((fd = openat(spool->dirfd, STATUS_NAME, O_RDONLY | O_CLOEXEC)) ==
+	    -1) {
+		free(buf);
+		return -1;
+	}
+	do
+		n = pread(fd, buf, STATUS_MAX, 0);
+	while (n == -1 && errno == EINTR);
+	saved = errno;
+	close(fd);
+	if (n == -1) {
+		free(buf);
+		errno = saved;
+		return -1;
+	}
+	buf[n] = '\0';
+	*textp = buf;
+	return 0;
 }
 
 int

@@ -7,6 +7,8 @@
  *   failed/    messages given up on, with the reason in their envelope
  *   corrupt/   files in outbox/ that did not parse, set aside for a human
  *   spare/     empty files to reuse for new messages (spares.h)
+ *   hold/      messages an operator put on hold (arnie-queue hold)
+ *   control/   arnie-queue's requests to the sender, and its answers
  *   sender.lock  flock(2)ed by the one process that relays this spool
  *
  * A message file is a versioned text envelope ("arnie-spool 2", key: value
@@ -70,7 +72,9 @@ const char *spool_outbox_path(const struct spool *spool);
 int spool_keep_spares(struct spool *spool);
 
 /* Remove leftovers of interrupted writes from inbox/, and state files in
- * outbox/ whose message is gone; returns how many, or -1 with errno. */
+ * outbox/ whose message is gone, after putting back beside its message a
+ * state that a hold or release cut short left in hold/; returns how many
+ * files were removed, or -1 with errno. */
 int spool_cleanup_inbox(struct spool *spool);
 
 /* A fresh unique ID; front-ends take one early for their Received: line.
@@ -101,8 +105,8 @@ int spool_write(struct spool *spool, struct envelope *env,
  */
 struct spool_draft;
 struct spool_draft *spool_draft_new(struct spool *spool, struct envelope *env);
-int spool_draft_write(struct spool_draft *d, const struct iovec *iov,
-    int iovcnt);
+int spool_draft_write(
+    struct spool_draft *d, const struct iovec *iov, int iovcnt);
 int spool_draft_commit(struct spool *spool, struct spool_draft *d);
 void spool_draft_abort(struct spool *spool, struct spool_draft *d);
 
@@ -175,16 +179,16 @@ FILE *spool_open_message(struct spool *spool, const struct envelope *env);
 int spool_update(struct spool *spool, const struct envelope *env);
 
 enum spool_fate {
-	SPOOL_SENT,		/* to sent/ with SAVE_SENT_MAIL, else deleted */
-	SPOOL_FAILED,		/* to failed/, envelope kept with the reason */
+	SPOOL_SENT,   /* to sent/ with SAVE_SENT_MAIL, else deleted */
+	SPOOL_FAILED, /* to failed/, envelope kept with the reason */
 };
 /* Take a message out of the queue for good, with env's final state: to
  * failed/ (the message file moved, env as ID.state beside it, durable on
  * return), to sent/ (the same, durable at the next spool_sync_finished(),
  * the state's contents never fsynced), or deleted; the removal from
  * outbox/ is durable at the next spool_sync(). */
-int spool_finish(struct spool *spool, const struct envelope *env,
-    enum spool_fate fate);
+int spool_finish(
+    struct spool *spool, const struct envelope *env, enum spool_fate fate);
 /* Move an unreadable outbox/ID, and its state file, to corrupt/. */
 int spool_quarantine(struct spool *spool, const char *id);
 
@@ -203,6 +207,76 @@ int spool_prune_sent(struct spool *spool, time_t before, int max);
  * become that user.
  */
 int spool_check_owner(const char *dir, uid_t uid, const char **what);
+
+/*
+ * The folders a message may be in, for tools that look at all of them
+ * (arnie-queue).  The sender itself only ever loads from outbox/.
+ */
+enum spool_folder {
+	SPOOL_IN_OUTBOX,
+	SPOOL_IN_HOLD,
+	SPOOL_IN_FAILED,
+	SPOOL_IN_SENT,
+	SPOOL_IN_CORRUPT, /* files that did not parse: scans only */
+	SPOOL_IN_CONTROL, /* arnie-queue's requests (queuectl.h): lists only */
+};
+#define SPOOL_NFOLDERS 6
+/* "outbox", "hold", "failed", "sent", "corrupt", "control". */
+const char *spool_folder_name(enum spool_folder folder);
+/* The descriptor of control/ (arnie-queue's requests, queuectl.h). */
+int spool_control_fd(const struct spool *spool);
+/* A message ID as a value, for lists of them. */
+typedef char spool_id[SPOOL_IDLEN + 1];
+/* The IDs of the messages in folder, sorted: oldest first.  *ids is
+ * owned (free()), NULL when *n is 0.  -1 with errno if it cannot be
+ * read. */
+int spool_list(
+    struct spool *spool, enum spool_folder folder, spool_id **ids, size_t *n);
+/* spool_scan() of any folder: each message in it (not its state file). */
+int spool_scan_folder(struct spool *spool, enum spool_folder folder,
+    spool_scan_fn *fn, void *arg);
+/* How many messages a folder holds, their files' octets (state files
+ * included) and the oldest one's arrival (0 when empty). */
+struct spool_usage {
+	size_t messages;
+	unsigned long long bytes;
+	time_t oldest;
+};
+int spool_folder_usage(
+    struct spool *spool, enum spool_folder folder, struct spool_usage *u);
+/* spool_load() of any folder (outbox/ is spool_load() itself). */
+int spool_load_from(struct spool *spool, enum spool_folder folder,
+    const char *id, struct envelope **envp);
+/* spool_open_message() of any folder. */
+FILE *spool_open_message_from(
+    struct spool *spool, enum spool_folder folder, const struct envelope *env);
+
+/*
+ * An operator's actions (arnie-queue), by the process that holds the
+ * sender lock only, so that no message changes under the sender's feet.
+ * Each is durable on return and can be cut short by a crash at any point
+ * without losing the message or its state (spool_cleanup_inbox() mends
+ * what a hold or release left half done).  errno ENOENT: not in the folder
+ * the action takes it from.
+ */
+/* outbox/ -> hold/: not sent until released. */
+int spool_hold(struct spool *spool, const char *id);
+/* hold/ -> outbox/, as it was. */
+int spool_release(struct spool *spool, const char *id);
+/* Remove the message from outbox/, hold/ or failed/ (the first it is in,
+ * set in *where). */
+int spool_delete(struct spool *spool, const char *id, enum spool_folder *where);
+/* failed/ -> outbox/ with fresh attempts: its failed recipients pending
+ * again, no attempt spent, due at now; recipients the upstream took stay
+ * done.  EINVAL: it has no recipient left to try. */
+int spool_requeue(struct spool *spool, const char *id, time_t now);
+
+/* The sender's status (stats.h), sender.status beside sender.lock:
+ * replaced whole (written aside, renamed), never fsynced: it says how
+ * things stand, it is not the queue. */
+int spool_put_status(struct spool *spool, const char *text);
+/* Read it (owned): -1 with errno ENOENT when no sender wrote one. */
+int spool_get_status(struct spool *spool, char **textp);
 
 /* Try to become the one sender of this spool: a non-blocking flock on
  * sender.lock, held until spool_close().  -1 with EWOULDBLOCK when another

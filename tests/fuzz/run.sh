@@ -40,7 +40,7 @@ sources() {
 	message) echo "$s/message.c $s/timefmt.c $s/xmalloc.c $s/log.c $s/logjson.c" ;;
 	config) echo "$s/config.c $s/dotenv.c $s/xmalloc.c $s/secret.c $s/log.c $s/logjson.c" ;;
 	wire) echo "$s/wire.c" ;;
-	logjson) echo "$s/logjson.c" ;;
+	logjson) echo "$s/logjson.c $s/xmalloc.c $s/log.c" ;;
 	*) echo "run.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }

@@ -51,6 +51,7 @@ warnings.filterwarnings("ignore", message=".*login_data is deprecated.*")
 ARNIE_BIN = os.environ.get("ARNIE_BIN", "")
 # The built relay program; the installed one is elsewhere.
 ARNIE_RELAY_BIN = os.environ.get("ARNIE_RELAY_BIN", "")
+ARNIE_QUEUE_BIN = os.environ.get("ARNIE_QUEUE_BIN", "")
 ARNIE_SRCDIR = os.environ.get(
     "ARNIE_SRCDIR",
     os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
@@ -745,7 +746,7 @@ def format_spool_file(msg_id, sender, rcpts, message, attempts=0,
 
 
 class Spool:
-    FOLDERS = ("inbox", "outbox", "sent", "failed", "corrupt")
+    FOLDERS = ("inbox", "outbox", "sent", "failed", "corrupt", "hold")
 
     def __init__(self, root):
         self.root = root
@@ -993,6 +994,16 @@ class ArnieTestCase(unittest.TestCase):
                               text=True, timeout=timeout, cwd=self.tmp,
                               env=clean_env(extra_env),
                               stdin=subprocess.DEVNULL)
+
+    def run_queue(self, d, *args, timeout=30):
+        """Run arnie-queue with daemon d's configuration, to completion."""
+        if not ARNIE_QUEUE_BIN or not os.access(ARNIE_QUEUE_BIN, os.X_OK):
+            raise AssertionError("ARNIE_QUEUE_BIN (%r) is not an "
+                                 "executable" % ARNIE_QUEUE_BIN)
+        return subprocess.run([ARNIE_QUEUE_BIN, "-c", d.env_path] +
+                              list(args), capture_output=True, text=True,
+                              timeout=timeout, cwd=self.tmp,
+                              env=clean_env(), stdin=subprocess.DEVNULL)
 
     # -- assertions --
 

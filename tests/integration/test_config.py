@@ -3,6 +3,7 @@ original .env syntax, environment over file, unknown keys."""
 
 import os
 import re
+import subprocess
 import socket
 
 import arnietest
@@ -122,12 +123,52 @@ class ConfigTest(ArnieTestCase):
                 re.M)),
             "contrib/arnie.env.in": set(re.findall(
                 r"^#?([A-Z_]+)=", read("contrib", "arnie.env.in"), re.M)),
+            "docs/arnie.env.5": set(re.findall(
+                r"^\.It Ev ([A-Z_]+)$", read("docs", "arnie.env.5"), re.M)),
         }
         for name, documented in docs.items():
             self.assertEqual(sorted(keys - documented), [],
                              "keys missing from " + name)
             self.assertEqual(sorted(documented - keys), [],
                              "keys in %s that the code does not know" % name)
+
+    def test_every_option_and_command_is_in_the_man_pages(self):
+        """What each program's --help lists is in its man page, and the
+        man page lists nothing else."""
+        def read(*path):
+            with open(os.path.join(arnietest.ARNIE_SRCDIR, *path)) as f:
+                return f.read()
+
+        def man_flags(text):
+            # ".Fl -check-config" and ".Op Fl c Ar file": "-c".
+            return {"-" + f for f in re.findall(r"\bFl (-?[A-Za-z-]+)",
+                                                text)}
+
+        def help_flags(text):
+            return set(re.findall(r"(?<![\w-])(--?[A-Za-z][A-Za-z-]*)",
+                                  text))
+
+        r = self.run_arnie(["--help"])
+        self.assertEqual(r.returncode, 0)
+        for page in ("arnie.8", "arnie-milter.8"):
+            self.assertEqual(sorted(help_flags(r.stdout) -
+                                    man_flags(read("docs", page))), [],
+                             "options missing from " + page)
+        q = subprocess.run([arnietest.ARNIE_QUEUE_BIN, "--help"],
+                           capture_output=True, text=True)
+        self.assertEqual(q.returncode, 0)
+        page = read("docs", "arnie-queue.8")
+        commands = set(re.findall(r"^  ([a-z-]+)", q.stdout, re.M))
+        self.assertGreaterEqual(len(commands), 11, q.stdout)
+        self.assertEqual(commands,
+                         set(re.findall(r"^\.It Cm ([a-z-]+)", page, re.M)))
+        self.assertEqual(sorted(help_flags(q.stdout) - man_flags(page)), [])
+        # The options the program takes, from its source.
+        src = read("queue", "main.c")
+        longopts = set(re.findall(r'\{"([a-z-]+)", (?:required|no)_argument',
+                                  src))
+        self.assertEqual(sorted({"--" + o for o in longopts} -
+                                man_flags(page)), [])
 
     def test_missing_host_exits_78_naming_it(self):
         path = write_env(self.tmp, ADMIN_ADDRESS="ops@example.com")

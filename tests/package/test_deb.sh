@@ -55,7 +55,8 @@ getent passwd arnie >/dev/null || fail "no user arnie"
 	fail "/etc/arnie/arnie.env is $(stat -c '%a %U %G' /etc/arnie/arnie.env)"
 dpkg-query -W -f='${Conffiles}\n' arnie | grep -q ' /etc/arnie/arnie.env ' ||
 	fail "arnie.env is not a conffile"
-for f in /usr/sbin/arnie /usr/sbin/arnie-milter /usr/libexec/arnie/arnie-relay; do
+for f in /usr/sbin/arnie /usr/sbin/arnie-milter /usr/sbin/arnie-queue \
+	/usr/libexec/arnie/arnie-relay; do
 	[ -x "$f" ] || fail "$f missing"
 done
 for u in arnie arnie-milter; do
@@ -65,9 +66,10 @@ for u in arnie arnie-milter; do
 done
 # (From the package itself: a minimal image may exclude /usr/share/man.)
 dpkg-deb -c "$deb" >"$work/contents"
-for m in arnie arnie-milter; do
-	grep -q "/usr/share/man/man8/$m.8.gz$" "$work/contents" ||
-		fail "no man page $m.8"
+for m in man8/arnie.8 man8/arnie-milter.8 man8/arnie-queue.8 man5/arnie.env.5
+do
+	grep -q "/usr/share/man/$m.gz$" "$work/contents" ||
+		fail "no man page $m"
 done
 
 # The installed configuration refuses to run until the upstream is named.

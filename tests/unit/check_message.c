@@ -534,6 +534,40 @@ START_TEST(test_lines_limit)
 }
 END_TEST
 
+static const struct {
+	const char *msg;
+	const char *name;
+	const char *value; /* NULL: none */
+} field_cases[] = {
+    {"Message-ID: <a@b>\r\n\r\nbody\r\n", "Message-ID", "<a@b>"},
+    {"Subject: x\r\nmessage-id:<a@b>  \r\n\r\n", "Message-ID", "<a@b>"},
+    {"Message-ID :\r\n <folded@b>\r\n\r\n", "Message-ID", "<folded@b>"},
+    {"Subject: a\r\n b\r\n\tc\r\nTo: d\r\n\r\n", "Subject", "a b\tc"},
+    {"Subject: x\r\n\r\nMessage-ID: <in-body@b>\r\n", "Message-ID", NULL},
+    {"Subject: x\nMessage-ID: <lf@b>\n\n", "Message-ID", "<lf@b>"},
+    {"Message-IDs: <no@b>\r\n\r\n", "Message-ID", NULL},
+    {"not a header\r\nMessage-ID: <no@b>\r\n", "Message-ID", NULL},
+    {"Message-ID: <first@b>\r\nMessage-ID: <second@b>\r\n\r\n",
+        "Message-ID", "<first@b>"},
+    {"Message-ID: <eof@b>", "Message-ID", "<eof@b>"},
+    {"", "Message-ID", NULL},
+};
+
+START_TEST(test_field_value)
+{
+	const char *msg = field_cases[_i].msg;
+	char *v = message_field_value(msg, strlen(msg), field_cases[_i].name);
+
+	if (field_cases[_i].value == NULL)
+		ck_assert_ptr_null(v);
+	else {
+		ck_assert_ptr_nonnull(v);
+		ck_assert_str_eq(v, field_cases[_i].value);
+	}
+	free(v);
+}
+END_TEST
+
 static Suite *
 message_suite(void)
 {
@@ -550,6 +584,8 @@ message_suite(void)
 	tcase_add_loop_test(
 	    tc, test_lines, 0, sizeof(line_cases) / sizeof(line_cases[0]));
 	tcase_add_test(tc, test_lines_limit);
+	tcase_add_loop_test(tc, test_field_value, 0,
+	    (int)(sizeof(field_cases) / sizeof(field_cases[0])));
 	tcase_add_loop_test(
 	    tc, test_received, 0, (int)(sizeof(traces) / sizeof(traces[0])));
 	suite_add_tcase(s, tc);

@@ -39,10 +39,10 @@ static const struct {
     /* The upstream's state, or ours with it: queue-wide. */
     {421, "4.3.2 closing", REPLY_AT_RCPT, REPLY_TEMP_QUEUE},
     {421, "4.3.2 closing", REPLY_AT_END, REPLY_TEMP_QUEUE},
-    {454, "Throttling failure: Maximum sending rate exceeded.",
-        REPLY_AT_END, REPLY_TEMP_QUEUE},
-    {454, "Throttling failure: Daily message quota exceeded.",
-        REPLY_AT_MAIL, REPLY_TEMP_QUEUE},
+    {454, "Throttling failure: Maximum sending rate exceeded.", REPLY_AT_END,
+        REPLY_TEMP_QUEUE},
+    {454, "Throttling failure: Daily message quota exceeded.", REPLY_AT_MAIL,
+        REPLY_TEMP_QUEUE},
     {454, "4.7.0 TLS not available", REPLY_AT_SESSION, REPLY_TEMP_QUEUE},
     {530, "5.7.0 Authentication required", REPLY_AT_MAIL, REPLY_TEMP_QUEUE},
     {534, "5.7.9 mechanism too weak", REPLY_AT_SESSION, REPLY_TEMP_QUEUE},
@@ -89,9 +89,19 @@ static const struct {
 	const char *line;
 	int ok;
 } lines[] = {
-    {"250 ok", 1}, {"250-PIPELINING", 1}, {"250", 1}, {"354 go", 1},
-    {"550 5.1.1 no", 1}, {"2500 ok", 0}, {"25 ok", 0}, {"250ok", 0},
-    {"199 x", 0}, {"600 x", 0}, {"abc", 0}, {"", 0}, {"2a0 x", 0},
+    {"250 ok", 1},
+    {"250-PIPELINING", 1},
+    {"250", 1},
+    {"354 go", 1},
+    {"550 5.1.1 no", 1},
+    {"2500 ok", 0},
+    {"25 ok", 0},
+    {"250ok", 0},
+    {"199 x", 0},
+    {"600 x", 0},
+    {"abc", 0},
+    {"", 0},
+    {"2a0 x", 0},
     {"25", 0},
 };
 
@@ -100,6 +110,35 @@ START_TEST(test_line_ok)
 	ck_assert_msg(reply_line_ok(lines[_i].line, strlen(lines[_i].line)) ==
 	                  (bool)lines[_i].ok,
 	    "\"%s\"", lines[_i].line);
+}
+END_TEST
+
+static const struct {
+	const char *reply;
+	const char *id; /* "": none */
+} queued[] = {
+    {"250 2.0.0 Ok: queued as 4XkT2b3MzQz1", "4XkT2b3MzQz1"},
+    {"250 Ok: queued as ABC123", "ABC123"},
+    {"250 Ok 0100018c1d2e3f4a-5b6c7d8e-0000-000000",
+        "0100018c1d2e3f4a-5b6c7d8e-0000-000000"},
+    {"250 2.0.0 OK 1733130000 d2e3f4a5b6c7", ""},
+    {"250 2.0.0 Ok 0100018c1d2e3f4a", "0100018c1d2e3f4a"},
+    {"250 Ok", ""},
+    {"250 Ok short", ""},
+    {"250 2.0.0 Message accepted for delivery", ""},
+    {"451 4.3.0 queued as NOT", ""},
+    {"250-first line\r\n250 2.0.0 queued as X1; done", "X1"},
+    {"", ""},
+};
+
+START_TEST(test_queued_as)
+{
+	char out[64];
+	bool got = reply_queued_as(queued[_i].reply, out, sizeof(out));
+
+	ck_assert_msg(
+	    got == (queued[_i].id[0] != '\0'), "%s", queued[_i].reply);
+	ck_assert_str_eq(out, queued[_i].id);
 }
 END_TEST
 
@@ -114,6 +153,8 @@ reply_suite(void)
 	tcase_add_test(tc, test_queue_wide);
 	tcase_add_loop_test(
 	    tc, test_line_ok, 0, sizeof(lines) / sizeof(lines[0]));
+	tcase_add_loop_test(
+	    tc, test_queued_as, 0, sizeof(queued) / sizeof(queued[0]));
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -487,6 +487,8 @@ START_TEST(test_open_creates_folders)
 	    "sent",
 	    "failed",
 	    "corrupt",
+	    "hold",
+	    "control",
 	};
 	struct spool *spool = spool_open(spooldir, false);
 	struct stat st;
@@ -923,6 +925,154 @@ START_TEST(test_orphan_state_removed)
 }
 END_TEST
 
+/* Hold and release keep the message and its state as they were. */
+START_TEST(test_hold_release)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 2), *back = NULL;
+	char *state = NULL;
+
+	commit_sample(spool, env);
+	env->attempts = 3;
+	env->rcpts[0].state = RCPT_SENT;
+	ck_assert_int_eq(spool_update(spool, env), 0);
+	state = state_of(env->id);
+	ck_assert_int_eq(spool_hold(spool, env->id), 0);
+	ck_assert_int_eq(count("outbox"), 0);
+	ck_assert(exists("hold", env->id));
+	ck_assert(exists("hold", state));
+	ck_assert_int_eq(
+	    spool_load_from(spool, SPOOL_IN_HOLD, env->id, &back), 0);
+	assert_env_eq(env, back);
+	envelope_free(back);
+	/* Not there: ENOENT, nothing moved. */
+	errno = 0;
+	ck_assert_int_eq(spool_hold(spool, env->id), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	ck_assert_int_eq(spool_release(spool, env->id), 0);
+	ck_assert_int_eq(count("hold"), 0);
+	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
+	assert_env_eq(env, back);
+	envelope_free(back);
+	errno = 0;
+	ck_assert_int_eq(spool_release(spool, env->id), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	free(state);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+/* A hold or release cut short between its two renames: the state is put
+ * back beside the message at start-up, not removed as an orphan. */
+START_TEST(test_hold_interrupted)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 1), *back = NULL;
+	char *from, *to, *state;
+
+	commit_sample(spool, env);
+	env->attempts = 2;
+	ck_assert_int_eq(spool_update(spool, env), 0);
+	state = state_of(env->id);
+	from = sub("outbox", state);
+	to = sub("hold", state);
+	ck_assert_int_eq(rename(from, to), 0);
+	ck_assert_int_eq(spool_cleanup_inbox(spool), 0);
+	ck_assert(exists("outbox", state));
+	ck_assert_int_eq(count("hold"), 0);
+	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
+	ck_assert_uint_eq(back->attempts, 2);
+	envelope_free(back);
+	free(from);
+	free(to);
+	free(state);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+START_TEST(test_delete)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *a = sample_env("a@example.org", 1);
+	struct envelope *b = sample_env("b@example.org", 1);
+	struct envelope *c = sample_env("c@example.org", 1);
+	enum spool_folder where;
+
+	commit_sample(spool, a);
+	commit_sample(spool, b);
+	commit_sample(spool, c);
+	ck_assert_int_eq(spool_update(spool, a), 0);
+	ck_assert_int_eq(spool_hold(spool, b->id), 0);
+	c->rcpts[0].state = RCPT_FAILED;
+	ck_assert_int_eq(spool_finish(spool, c, SPOOL_FAILED), 0);
+	ck_assert_int_eq(spool_delete(spool, a->id, &where), 0);
+	ck_assert_int_eq(where, SPOOL_IN_OUTBOX);
+	ck_assert_int_eq(spool_delete(spool, b->id, &where), 0);
+	ck_assert_int_eq(where, SPOOL_IN_HOLD);
+	ck_assert_int_eq(spool_delete(spool, c->id, &where), 0);
+	ck_assert_int_eq(where, SPOOL_IN_FAILED);
+	ck_assert_int_eq(count("outbox") + count("hold") + count("failed"), 0);
+	errno = 0;
+	ck_assert_int_eq(spool_delete(spool, a->id, &where), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	envelope_free(a);
+	envelope_free(b);
+	envelope_free(c);
+	spool_close(spool);
+}
+END_TEST
+
+/* failed/ -> outbox/: failed recipients pending again, the sent one
+ * not; attempts and replies cleared. */
+START_TEST(test_requeue)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 2), *back = NULL;
+	char *state, *from, *to;
+
+	commit_sample(spool, env);
+	env->rcpts[0].state = RCPT_SENT;
+	envelope_set_reply(&env->rcpts[0].reply, "250 ok");
+	env->rcpts[1].state = RCPT_FAILED;
+	envelope_set_reply(&env->rcpts[1].reply, "550 no");
+	envelope_set_reply(&env->last_reply, "550 no");
+	env->attempts = 4;
+	ck_assert_int_eq(spool_finish(spool, env, SPOOL_FAILED), 0);
+	ck_assert_int_eq(spool_requeue(spool, env->id, 12345), 0);
+	ck_assert_int_eq(count("failed"), 0);
+	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
+	ck_assert_int_eq(back->rcpts[0].state, RCPT_SENT);
+	ck_assert_int_eq(back->rcpts[1].state, RCPT_PENDING);
+	ck_assert_ptr_null(back->rcpts[1].reply);
+	ck_assert_ptr_null(back->last_reply);
+	ck_assert_uint_eq(back->attempts, 0);
+	ck_assert_int_eq(back->next_attempt, 12345);
+	envelope_free(back);
+	errno = 0;
+	ck_assert_int_eq(spool_requeue(spool, env->id, 12345), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	/* Cut short after the message moved: it goes back to failed/. */
+	env->rcpts[1].state = RCPT_FAILED;
+	ck_assert_int_eq(spool_finish(spool, env, SPOOL_FAILED), 0);
+	state = state_of(env->id);
+	from = sub("failed", env->id);
+	to = sub("outbox", env->id);
+	ck_assert_int_eq(rename(from, to), 0);
+	free(from);
+	free(to);
+	errno = 0;
+	ck_assert_int_eq(spool_load(spool, env->id, &back), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	ck_assert(exists("failed", env->id));
+	ck_assert(exists("failed", state));
+	free(state);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
 /* A message written in pieces: its size is filled in at the commit. */
 START_TEST(test_draft)
 {
@@ -1214,9 +1364,8 @@ START_TEST(test_prune_sent)
 {
 	struct spool *spool = spool_open(spooldir, true);
 	static const char *const ids[] = {"0193A4B5C6D7E000021",
-	    "0193A4B5C6D7E000022", "0193A4B5C6D7E000023",
-	    "0193A4B5C6D7E000024", "0193A4B5C6D7E000025",
-	    "0193A4B5C6D7E000026"};
+	    "0193A4B5C6D7E000022", "0193A4B5C6D7E000023", "0193A4B5C6D7E000024",
+	    "0193A4B5C6D7E000025", "0193A4B5C6D7E000026"};
 	char state[6][SPOOL_IDLEN + 8];
 	int i;
 
@@ -1289,17 +1438,17 @@ START_TEST(test_scan_knows_states_and_finished_copies)
 	ck_assert_uint_eq(k.known[1], SPOOL_KNOWN_UNFINISHED);
 	ck_assert_uint_eq(k.known[2], SPOOL_KNOWN_NO_STATE);
 
-	ck_assert_int_eq(spool_load_known(spool, env[0]->id, k.known[0],
-	                     &back), 0);
+	ck_assert_int_eq(
+	    spool_load_known(spool, env[0]->id, k.known[0], &back), 0);
 	ck_assert_str_eq(back->id, env[0]->id);
 	envelope_free(back);
-	ck_assert_int_eq(spool_load_known(spool, env[1]->id, k.known[1],
-	                     &back), 0);
+	ck_assert_int_eq(
+	    spool_load_known(spool, env[1]->id, k.known[1], &back), 0);
 	ck_assert_int_eq(back->attempts, 3);
 	envelope_free(back);
 	errno = 0;
-	ck_assert_int_eq(spool_load_known(spool, env[2]->id, k.known[2],
-	                     &back), -1);
+	ck_assert_int_eq(
+	    spool_load_known(spool, env[2]->id, k.known[2], &back), -1);
 	ck_assert_int_eq(errno, ENOENT);
 	ck_assert(exists("sent", env[2]->id));
 	ck_assert(!exists("outbox", env[2]->id));
@@ -1579,6 +1728,10 @@ spool_suite(void)
 	tcase_add_test(tc, test_bad_state_file);
 	tcase_add_test(tc, test_finish_interrupted);
 	tcase_add_test(tc, test_orphan_state_removed);
+	tcase_add_test(tc, test_hold_release);
+	tcase_add_test(tc, test_hold_interrupted);
+	tcase_add_test(tc, test_delete);
+	tcase_add_test(tc, test_requeue);
 	tcase_add_test(tc, test_spare_reused);
 	tcase_add_test(tc, test_spare_gone);
 	tcase_add_test(tc, test_dirty_spare_emptied_at_open);
