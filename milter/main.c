@@ -31,7 +31,9 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "metrics.h"
 #include "milter.h"
+#include "monitor.h"
 #include "sender.h"
 #include "spool.h"
 
@@ -54,15 +56,18 @@ main(int argc, char *argv[])
 	struct spool *spool;
 	struct sender *sender;
 	struct commitq *q;
+	struct monitor *mon;
 	const char *owned[2] = {NULL, NULL};
 	int rc;
 
 	cfg = daemon_start(PROGNAME, argc, argv);
+	metrics_init("milter");
 	daemon_mask_signals(SIG_BLOCK);
 	/* Listen first (as root, if started so), give a unix socket to
 	 * ARNIE_USER, become that user, and only then touch the spool. */
 	if (milter_listen(cfg->milter_socket) == -1)
 		exit(EX_UNAVAILABLE);
+	mon = monitor_new(cfg);
 	owned[0] = milter_socket_path(cfg->milter_socket);
 	daemon_drop_privileges(cfg, owned);
 	spool = daemon_open_spool(cfg);
@@ -72,6 +77,7 @@ main(int argc, char *argv[])
 	milter_init(cfg, spool, q);
 	if (sender_start(sender) == -1)
 		fatal(EX_OSERR, "cannot start the sender");
+	monitor_start(mon, spool);
 	log_info("arnie-milter %s listening on %s, %s mode, spool %s",
 	    PACKAGE_VERSION, cfg->milter_socket,
 	    cfg->milter_mode == MILTER_DIVERT ? "divert" : "copy",
@@ -93,6 +99,7 @@ main(int argc, char *argv[])
 		    "a commit still runs after %d s; exiting", DRAIN_SECONDS);
 		return EX_SOFTWARE;
 	}
+	monitor_free(mon);
 	commitq_free(q);
 	sender_stop(sender);
 	sender_free(sender);

@@ -322,10 +322,12 @@ stats_text(FILE *out, const struct spool_usage *u, const struct stats *st,
 		fprintf(out, "No sender has relayed this spool yet.\n");
 		return;
 	}
-	fprintf(out, "Last hour:    %u sent, %u deferred, %u failed\n",
+	fprintf(out,
+	    "Last hour:    %u sent, %u deferred, %u failed, %u expired\n",
 	    stats_last_hour(st, STATS_SENT, now),
 	    stats_last_hour(st, STATS_DEFERRED, now),
-	    stats_last_hour(st, STATS_FAILED, now));
+	    stats_last_hour(st, STATS_FAILED, now),
+	    stats_last_hour(st, STATS_EXPIRED, now));
 	if (st->paused)
 		fprintf(out, "Upstream:     paused for %s, next probe %s: %s\n",
 		    ago(st->paused_since, now, t1, sizeof(t1)),
@@ -360,10 +362,11 @@ stats_json(FILE *out, const struct spool_usage *u, const struct stats *st,
 	if (have_status) {
 		fprintf(out,
 		    ",\"last_hour\":{\"sent\":%u,\"deferred\":%u,"
-		    "\"failed\":%u}",
+		    "\"failed\":%u,\"expired\":%u}",
 		    stats_last_hour(st, STATS_SENT, now),
 		    stats_last_hour(st, STATS_DEFERRED, now),
-		    stats_last_hour(st, STATS_FAILED, now));
+		    stats_last_hour(st, STATS_FAILED, now),
+		    stats_last_hour(st, STATS_EXPIRED, now));
 		q = logjson_quote(st->reason);
 		fprintf(out,
 		    ",\"upstream\":{\"state\":\"%s\",\"paused_since\":%lld,"

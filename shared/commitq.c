@@ -23,9 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "envelope.h"
 #include "intake.h"
 #include "log.h"
+#include "metrics.h"
 #include "sender.h"
 #include "spool.h"
 #include "xmalloc.h"
@@ -39,6 +41,7 @@ struct job {
 	commitq_done_fn *done;
 	void *arg;
 	int error;
+	double submitted; /* clock_mono(), for the commit latency */
 };
 
 struct commitq {
@@ -87,6 +90,11 @@ commit_round(struct commitq *q, struct job *jobs)
 		}
 		any = false;
 	}
+	for (j = jobs; j != NULL; j = j->next)
+		if (!j->flush)
+			metrics_commit(j->error == 0,
+			    intake_envelope(j->in)->size,
+			    clock_mono() - j->submitted);
 	/* Before the callbacks: once a client hears 250 the message should
 	 * already be on its way. */
 	if (any && q->sender != NULL)
@@ -159,6 +167,7 @@ enqueue(struct commitq *q, struct intake *in, bool flush,
 	j->flush = flush;
 	j->done = done;
 	j->arg = arg;
+	j->submitted = clock_mono();
 	pthread_mutex_lock(&q->lock);
 	if (q->stopping)
 		arnie_panic("commitq_submit after commitq_free");

@@ -74,7 +74,7 @@ struct keydef {
 };
 
 static check_fn check_host, check_hostname, check_address, check_ip,
-    check_milter_socket, check_user;
+    check_milter_socket, check_user, check_listen;
 
 #define OFF(f) offsetof(struct config, f)
 #define DAY 86400LL
@@ -161,6 +161,12 @@ static const struct keydef keys[] = {
 	    ARNIE_RELAY_PATH, 0, 0, NULL, false },
 	{ "ARNIE_RELAY_IDLE_SECONDS", KT_LONG, OFF(relay_idle), "60", 0, DAY,
 	    NULL, false },
+	{ "ARNIE_METRICS_LISTEN", KT_STRING, OFF(metrics_listen), NULL, 0, 0,
+	    check_listen, false },
+	{ "HEALTH_MAX_PAUSE_SECONDS", KT_LONG, OFF(health_max_pause), "600",
+	    0, YEAR, NULL, false },
+	{ "HEALTH_MAX_QUEUE_AGE_SECONDS", KT_LONG, OFF(health_max_queue_age),
+	    "3600", 0, YEAR, NULL, false },
 };
 /* clang-format on */
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -571,6 +577,56 @@ check_ip(const char *key, const char *value, char *err, size_t errlen)
 	return -1;
 }
 
+int
+config_split_listen(const char *text, char *host, size_t hostlen, int *port)
+{
+	const char *colon = strrchr(text, ':'), *p;
+	unsigned char addr[sizeof(struct in6_addr)];
+	char *end;
+	long n;
+	size_t len;
+
+	if (colon == NULL) {
+		snprintf(host, hostlen, "127.0.0.1");
+		p = text;
+	} else {
+		len = (size_t)(colon - text);
+		if (text[0] == '[' && len >= 2 && text[len - 1] == ']') {
+			text++;
+			len -= 2;
+		} else if (memchr(text, ':', len) != NULL)
+			return -1; /* IPv6 without brackets: ambiguous */
+		if (len == 0 || len >= hostlen)
+			return -1;
+		memcpy(host, text, len);
+		host[len] = '\0';
+		if (inet_pton(AF_INET, host, addr) != 1 &&
+		    inet_pton(AF_INET6, host, addr) != 1)
+			return -1;
+		p = colon + 1;
+	}
+	errno = 0;
+	n = strtol(p, &end, 10);
+	if (*p == '\0' || *end != '\0' || errno != 0 || n < 1 || n > 65535)
+		return -1;
+	*port = (int)n;
+	return 0;
+}
+
+static int
+check_listen(const char *key, const char *value, char *err, size_t errlen)
+{
+	char buf[ECHO_MAX + 8], host[INET6_ADDRSTRLEN];
+	int port;
+
+	if (config_split_listen(value, host, sizeof(host), &port) == 0)
+		return 0;
+	seterr(err, errlen,
+	    "%s: '%s' is not [ADDRESS:]PORT (e.g. 127.0.0.1:9025)", key,
+	    echo(value, buf, sizeof(buf)));
+	return -1;
+}
+
 /* The forms smfi_setconn() takes. */
 static int
 check_milter_socket(
@@ -961,5 +1017,6 @@ config_free(struct config *cfg)
 	free(cfg->log_file);
 	free(cfg->user);
 	free(cfg->relay_program);
+	free(cfg->metrics_listen);
 	free(cfg);
 }

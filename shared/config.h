@@ -88,9 +88,19 @@ struct config {
 	long relay_idle;	/* ARNIE_RELAY_IDLE_SECONDS: the relay
 				 * program exits after this long without a
 				 * session; 0: it stays */
+
+	/* Monitoring (monitor.h). */
+	char *metrics_listen;	/* ARNIE_METRICS_LISTEN, NULL = off */
+	long health_max_pause;	/* HEALTH_MAX_PAUSE_SECONDS, 600 */
+	long health_max_queue_age; /* HEALTH_MAX_QUEUE_AGE_SECONDS, 3600 */
 };
 
 typedef void config_warn_fn(const char *message);
+
+/* ARNIE_METRICS_LISTEN's "[HOST:]PORT" ("[V6]:PORT" for IPv6; HOST
+ * 127.0.0.1 when left out): 0, or -1 when it is not one. */
+int config_split_listen(
+    const char *text, char *host, size_t hostlen, int *port);
 
 /*
  * Find the file to read: cli_path if given (returned as is; config_load()

@@ -113,3 +113,45 @@ reply_queued_as(const char *reply, char *out, size_t len)
 		return false;
 	return take_word(p, out, len);
 }
+
+/* The first reply code in text, or 0. */
+static int
+first_code(const char *text)
+{
+	const char *p;
+
+	for (p = text; *p != '\0'; p++)
+		if (p[0] >= '2' && p[0] <= '5' &&
+		    isdigit((unsigned char)p[1]) &&
+		    isdigit((unsigned char)p[2]) &&
+		    (p == text || p[-1] == ' ' || p[-1] == ':') &&
+		    (p[3] == ' ' || p[3] == '-' || p[3] == '\0'))
+			return (p[0] - '0') * 100 + (p[1] - '0') * 10 +
+			       (p[2] - '0');
+	return 0;
+}
+
+const char *
+reply_trouble_kind(const char *reason)
+{
+	int code;
+
+	if (reason == NULL)
+		return "other";
+	if (strncmp(reason, "TLS ", 4) == 0 || strstr(reason, "STARTTLS"))
+		return "tls";
+	if (strncmp(reason, "AUTH ", 5) == 0)
+		return "auth";
+	if (strncmp(reason, "cannot connect", 14) == 0 ||
+	    strncmp(reason, "connection to ", 14) == 0)
+		return "unreachable";
+	code = first_code(reason);
+	if (code == 530 || code == 534 || code == 535 || code == 538)
+		return "auth";
+	if (code == 454 || (code / 100 == 4 && (strcasestr(reason, "throttl") ||
+	                                           strcasestr(reason, "rate"))))
+		return "throttled";
+	if (code >= 400 || strncmp(reason, "upstream refused", 16) == 0)
+		return "refused";
+	return "other";
+}

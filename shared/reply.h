@@ -73,4 +73,15 @@ const char *reply_class_name(enum reply_class c);
  */
 bool reply_queued_as(const char *reply, char *out, size_t len);
 
+/*
+ * What kind of queue-wide trouble a session's reason (session.h, or a
+ * queue-wide reply) names, for monitoring and alerts: "tls" (the
+ * handshake, the certificate, STARTTLS missing), "auth" (AUTH refused,
+ * 530/534/535/538), "unreachable" (no connection, no answer), "throttled"
+ * (454, or a 4xx that speaks of a rate or throttling), "refused" (421 or
+ * another refusal of the session), else "other" (a protocol error).
+ * Static strings.
+ */
+const char *reply_trouble_kind(const char *reason);
+
 #endif

@@ -62,8 +62,10 @@
 
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "queuectl.h"
 #include "relay.h"
+#include "reply.h"
 #include "report.h"
 #include "sched.h"
 #include "spool.h"
@@ -280,6 +282,7 @@ try_lock(struct sender *s)
 {
 	if (spool_lock_sender(s->spool) == 0) {
 		s->locked = true;
+		metrics_sender();
 		if (s->told_locked || s->told_lock_error)
 			log_info("took over relaying %s", spool_path(s->spool));
 		start_relaying(s);
@@ -434,15 +437,18 @@ requeue(struct sender *s, struct envelope *env, time_t now)
 }
 
 static void
-count(struct sender *s, enum stats_event ev, time_t now)
+count(struct sender *s, enum stats_event ev, const struct envelope *env,
+    time_t now)
 {
 	stats_count(&s->stats, ev, now);
+	metrics_outcome(ev, env->size, now);
 	s->status_dirty = true;
 }
 
 /* Take env out of the queue; on a disk error keep it and try again soon. */
 static int
-finish(struct sender *s, struct envelope *env, enum spool_fate fate, time_t now)
+finish(struct sender *s, struct envelope *env, enum spool_fate fate,
+    enum stats_event ev, time_t now)
 {
 	if (spool_finish(s->spool, env, fate) == -1) {
 		if (errno == ENOENT)
@@ -458,7 +464,7 @@ finish(struct sender *s, struct envelope *env, enum spool_fate fate, time_t now)
 		return -1;
 	}
 	s->unsynced = true;
-	count(s, fate == SPOOL_FAILED ? STATS_FAILED : STATS_SENT, now);
+	count(s, ev, env, now);
 	if (fate == SPOOL_FAILED) {
 		log_info("%s: moved to failed/", env->id);
 		report_failed(s->report, env);
@@ -488,7 +494,7 @@ finish_done(struct sender *s, struct envelope *env, time_t now)
 	size_t i;
 
 	if (!any_failed(env))
-		return finish(s, env, SPOOL_SENT, now);
+		return finish(s, env, SPOOL_SENT, STATS_SENT, now);
 	/* The file in failed/ should say why at a glance, even when the
 	 * last attempt was a success for another recipient. */
 	for (i = 0; i < env->nrcpts; i++)
@@ -498,7 +504,7 @@ finish_done(struct sender *s, struct envelope *env, time_t now)
 			    &env->last_reply, env->rcpts[i].reply);
 			break;
 		}
-	return finish(s, env, SPOOL_FAILED, now);
+	return finish(s, env, SPOOL_FAILED, STATS_FAILED, now);
 }
 
 /* Out of attempts or of time: the pending recipients fail with reason. */
@@ -530,7 +536,7 @@ give_up(struct sender *s, struct envelope *env, const char *reason,
 		text = xstrdup(reason);
 	free(env->last_reply);
 	env->last_reply = text;
-	return finish(s, env, SPOOL_FAILED, (time_t)now);
+	return finish(s, env, SPOOL_FAILED, STATS_EXPIRED, (time_t)now);
 }
 
 /* The reason a message is out of attempts or time, or NULL. */
@@ -640,7 +646,7 @@ apply(struct sender *s, struct relay_msg *m, double nowd)
 		next = now + sched_backoff(env->attempts, s->cfg->retry_delay,
 		                 s->cfg->retry_max_delay);
 	env->next_attempt = next;
-	count(s, STATS_DEFERRED, now);
+	count(s, STATS_DEFERRED, env, now);
 	return requeue(s, env, now);
 }
 
@@ -662,11 +668,13 @@ update_pause(struct sender *s, bool trouble, const char *reason, time_t now)
 			report_recovered(s->report, now);
 			s->pause_reason[0] = '\0';
 			s->status_dirty = true;
+			metrics_upstream(0);
 		}
 		return;
 	}
 	secs = sched_pause_fail(&s->pause, now);
 	s->status_dirty = true;
+	metrics_upstream(s->pause.since);
 	if (strcmp(reason, s->pause_reason) != 0) {
 		log_warnx("queue paused: %s; next probe in %lds, then "
 		          "backing off up to %lds",
@@ -878,6 +886,7 @@ send_batch(struct sender *s)
 		snprintf(reason, sizeof(reason), "%s",
 		    st == RELAY_TEMPFAIL ? "upstream unavailable"
 		                         : "no message was attempted");
+	metrics_session(trouble ? reply_trouble_kind(reason) : NULL);
 	update_pause(s, trouble, reason, now);
 	for (i = 0; i < n; i++) {
 		if (batch.recorded[i])
@@ -930,6 +939,7 @@ control_flushed(void *arg)
 		log_info("queue pause lifted by arnie-queue flush");
 		s->pause_reason[0] = '\0';
 		s->status_dirty = true;
+		metrics_upstream(0);
 	}
 }
 

@@ -19,6 +19,7 @@ static const char *const event_names[STATS_NEVENTS] = {
     "sent",
     "deferred",
     "failed",
+    "expired",
 };
 
 const char *
@@ -92,57 +93,111 @@ stats_format(const struct stats *st, pid_t pid, time_t now)
 		    st->total[i]);
 	for (i = 0; i < STATS_MINUTES; i++)
 		if (st->ring[i].minute != 0)
-			fprintf(out, "minute: %lld %u %u %u\n",
+			fprintf(out, "minute: %lld %u %u %u %u\n",
 			    (long long)st->ring[i].minute,
 			    st->ring[i].n[STATS_SENT],
 			    st->ring[i].n[STATS_DEFERRED],
-			    st->ring[i].n[STATS_FAILED]);
+			    st->ring[i].n[STATS_FAILED],
+			    st->ring[i].n[STATS_EXPIRED]);
 	if (fclose(out) != 0)
 		arnie_panic("stats_format: out of memory");
 	return text;
 }
 
-/* One "key: value" line into st; false if it is not one we know. */
+/* A decimal number of at most max, digits only; moves *p past it. */
 static bool
-parse_line(const char *line, struct stats *st, size_t *minutes)
+number(const char **p, uint64_t max, uint64_t *out)
 {
-	long long a = 0, b = 0;
-	unsigned n[STATS_NEVENTS];
-	char word[16];
+	const char *s = *p;
+	uint64_t n = 0;
+
+	if (*s < '0' || *s > '9')
+		return false;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (n > (max - (uint64_t)(*s - '0')) / 10)
+			return false;
+		n = n * 10 + (uint64_t)(*s - '0');
+	}
+	*p = s;
+	*out = n;
+	return true;
+}
+
+/* value as one number and nothing else. */
+static bool
+only_number(const char *value, uint64_t max, uint64_t *out)
+{
+	return number(&value, max, out) && *value == '\0';
+}
+
+static bool
+set_time(const char *value, time_t *t)
+{
+	uint64_t n;
+
+	if (!only_number(value, INT64_MAX, &n))
+		return false;
+	*t = (time_t)n;
+	return true;
+}
+
+/* "START SENT DEFERRED FAILED EXPIRED" into the next free minute. */
+static bool
+parse_minute(const char *value, struct stats *st, size_t *minutes)
+{
+	uint64_t start, n[STATS_NEVENTS];
 	size_t i;
 
-	if (sscanf(line, "pid: %lld", &a) == 1)
-		st->pid = (pid_t)a;
-	else if (sscanf(line, "written: %lld", &a) == 1)
-		st->written = (time_t)a;
-	else if (sscanf(line, "upstream: %15s", word) == 1)
-		st->paused = strcmp(word, "paused") == 0;
-	else if (sscanf(line, "paused-since: %lld", &a) == 1)
-		st->paused_since = (time_t)a;
-	else if (sscanf(line, "next-probe: %lld", &a) == 1)
-		st->next_probe = (time_t)a;
-	else if (strncmp(line, "reason: ", 8) == 0)
-		snprintf(st->reason, sizeof(st->reason), "%s", line + 8);
-	else if (sscanf(line, "last-delivery: %lld", &a) == 1)
-		st->last_delivery = (time_t)a;
-	else if (sscanf(line, "minute: %lld %u %u %u", &a, &n[0], &n[1],
-	             &n[2]) == 4) {
-		if (*minutes == STATS_MINUTES)
+	if (*minutes == STATS_MINUTES || !number(&value, INT64_MAX, &start))
+		return false;
+	for (i = 0; i < STATS_NEVENTS; i++)
+		if (*value++ != ' ' || !number(&value, UINT32_MAX, &n[i]))
 			return false;
-		st->ring[*minutes].minute = (time_t)a;
-		memcpy(st->ring[*minutes].n, n, sizeof(n));
-		(*minutes)++;
-	} else {
-		for (i = 0; i < STATS_NEVENTS; i++) {
-			size_t klen = strlen(event_names[i]);
+	if (*value != '\0')
+		return false;
+	st->ring[*minutes].minute = (time_t)start;
+	for (i = 0; i < STATS_NEVENTS; i++)
+		st->ring[*minutes].n[i] = (unsigned)n[i];
+	(*minutes)++;
+	return true;
+}
 
+/* One "key: value" line into st; false if it is not one we know. */
+static bool
+parse_line(char *line, struct stats *st, size_t *minutes)
+{
+	char *value = strstr(line, ": ");
+	uint64_t n;
+	size_t i;
+
+	if (value == NULL)
+		return false;
+	*value = '\0';
+	value += 2;
+	if (strcmp(line, "pid") == 0 && only_number(value, INT32_MAX, &n))
+		st->pid = (pid_t)n;
+	else if (strcmp(line, "written") == 0)
+		return set_time(value, &st->written);
+	else if (strcmp(line, "upstream") == 0 &&
+	         (strcmp(value, "paused") == 0 ||
+	             strcmp(value, "running") == 0))
+		st->paused = strcmp(value, "paused") == 0;
+	else if (strcmp(line, "paused-since") == 0)
+		return set_time(value, &st->paused_since);
+	else if (strcmp(line, "next-probe") == 0)
+		return set_time(value, &st->next_probe);
+	else if (strcmp(line, "reason") == 0)
+		snprintf(st->reason, sizeof(st->reason), "%s", value);
+	else if (strcmp(line, "last-delivery") == 0)
+		return set_time(value, &st->last_delivery);
+	else if (strcmp(line, "minute") == 0)
+		return parse_minute(value, st, minutes);
+	else {
+		for (i = 0; i < STATS_NEVENTS; i++)
 			if (strncmp(line, "total-", 6) == 0 &&
-			    strncmp(line + 6, event_names[i], klen) == 0 &&
-			    sscanf(line + 6 + klen, ": %lld", &b) == 1) {
-				st->total[i] = (uint64_t)b;
-				return true;
-			}
-		}
+			    strcmp(line + 6, event_names[i]) == 0)
+				return only_number(
+				    value, UINT64_MAX, &st->total[i]);
 		return false;
 	}
 	return true;

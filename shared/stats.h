@@ -4,7 +4,8 @@
  *
  * Pure: no I/O, no clock.  The sender counts each message's outcome as it
  * is recorded: sent (every recipient accepted), deferred (an attempt left
- * recipients pending), failed (moved to failed/).  It keeps totals since
+ * recipients pending), failed (moved to failed/ after a refusal), expired
+ * (moved to failed/ out of attempts or of time).  It keeps totals since
  * it started and counts per minute over the last hour, and writes them
  * with the upstream's state as the spool's sender.status file
  * (stats_format(), spool_put_status()), which arnie-queue reads back
@@ -24,6 +25,7 @@ enum stats_event {
 	STATS_SENT,
 	STATS_DEFERRED,
 	STATS_FAILED,
+	STATS_EXPIRED,
 	STATS_NEVENTS,
 };
 
@@ -47,7 +49,7 @@ struct stats {
 	time_t written;
 };
 
-/* "sent", "deferred", "failed". */
+/* "sent", "deferred", "failed", "expired". */
 const char *stats_event_name(enum stats_event ev);
 /* One event at now. */
 void stats_count(struct stats *st, enum stats_event ev, time_t now);

@@ -34,6 +34,8 @@
 #include "commitq.h"
 #include "daemon.h"
 #include "log.h"
+#include "metrics.h"
+#include "monitor.h"
 #include "sender.h"
 #include "smtpd.h"
 #include "spool.h"
@@ -76,11 +78,13 @@ main(int argc, char *argv[])
 	struct spool *spool;
 	struct sender *sender;
 	struct commitq *q;
+	struct monitor *mon;
 	struct loop d = {NULL, NULL};
 	struct event *ev_term, *ev_int, *ev_hup;
 	int rc;
 
 	cfg = daemon_start(PROGNAME, argc, argv);
+	metrics_init("smtp");
 
 	/* Before the base exists, so that other threads may wake it. */
 	if (evthread_use_pthreads() == -1)
@@ -107,6 +111,7 @@ main(int argc, char *argv[])
 	if ((d.smtpd = smtpd_new(d.base, cfg)) == NULL)
 		fatal(EX_OSERR, "cannot listen on %s port %d",
 		    cfg->listen_address, cfg->listen_port);
+	mon = monitor_new(cfg);
 	daemon_drop_privileges(cfg, NULL);
 	spool = daemon_open_spool(cfg);
 	if ((sender = sender_new(cfg, spool, err, sizeof(err))) == NULL)
@@ -115,6 +120,7 @@ main(int argc, char *argv[])
 	smtpd_start(d.smtpd, spool, q);
 	if (sender_start(sender) == -1)
 		fatal(EX_OSERR, "cannot start the sender thread");
+	monitor_start(mon, spool);
 	daemon_mask_signals(SIG_UNBLOCK);
 
 	log_info("arnie %s started: listening on %s, spool %s, relay %s:%d",
@@ -133,6 +139,7 @@ main(int argc, char *argv[])
 	 * its callbacks still point at sessions, so the sessions go after
 	 * it; the commit queue wakes the sender, so the sender stops last.
 	 */
+	monitor_free(mon);
 	commitq_free(q);
 	smtpd_free(d.smtpd);
 	sender_stop(sender);

@@ -4,7 +4,7 @@
 #   tests/fuzz/run.sh [SECONDS [TARGET...]]
 #
 # SECONDS (default 60) bounds each target (-max_total_time).  TARGETs are
-# spool, smtp_parse, message, config, wire (default: all), run FUZZ_JOBS (2) at a
+# spool, smtp_parse, message, config, wire, logjson, stats (default: all), run FUZZ_JOBS (2) at a
 # time.  The build goes to FUZZ_BUILD (default /tmp/build-fuzz), which is
 # configured with CC=clang first if it holds no autoconf.h; binaries, corpora
 # and crash files go to FUZZ_BUILD/fuzz/.  Each harness is linked directly
@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-spool smtp_parse message config wire logjson}
+targets=${*:-spool smtp_parse message config wire logjson stats}
 build=${FUZZ_BUILD:-/tmp/build-fuzz}
 jobs=${FUZZ_JOBS:-2}
 cc=${FUZZ_CC:-clang}
@@ -41,6 +41,7 @@ sources() {
 	config) echo "$s/config.c $s/dotenv.c $s/xmalloc.c $s/secret.c $s/log.c $s/logjson.c" ;;
 	wire) echo "$s/wire.c" ;;
 	logjson) echo "$s/logjson.c $s/xmalloc.c $s/log.c" ;;
+	stats) echo "$s/stats.c $s/xmalloc.c $s/log.c $s/logjson.c" ;;
 	*) echo "run.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }

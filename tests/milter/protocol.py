@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import traceback
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -304,6 +305,18 @@ def break_inbox(m):
         f.write("not a directory\n")
 
 
+def check_metrics(m, q):
+    """/metrics of the milter: its front-end's label, the message it took."""
+    check_one_rcpt(m, q)
+    text = m.metrics
+    assert re.search(r'^arnie_messages_received_total\{frontend="milter"\} '
+                     r'1$', text, re.M), text
+    assert re.search(r'^arnie_commit_seconds_count\{frontend="milter"\} 1$',
+                     text, re.M), text
+    assert re.search(r'^arnie_queue_messages\{folder="outbox"\} 1$', text,
+                     re.M), text
+
+
 def stale_socket(work):
     """What a crash leaves: a socket file nobody listens on."""
     path = os.path.join(work, "milter.sock")
@@ -409,6 +422,10 @@ RUNS = [
     ("oversize", {"MAX_MESSAGE_SIZE": 2000}, None, [
         ("oversize.lua", check_oversize),
     ]),
+    ("metrics", {"ARNIE_METRICS_LISTEN": "127.0.0.1:%d" %
+                 milterlib.free_port()}, None, [
+        ("one_rcpt.lua", check_metrics),
+    ]),
     ("unix", {"unix": True}, None, [
         ("one_rcpt.lua", check_unix),
     ]),
@@ -442,6 +459,11 @@ def run(name, settings, prepare, scripts, work):
             before = vm_hwm_kib(m.proc.pid)
             run_lua(m, script, mode)
             m.grown[script] = vm_hwm_kib(m.proc.pid) - before
+        if "ARNIE_METRICS_LISTEN" in settings:
+            with urllib.request.urlopen(
+                    "http://%s/metrics" % settings["ARNIE_METRICS_LISTEN"],
+                    timeout=10) as r:
+                m.metrics = r.read().decode()
         # A spool in the daemon's own mount namespace is gone with it.
         if wrapped:
             q = milterlib.queued(m.live_spool())

@@ -67,6 +67,9 @@ static const char *const all_keys[] = {
     "ARNIE_USER",
     "ARNIE_RELAY_PROGRAM",
     "ARNIE_RELAY_IDLE_SECONDS",
+    "ARNIE_METRICS_LISTEN",
+    "HEALTH_MAX_PAUSE_SECONDS",
+    "HEALTH_MAX_QUEUE_AGE_SECONDS",
 };
 #define NKEYS (sizeof(all_keys) / sizeof(all_keys[0]))
 
@@ -302,6 +305,13 @@ static const struct {
     {"ARNIE_USER", "no body", NULL},
     {"ARNIE_USER", "-rf", NULL},
     {"ARNIE_USER", "user:group", NULL},
+    {"ARNIE_METRICS_LISTEN", "localhost:9025", NULL},
+    {"ARNIE_METRICS_LISTEN", "127.0.0.1:", NULL},
+    {"ARNIE_METRICS_LISTEN", "127.0.0.1:70000", NULL},
+    {"ARNIE_METRICS_LISTEN", "::1:9025", NULL},
+    {"ARNIE_METRICS_LISTEN", "port", NULL},
+    {"HEALTH_MAX_PAUSE_SECONDS", "-1", NULL},
+    {"HEALTH_MAX_QUEUE_AGE_SECONDS", "soon", NULL},
 };
 
 static void
@@ -719,13 +729,13 @@ static const struct {
 	mode_t pw_mode;   /* the password file's, if the .env names "pw" */
 	const char *warn; /* the warning expected, NULL for none */
 } readable_cases[] = {
-    {HOSTLINE "OUTBOUND_EMAIL_USERNAME=u\nOUTBOUND_EMAIL_PASSWORD=p\n", 0644,
-        0, "holds OUTBOUND_EMAIL_PASSWORD and every user can read it (mode "
-           "0644): chmod o-r "},
-    {HOSTLINE "OUTBOUND_EMAIL_USERNAME=u\nOUTBOUND_EMAIL_PASSWORD=p\n", 0640,
-        0, NULL},
-    {HOSTLINE "OUTBOUND_EMAIL_USERNAME=u\nOUTBOUND_EMAIL_PASSWORD=p\n", 0604,
-        0, "(mode 0604)"},
+    {HOSTLINE "OUTBOUND_EMAIL_USERNAME=u\nOUTBOUND_EMAIL_PASSWORD=p\n", 0644, 0,
+        "holds OUTBOUND_EMAIL_PASSWORD and every user can read it (mode "
+        "0644): chmod o-r "},
+    {HOSTLINE "OUTBOUND_EMAIL_USERNAME=u\nOUTBOUND_EMAIL_PASSWORD=p\n", 0640, 0,
+        NULL},
+    {HOSTLINE "OUTBOUND_EMAIL_USERNAME=u\nOUTBOUND_EMAIL_PASSWORD=p\n", 0604, 0,
+        "(mode 0604)"},
     {HOSTLINE "OUTBOUND_EMAIL_USERNAME=u\n"
               "OUTBOUND_EMAIL_PASSWORD_FILE=pw\n",
         0644, 0644,
@@ -892,6 +902,42 @@ static const struct {
     {"y", -1, false},
 };
 
+static const struct {
+	const char *text;
+	const char *host; /* NULL: refused */
+	int port;
+} listens[] = {
+    {"9025", "127.0.0.1", 9025},
+    {"127.0.0.1:9025", "127.0.0.1", 9025},
+    {"0.0.0.0:1", "0.0.0.0", 1},
+    {"[::1]:9025", "::1", 9025},
+    {"[::]:65535", "::", 65535},
+    {"::1:9025", NULL, 0},
+    {"[::1]9025", NULL, 0},
+    {"host:9025", NULL, 0},
+    {"9025x", NULL, 0},
+    {":9025", NULL, 0},
+    {"0", NULL, 0},
+    {"", NULL, 0},
+};
+
+START_TEST(test_split_listen)
+{
+	char host[64] = "";
+	int port = -1;
+	int rc =
+	    config_split_listen(listens[_i].text, host, sizeof(host), &port);
+
+	if (listens[_i].host == NULL) {
+		ck_assert_msg(rc == -1, "'%s' accepted", listens[_i].text);
+		return;
+	}
+	ck_assert_int_eq(rc, 0);
+	ck_assert_str_eq(host, listens[_i].host);
+	ck_assert_int_eq(port, listens[_i].port);
+}
+END_TEST
+
 START_TEST(test_bool)
 {
 	bool b = !bool_cases[_i].value;
@@ -936,6 +982,7 @@ config_suite(void)
 	tcase_add_test(tc, test_all_keys);
 	tcase_add_test(tc, test_report_from_default);
 	LOOP(tc, test_bool, bool_cases);
+	LOOP(tc, test_split_listen, listens);
 	tcase_add_test(tc, test_free_null);
 	suite_add_tcase(s, tc);
 

@@ -142,6 +142,33 @@ START_TEST(test_queued_as)
 }
 END_TEST
 
+static const struct {
+	const char *reason;
+	const char *kind;
+} kinds[] = {
+    {"TLS with smtp.example:587 failed: certificate verify failed", "tls"},
+    {"upstream does not offer STARTTLS", "tls"},
+    {"AUTH refused: 535 5.7.8 Authentication credentials invalid", "auth"},
+    {"upstream refused the session: 530 5.7.0 Authentication required", "auth"},
+    {"cannot connect to 127.0.0.1:25: Connection refused", "unreachable"},
+    {"connection to h:587 broke off: closed by the upstream or no reply "
+     "within 60 s",
+        "unreachable"},
+    {"454 4.7.0 Throttling failure: Maximum sending rate exceeded.",
+        "throttled"},
+    {"451 4.7.1 Sending rate exceeded", "throttled"},
+    {"421 4.3.2 Service not available", "refused"},
+    {"upstream refused the session: 554 5.7.1 Go away", "refused"},
+    {"relay protocol error: garbled record", "other"},
+    {"upstream lacks a required SMTP extension", "other"},
+};
+
+START_TEST(test_trouble_kind)
+{
+	ck_assert_str_eq(reply_trouble_kind(kinds[_i].reason), kinds[_i].kind);
+}
+END_TEST
+
 static Suite *
 reply_suite(void)
 {
@@ -155,6 +182,8 @@ reply_suite(void)
 	    tc, test_line_ok, 0, sizeof(lines) / sizeof(lines[0]));
 	tcase_add_loop_test(
 	    tc, test_queued_as, 0, sizeof(queued) / sizeof(queued[0]));
+	tcase_add_loop_test(
+	    tc, test_trouble_kind, 0, sizeof(kinds) / sizeof(kinds[0]));
 	suite_add_tcase(s, tc);
 	return s;
 }
