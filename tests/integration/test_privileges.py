@@ -98,6 +98,29 @@ class PrivilegeTest(ArnieTestCase):
         self.assertEqual(os.stat(log).st_uid, uid)
         self.assertEqual(d.stop(), 0)
 
+    def test_arnie_queue_started_as_root_acts_as_arnie_user(self):
+        """Its requests are readable by the daemon, and what it writes
+        itself belongs to ARNIE_USER, with or without a daemon."""
+        d = self.arnie(arnietest.free_port(), ARNIE_USER="nobody")
+        code, _ = smtp_send(d.port, "app@example.com", ["user@example.org"],
+                            make_message("queued-as-nobody"))
+        self.assertEqual(code, 250)
+        wait_for(lambda: d.spool.count("outbox") == 1, what="one queued")
+        msg = d.spool.list("outbox")[0]
+        r = self.run_queue(d, "hold", msg)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(d.spool.list("hold"), [msg])
+        self.assertEqual(d.stop(), 0)
+        # No daemon: arnie-queue takes the lock itself, as nobody.
+        r = self.run_queue(d, "release", msg)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        uid = self.nobody.pw_uid
+        for path in (d.spool.path("outbox", msg),
+                     os.path.join(d.spool.root, "sender.lock"),
+                     d.spool.path("control")):
+            self.assertEqual(os.stat(path).st_uid, uid, path)
+        self.assertEqual(os.listdir(d.spool.path("control")), [])
+
     def test_unknown_user_is_a_configuration_error(self):
         rc, log = self.start_failing(ARNIE_USER="no-such-arnie-user")
         self.assertEqual(rc, EX_CONFIG, log)
