@@ -14,10 +14,12 @@
  * and carries it out itself.  purge-sent removes from sent/ only, which
  * the sender never reads, and needs no lock.
  *
- * Exit codes (sysexits): 0 done; 1 an ID or Message-ID not found (the
- * others were acted on); 64 bad usage; 73 the spool cannot be opened; 74
- * the disk refused an action; 75 the daemon did not take the request in
- * time (nothing was done); 78 a bad configuration.
+ * Exit codes (sysexits): 0 done; 1 an ID or Message-ID not found, or not
+ * in a state the command acts on (the others were acted on); 64 bad
+ * usage; 73 the spool cannot be opened; 74 the disk refused an action;
+ * 75 the daemon did not answer in time (nothing was done, unless it took
+ * the request and then fell silent: see its log); 78 a bad
+ * configuration.
  */
 #include "autoconf.h"
 
@@ -136,6 +138,10 @@ print_answer(const char *answer)
 		if (n > 3 && strncmp(p, "ok ", 3) == 0)
 			printf("%.*s\n", (int)n - 3, p + 3);
 		else if (n > 8 && strncmp(p, "missing ", 8) == 0) {
+			fprintf(stderr, PROGNAME ": %.*s\n", (int)n - 8, p + 8);
+			if (rc == 0)
+				rc = 1;
+		} else if (n > 8 && strncmp(p, "refused ", 8) == 0) {
 			fprintf(stderr, PROGNAME ": %.*s\n", (int)n - 8, p + 8);
 			if (rc == 0)
 				rc = 1;
@@ -371,6 +377,7 @@ main(int argc, char *argv[])
 	struct config *cfg;
 	struct spool *spool;
 	int ch, verbose = 0, wait_s = DEFAULT_WAIT_SECONDS, rc;
+	long lwait;
 	char *end;
 
 	/* "+": options stop at the command, whose own come after it. */
@@ -384,10 +391,14 @@ main(int argc, char *argv[])
 			verbose++;
 			break;
 		case 'w':
-			wait_s = (int)strtol(optarg, &end, 10);
-			if (*end != '\0' || wait_s < 1 || wait_s > 86400)
-				usage_error(
-				    "-w %s: not a number of seconds", optarg);
+			errno = 0;
+			lwait = strtol(optarg, &end, 10);
+			if (*end != '\0' || end == optarg || errno != 0 ||
+			    lwait < 1 || lwait > 86400)
+				usage_error("-w %s: not a number of seconds "
+				            "(1 to 86400)",
+				    optarg);
+			wait_s = (int)lwait;
 			break;
 		case 'V':
 			printf(PROGNAME " %s\n", PACKAGE_VERSION);

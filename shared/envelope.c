@@ -23,7 +23,6 @@
 #define SPOOL_MAGIC "arnie-spool 2"
 #define SPOOL_MAGIC_V1 "arnie-spool 1"
 
-
 struct envelope *
 envelope_new(void)
 {
@@ -78,6 +77,7 @@ envelope_free(struct envelope *env)
 	free(env->sender);
 	free(env->last_reply);
 	free(env->origin);
+	free(env->message_id);
 	free(env);
 }
 
@@ -205,6 +205,13 @@ envelope_format(const struct envelope *env, size_t *lenp)
 		sb_escaped(&b, env->origin, ESC_TEXT);
 		sb_str(&b, "\n");
 	}
+	if (env->message_id != NULL && *env->message_id) {
+		sb_str(&b, "message-id: ");
+		sb_escaped(&b, env->message_id, ESC_TEXT);
+		sb_str(&b, "\n");
+	}
+	if (env->expires != 0)
+		sb_printf(&b, "expires: %lld\n", (long long)env->expires);
 	/* Padded to a fixed width, so that a file written in pieces can get
 	 * its size in place once the message is complete. */
 	sb_printf(&b, "size: %-*" PRIu64 "\n", ENVELOPE_SIZE_WIDTH, env->size);
@@ -381,6 +388,7 @@ parse_header(
 	struct envelope *env = envelope_new();
 	bool s_id = false, s_created = false, s_from = false, s_size = false;
 	bool s_att = false, s_next = false, s_last = false, s_origin = false;
+	bool s_msgid = false, s_expires = false;
 	const char *line = d, *end = d + hend, *nl, *colon, *v;
 	uint64_t num = 0;
 	size_t n, klen, used;
@@ -444,6 +452,11 @@ parse_header(
 			bad = parse_text(&env->last_reply, &s_last, v, n);
 		} else if (KEY("origin")) {
 			bad = parse_text(&env->origin, &s_origin, v, n);
+		} else if (KEY("message-id")) {
+			bad = parse_text(&env->message_id, &s_msgid, v, n);
+		} else if (KEY("expires")) {
+			bad = parse_number(&num, &s_expires, v, n, INT64_MAX);
+			env->expires = (time_t)num;
 		} else if (KEY("size")) {
 			bad =
 			    parse_number(&env->size, &s_size, v, n, UINT64_MAX);

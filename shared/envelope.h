@@ -46,6 +46,8 @@ struct envelope {
 	time_t next_attempt;	/* not before this time */
 	char *last_reply;	/* latest reply or reason, or NULL */
 	char *origin;		/* for the log: "client=..., helo=..." or NULL */
+	char *message_id;	/* its Message-ID field, <> included, or NULL */
+	time_t expires;		/* never sent from this time on; 0: no limit */
 	uint64_t size;		/* octets of the message after the blank line */
 	off_t body_offset;	/* where the message starts in the file (load) */
 };

@@ -5,11 +5,9 @@
  * Lists every message in outbox/ and hold/, oldest first: ID, size,
  * arrival, attempts spent, next attempt (or "(held)"), sender, and each
  * recipient with its state and last reply, then a summary line.  Reads the
- * files with the spool's own reader and changes nothing, except that, as
- * the sender would, the reader removes a copy left in outbox/ by an
- * interrupted move of a message that is already in sent/ or failed/.  A
- * file that does not parse is listed as such (the sender sets it aside in
- * corrupt/).  Times are UTC.
+ * files with the spool's own reader (spool_load_from()) and changes
+ * nothing.  A file that does not parse is listed as such (the sender sets
+ * it aside in corrupt/).  Times are UTC.
  */
 #ifndef ARNIE_MAILQ_H
 #define ARNIE_MAILQ_H

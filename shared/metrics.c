@@ -43,8 +43,8 @@ static struct {
 	time_t last_delivery;
 	uint64_t sessions_ok, session_errors[NKINDS];
 	time_t paused_since;
-} m = {PTHREAD_MUTEX_INITIALIZER, "smtp", 0, 0, 0, {0}, 0, 0, false, {0},
-    0, 0, 0, {0}, 0};
+} m = {PTHREAD_MUTEX_INITIALIZER, "smtp", 0, 0, 0, {0}, 0, 0, false, {0}, 0, 0,
+    0, {0}, 0};
 
 void
 metrics_init(const char *frontend)
@@ -129,19 +129,22 @@ head(FILE *out, const char *name, const char *type, const char *help)
 }
 
 /* The upstream as this process knows it, or as the relaying process
- * last wrote it: paused since when (0: running), and the last delivery. */
+ * last wrote it: paused since when (0: running), and the last delivery.
+ * Takes the lock itself, and reads the file without it. */
 static void
-upstream_state(struct spool *spool, bool sender, time_t *paused_since,
-    time_t *last_delivery)
+upstream_state(struct spool *spool, time_t *paused_since, time_t *last_delivery)
 {
 	struct stats st;
+	bool sender;
 	char *text;
 
-	if (sender) {
-		*paused_since = m.paused_since;
-		*last_delivery = m.last_delivery;
+	pthread_mutex_lock(&m.lock);
+	sender = m.sender;
+	*paused_since = m.paused_since;
+	*last_delivery = m.last_delivery;
+	pthread_mutex_unlock(&m.lock);
+	if (sender)
 		return;
-	}
 	*paused_since = *last_delivery = 0;
 	if (spool_get_status(spool, &text) == -1)
 		return;
@@ -160,35 +163,41 @@ format_intake(FILE *out, const char *fe)
 
 	head(out, "arnie_messages_received_total", "counter",
 	    "Messages accepted (answered 250) by this front-end.");
-	fprintf(out, "arnie_messages_received_total{frontend=\"%s\"} %" PRIu64
-	             "\n", fe, m.received);
+	fprintf(out,
+	    "arnie_messages_received_total{frontend=\"%s\"} %" PRIu64 "\n", fe,
+	    m.received);
 	head(out, "arnie_received_bytes_total", "counter",
 	    "Octets of the messages accepted.");
-	fprintf(out, "arnie_received_bytes_total{frontend=\"%s\"} %" PRIu64
-	             "\n", fe, m.received_bytes);
+	fprintf(out,
+	    "arnie_received_bytes_total{frontend=\"%s\"} %" PRIu64 "\n", fe,
+	    m.received_bytes);
 	head(out, "arnie_commit_failures_total", "counter",
 	    "Messages refused because the disk did not take them.");
-	fprintf(out, "arnie_commit_failures_total{frontend=\"%s\"} %" PRIu64
-	             "\n", fe, m.refused);
+	fprintf(out,
+	    "arnie_commit_failures_total{frontend=\"%s\"} %" PRIu64 "\n", fe,
+	    m.refused);
 	head(out, "arnie_commit_seconds", "histogram",
 	    "Time from the end of a message to its being durable.");
 	for (i = 0; i < NBUCKETS; i++) {
 		cum += m.commit_le[i];
 		fprintf(out,
 		    "arnie_commit_seconds_bucket{frontend=\"%s\",le=\"%g\"} "
-		    "%" PRIu64 "\n", fe, buckets[i], cum);
+		    "%" PRIu64 "\n",
+		    fe, buckets[i], cum);
 	}
-	fprintf(out, "arnie_commit_seconds_bucket{frontend=\"%s\",le=\"+Inf\"} "
-	             "%" PRIu64 "\n", fe, m.commit_count);
+	fprintf(out,
+	    "arnie_commit_seconds_bucket{frontend=\"%s\",le=\"+Inf\"} "
+	    "%" PRIu64 "\n",
+	    fe, m.commit_count);
 	fprintf(out, "arnie_commit_seconds_sum{frontend=\"%s\"} %.6f\n", fe,
 	    m.commit_sum);
-	fprintf(out, "arnie_commit_seconds_count{frontend=\"%s\"} %" PRIu64
-	             "\n", fe, m.commit_count);
+	fprintf(out,
+	    "arnie_commit_seconds_count{frontend=\"%s\"} %" PRIu64 "\n", fe,
+	    m.commit_count);
 }
 
 static void
-format_sender(FILE *out, time_t paused_since, time_t last_delivery,
-    time_t now)
+format_sender(FILE *out, time_t paused_since, time_t last_delivery, time_t now)
 {
 	size_t i;
 
@@ -199,22 +208,22 @@ format_sender(FILE *out, time_t paused_since, time_t last_delivery,
 	    "Outcomes of the messages this process relayed: sent, deferred "
 	    "(an attempt left recipients pending), failed, expired.");
 	for (i = 0; i < STATS_NEVENTS; i++)
-		fprintf(out, "arnie_messages_total{outcome=\"%s\"} %" PRIu64
-		             "\n", stats_event_name((enum stats_event)i),
-		    m.outcomes[i]);
+		fprintf(out,
+		    "arnie_messages_total{outcome=\"%s\"} %" PRIu64 "\n",
+		    stats_event_name((enum stats_event)i), m.outcomes[i]);
 	head(out, "arnie_sent_bytes_total", "counter",
 	    "Octets of the messages sent.");
 	fprintf(out, "arnie_sent_bytes_total %" PRIu64 "\n", m.sent_bytes);
 	head(out, "arnie_relay_sessions_total", "counter",
 	    "Relay sessions that reached the messages.");
-	fprintf(out, "arnie_relay_sessions_total %" PRIu64 "\n",
-	    m.sessions_ok);
+	fprintf(out, "arnie_relay_sessions_total %" PRIu64 "\n", m.sessions_ok);
 	head(out, "arnie_relay_session_errors_total", "counter",
 	    "Relay sessions that failed queue-wide, by kind.");
 	for (i = 0; i < NKINDS; i++)
 		fprintf(out,
 		    "arnie_relay_session_errors_total{kind=\"%s\"} %" PRIu64
-		    "\n", kinds[i], m.session_errors[i]);
+		    "\n",
+		    kinds[i], m.session_errors[i]);
 	head(out, "arnie_upstream_up", "gauge",
 	    "0 while the queue is paused after queue-wide trouble, else 1.");
 	fprintf(out, "arnie_upstream_up %d\n", paused_since != 0 ? 0 : 1);
@@ -249,8 +258,9 @@ format_queue(FILE *out, struct spool *spool, time_t now)
 	head(out, "arnie_queue_oldest_age_seconds", "gauge",
 	    "Age of the oldest message per folder (0: empty).");
 	for (i = 0; i < NFOLDERS; i++)
-		fprintf(out, "arnie_queue_oldest_age_seconds{folder=\"%s\"} "
-		             "%lld\n",
+		fprintf(out,
+		    "arnie_queue_oldest_age_seconds{folder=\"%s\"} "
+		    "%lld\n",
 		    spool_folder_name(folders[i]),
 		    u[i].oldest > 0 ? (long long)(now - u[i].oldest) : 0LL);
 }
@@ -265,8 +275,8 @@ metrics_format(struct spool *spool, time_t now)
 
 	if ((out = open_memstream(&text, &len)) == NULL)
 		arnie_panic("metrics_format: out of memory");
+	upstream_state(spool, &paused_since, &last_delivery);
 	pthread_mutex_lock(&m.lock);
-	upstream_state(spool, m.sender, &paused_since, &last_delivery);
 	format_intake(out, m.frontend);
 	format_sender(out, paused_since, last_delivery, now);
 	pthread_mutex_unlock(&m.lock);
@@ -277,16 +287,14 @@ metrics_format(struct spool *spool, time_t now)
 }
 
 bool
-metrics_healthy(struct spool *spool, long max_pause, long max_age,
-    time_t now, char *reason, size_t len)
+metrics_healthy(struct spool *spool, long max_pause, long max_age, time_t now,
+    char *reason, size_t len)
 {
 	time_t paused_since, last_delivery;
 	struct spool_usage u;
 	char age[32];
 
-	pthread_mutex_lock(&m.lock);
-	upstream_state(spool, m.sender, &paused_since, &last_delivery);
-	pthread_mutex_unlock(&m.lock);
+	upstream_state(spool, &paused_since, &last_delivery);
 	if (max_pause > 0 && paused_since != 0 &&
 	    now - paused_since > max_pause) {
 		timefmt_age((long)(now - paused_since), age, sizeof(age));

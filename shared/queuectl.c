@@ -63,19 +63,6 @@ say(struct answer *a, const char *fmt, ...)
 	a->len += (size_t)n;
 }
 
-/* "ok", "missing" or "error" for the result of a spool action. */
-static void
-say_result(struct answer *a, const char *id, int rc, const char *done,
-    const char *missing)
-{
-	if (rc == 0)
-		say(a, "ok %s: %s\n", id, done);
-	else if (errno == ENOENT)
-		say(a, "missing %s: %s\n", id, missing);
-	else
-		say(a, "error %s: %s\n", id, strerror(errno));
-}
-
 /* ------------------------------------------------------------- actions */
 
 struct ctx {
@@ -83,7 +70,26 @@ struct ctx {
 	const struct queuectl_hooks *hooks;
 	time_t now;
 	struct answer *answer;
+	bool summary; /* a "*" request: count what went well */
+	size_t done;
 };
+
+/* "ok", "missing" or "error" for the result of a spool action; in a
+ * summary, only what did not go well gets a line. */
+static void
+say_result(struct ctx *c, const char *id, int rc, const char *done,
+    const char *missing)
+{
+	if (rc == 0) {
+		if (c->summary)
+			c->done++;
+		else
+			say(c->answer, "ok %s: %s\n", id, done);
+	} else if (errno == ENOENT)
+		say(c->answer, "missing %s: %s\n", id, missing);
+	else
+		say(c->answer, "error %s: %s\n", id, strerror(errno));
+}
 
 static void
 hook_queued(struct ctx *c, const char *id)
@@ -111,7 +117,7 @@ make_due(struct ctx *c, const char *id, bool *changed)
 		return -1;
 	if (env->next_attempt > c->now) {
 		env->next_attempt = c->now;
-		rc = spool_update(c->spool, env);
+		rc = spool_reschedule(c->spool, env);
 		*changed = rc == 0;
 	}
 	envelope_free(env);
@@ -128,7 +134,7 @@ do_retry(struct ctx *c, const char *id)
 
 	if (rc == 0)
 		log_info("%s: due now (arnie-queue retry)", id);
-	say_result(c->answer, id, rc, "due now",
+	say_result(c, id, rc, "due now",
 	    "not in the queue (held: release it; failed: requeue it)");
 }
 
@@ -141,7 +147,7 @@ do_hold(struct ctx *c, const char *id)
 		hook_removed(c, id);
 		log_info("%s: held (arnie-queue)", id);
 	}
-	say_result(c->answer, id, rc, "held", "not in the queue");
+	say_result(c, id, rc, "held", "not in the queue");
 }
 
 static void
@@ -155,7 +161,7 @@ do_release(struct ctx *c, const char *id)
 		log_warn("%s: released, but cannot make it due now", id);
 	if (rc == 0)
 		log_info("%s: released (arnie-queue)", id);
-	say_result(c->answer, id, rc, "released", "not on hold");
+	say_result(c, id, rc, "released", "not on hold");
 }
 
 static void
@@ -173,7 +179,7 @@ do_delete(struct ctx *c, const char *id)
 	}
 	snprintf(
 	    done, sizeof(done), "deleted from %s/", spool_folder_name(where));
-	say_result(c->answer, id, rc, done, "not in outbox/, hold/ or failed/");
+	say_result(c, id, rc, done, "not in outbox/, hold/ or failed/");
 }
 
 static void
@@ -184,18 +190,21 @@ do_requeue(struct ctx *c, const char *id)
 	if (rc == 0) {
 		hook_queued(c, id);
 		log_info("%s: requeued from failed/ (arnie-queue)", id);
-	} else if (errno == EINVAL) {
-		say(c->answer, "error %s: no recipient left to try\n", id);
+	} else if (errno == EINVAL || errno == EEXIST) {
+		say(c->answer, "refused %s: %s\n", id,
+		    errno == EINVAL ? "no recipient left to try"
+		                    : "a copy of it is queued already");
 		return;
 	}
-	say_result(c->answer, id, rc, "requeued", "not in failed/");
+	say_result(c, id, rc, "requeued", "not in failed/");
 }
 
 typedef void action_fn(struct ctx *c, const char *id);
 
-/* Every message of a folder, oldest first. */
+/* Every message of a folder, oldest first, answered as one line (a
+ * queue may hold more than an answer should). */
 static void
-each(struct ctx *c, enum spool_folder folder, action_fn *fn)
+each(struct ctx *c, enum spool_folder folder, action_fn *fn, const char *done)
 {
 	spool_id *ids;
 	size_t n, i;
@@ -205,9 +214,14 @@ each(struct ctx *c, enum spool_folder folder, action_fn *fn)
 		    strerror(errno));
 		return;
 	}
+	c->summary = true;
+	c->done = 0;
 	for (i = 0; i < n; i++)
 		fn(c, ids[i]);
+	c->summary = false;
 	free(ids);
+	say(c->answer, "ok %zu message%s %s\n", c->done,
+	    c->done == 1 ? "" : "s", done);
 }
 
 static void
@@ -242,13 +256,14 @@ do_flush(struct ctx *c)
 static const struct verb {
 	const char *name;
 	action_fn *fn;
-	int all; /* the folder "*" means, or -1 when it is refused */
+	int all;          /* the folder "*" means, or -1 when it is refused */
+	const char *done; /* for the answer to "*" */
 } verbs[] = {
-    {"retry", do_retry, -1},
-    {"hold", do_hold, SPOOL_IN_OUTBOX},
-    {"release", do_release, SPOOL_IN_HOLD},
-    {"delete", do_delete, -1},
-    {"requeue", do_requeue, SPOOL_IN_FAILED},
+    {"retry", do_retry, -1, NULL},
+    {"hold", do_hold, SPOOL_IN_OUTBOX, "held"},
+    {"release", do_release, SPOOL_IN_HOLD, "released"},
+    {"delete", do_delete, -1, NULL},
+    {"requeue", do_requeue, SPOOL_IN_FAILED, "requeued"},
 };
 
 /* One request line, NUL-terminated. */
@@ -268,14 +283,15 @@ apply_line(struct ctx *c, char *line)
 		if (strcmp(verb, verbs[i].name) != 0)
 			continue;
 		if (strcmp(arg, "*") == 0 && verbs[i].all != -1)
-			each(c, (enum spool_folder)verbs[i].all, verbs[i].fn);
+			each(c, (enum spool_folder)verbs[i].all, verbs[i].fn,
+			    verbs[i].done);
 		else if (spool_is_id(arg))
 			verbs[i].fn(c, arg);
 		else
 			break;
 		return;
 	}
-	say(c->answer, "error not a request: %.80s%s%.80s\n", verb,
+	say(c->answer, "refused not a request: %.80s%s%.80s\n", verb,
 	    arg != NULL ? " " : "", arg != NULL ? arg : "");
 }
 
@@ -284,7 +300,7 @@ queuectl_apply(struct spool *spool, const char *request,
     const struct queuectl_hooks *hooks, time_t now)
 {
 	struct answer a = {xmalloc(256), 0, 256};
-	struct ctx c = {spool, hooks, now, &a};
+	struct ctx c = {spool, hooks, now, &a, false, 0};
 	char *copy = xstrdup(request), *line, *save = NULL;
 
 	a.text[0] = '\0';

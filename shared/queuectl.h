@@ -23,10 +23,13 @@
  *   requeue ID | *  failed/ -> outbox/ with fresh attempts (* all of them)
  *
  * The answer has one line per message acted on, or per ID that could not
- * be: "ok TEXT", "missing TEXT" (not where the verb takes it from) or
+ * be: "ok TEXT", "missing TEXT" (not where the verb takes it from),
+ * "refused TEXT" (not in a state the verb acts on, or not a request) or
  * "error TEXT" (the disk refused), TEXT saying what happened in words
- * ("0193A4B5C6D7E000021: held").  Each action is logged by the process
- * that carries it out.
+ * ("0193A4B5C6D7E000021: held").  A "*" request is answered with one "ok
+ * N messages held" line and a line for each message that did not go
+ * well, so that its answer stays small whatever the queue's size.  Each
+ * action is logged by the process that carries it out.
  */
 #ifndef ARNIE_QUEUECTL_H
 #define ARNIE_QUEUECTL_H

@@ -131,6 +131,20 @@ first_code(const char *text)
 	return 0;
 }
 
+/* Words an upstream uses when it slows us down. */
+static bool
+throttling(const char *text)
+{
+	static const char *const words[] = {
+	    "throttl", "rate limit", "sending rate", "too many", "slow down"};
+	size_t i;
+
+	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strcasestr(text, words[i]) != NULL)
+			return true;
+	return false;
+}
+
 const char *
 reply_trouble_kind(const char *reason)
 {
@@ -148,8 +162,7 @@ reply_trouble_kind(const char *reason)
 	code = first_code(reason);
 	if (code == 530 || code == 534 || code == 535 || code == 538)
 		return "auth";
-	if (code == 454 || (code / 100 == 4 && (strcasestr(reason, "throttl") ||
-	                                           strcasestr(reason, "rate"))))
+	if (code == 454 || (code / 100 == 4 && throttling(reason)))
 		return "throttled";
 	if (code >= 400 || strncmp(reason, "upstream refused", 16) == 0)
 		return "refused";

@@ -78,7 +78,8 @@ bool reply_queued_as(const char *reply, char *out, size_t len);
  * queue-wide reply) names, for monitoring and alerts: "tls" (the
  * handshake, the certificate, STARTTLS missing), "auth" (AUTH refused,
  * 530/534/535/538), "unreachable" (no connection, no answer), "throttled"
- * (454, or a 4xx that speaks of a rate or throttling), "refused" (421 or
+ * (454 outside STARTTLS and AUTH, or a 4xx that speaks of throttling, a
+ * rate limit or too many messages), "refused" (421 or
  * another refusal of the session), else "other" (a protocol error).
  * Static strings.
  */

@@ -371,6 +371,8 @@ env_copy(const struct envelope *env)
 	c->last_reply =
 	    env->last_reply != NULL ? xstrdup(env->last_reply) : NULL;
 	c->origin = env->origin != NULL ? xstrdup(env->origin) : NULL;
+	c->message_id =
+	    env->message_id != NULL ? xstrdup(env->message_id) : NULL;
 	c->rcpts = xreallocarray(
 	    NULL, env->nrcpts ? env->nrcpts : 1, sizeof(*c->rcpts));
 	for (i = 0; i < env->nrcpts; i++) {
@@ -926,7 +928,8 @@ control_removed(void *arg, const char *id)
 	struct sender *s = arg;
 
 	sched_remove(s->sched, id);
-	/* An envelope stashed after a disk error is of a message gone. */
+	/* Stashed again after a disk error since write_all_stashed(): the
+	 * file it is newer than has left outbox/ with an older state. */
 	envelope_free(unstash(s, id));
 }
 
@@ -943,6 +946,22 @@ control_flushed(void *arg)
 	}
 }
 
+/* Write every stashed envelope (newer than its file) once more: an
+ * action on a message must see, and keep, what the upstream took. */
+static void
+write_all_stashed(struct sender *s, time_t now)
+{
+	struct stashed *list = s->stashed, *h;
+
+	s->stashed = NULL; /* those the disk refuses again come back */
+	while ((h = list) != NULL) {
+		list = h->next;
+		write_stashed(s, h->env, now);
+		envelope_free(h->env);
+		free(h);
+	}
+}
+
 /* Carry out arnie-queue's requests, between two sessions. */
 static void
 serve_control(struct sender *s)
@@ -954,6 +973,7 @@ serve_control(struct sender *s)
 	if (!s->control_due)
 		return;
 	s->control_due = false;
+	write_all_stashed(s, now_sec());
 	h.arg = s;
 	if (queuectl_serve(s->spool, &h, now_sec()) == -1)
 		log_warn("cannot read %s/control", spool_path(s->spool));
@@ -991,8 +1011,8 @@ maybe_write_status(struct sender *s)
 	s->stats.paused = sched_pause_mode(&s->pause, now) != SCHED_RUN;
 	s->stats.paused_since = s->pause.since;
 	s->stats.next_probe = s->pause.until;
-	snprintf(s->stats.reason, sizeof(s->stats.reason), "%s",
-	    s->pause_reason);
+	snprintf(
+	    s->stats.reason, sizeof(s->stats.reason), "%s", s->pause_reason);
 	text = stats_format(&s->stats, getpid(), now);
 	if (spool_put_status(s->spool, text) == -1)
 		log_warn("cannot write %s/sender.status", spool_path(s->spool));

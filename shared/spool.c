@@ -724,6 +724,8 @@ remove_orphan_states(struct spool *spool, int *n)
 	return saved != 0 ? -1 : 0;
 }
 
+static int rename_new(int fromfd, const char *name, int tofd);
+
 /* Put back beside its message in outbox/ a state that a hold or release
  * cut short left in hold/ (spool_hold()). */
 static int
@@ -739,13 +741,22 @@ mend_holds(struct spool *spool)
 	while ((errno = 0, de = readdir(d)) != NULL) {
 		if (!is_state_name(de->d_name, id) ||
 		    faccessat(spool->holdfd, id, F_OK, AT_SYMLINK_NOFOLLOW) ==
-		        0 ||
-		    faccessat(spool->outboxfd, id, F_OK, AT_SYMLINK_NOFOLLOW) ==
-		        -1)
+		        0)
 			continue;
-		if (renameat(spool->holdfd, de->d_name, spool->outboxfd,
-		        de->d_name) == -1)
-			break;
+		if (faccessat(spool->outboxfd, id, F_OK, AT_SYMLINK_NOFOLLOW) ==
+		    -1) {
+			/* Its message is in neither folder. */
+			(void)unlinkat(spool->holdfd, de->d_name, 0);
+			continue;
+		}
+		/* A state in outbox/ already is the newer one. */
+		if (rename_new(spool->holdfd, de->d_name, spool->outboxfd) ==
+		    -1) {
+			if (errno != EEXIST)
+				break;
+			(void)unlinkat(spool->holdfd, de->d_name, 0);
+			continue;
+		}
 		log_warnx("%s: a hold or release was cut short: its state "
 		          "is back beside it in outbox/",
 		    id);
@@ -1431,8 +1442,10 @@ spool_load_from(struct spool *spool, enum spool_folder folder, const char *id,
 	int fd, rc, saved;
 
 	*envp = NULL;
+	/* As it is: the repairs are the lock holder's (spool.h). */
 	if (folder == SPOOL_IN_OUTBOX)
-		return spool_load(spool, id, envp);
+		return spool_load_known(
+		    spool, id, SPOOL_KNOWN_UNFINISHED, envp);
 	if (!spool_is_id(id)) {
 		errno = EINVAL;
 		return -1;
@@ -1490,6 +1503,12 @@ spool_update(struct spool *spool, const struct envelope *env)
 {
 	/* The rename is visible at once; spool_sync() makes it durable. */
 	return write_state(spool, env, spool->outboxfd, true);
+}
+
+int
+spool_reschedule(struct spool *spool, const struct envelope *env)
+{
+	return write_state(spool, env, spool->outboxfd, false);
 }
 
 /*
@@ -1578,30 +1597,33 @@ sync_move(int tofd, int fromfd)
 }
 
 /* Move ID and its state from one folder to another, in the order that
- * spool_cleanup_inbox() mends (see spool_hold()). */
+ * spool_cleanup_inbox() mends (see spool_hold()).  When the second rename
+ * fails the first is undone, so that the message and its state stay
+ * together. */
 static int
 move_message(const char *id, int fromfd, int tofd, bool state_first)
 {
 	char name[STATE_NAME_MAX];
+	const char *first, *second;
+	int saved;
 
 	if (!spool_is_id(id)) {
 		errno = EINVAL;
 		return -1;
 	}
 	state_name(id, name);
-	if (state_first) {
-		/* Only a message that is there has its state moved. */
-		if (faccessat(fromfd, id, F_OK, AT_SYMLINK_NOFOLLOW) == -1)
-			return -1;
-		if (renameat(fromfd, name, tofd, name) == -1 && errno != ENOENT)
-			return -1;
-		if (rename_new(fromfd, id, tofd) == -1)
-			return -1;
-	} else {
-		if (rename_new(fromfd, id, tofd) == -1)
-			return -1;
-		if (renameat(fromfd, name, tofd, name) == -1 && errno != ENOENT)
-			return -1;
+	/* Only a message that is there has its state moved. */
+	if (faccessat(fromfd, id, F_OK, AT_SYMLINK_NOFOLLOW) == -1)
+		return -1;
+	first = state_first ? name : id;
+	second = state_first ? id : name;
+	if (rename_new(fromfd, first, tofd) == -1 && errno != ENOENT)
+		return -1;
+	if (rename_new(fromfd, second, tofd) == -1 && errno != ENOENT) {
+		saved = errno;
+		(void)renameat(tofd, first, fromfd, first);
+		errno = saved;
+		return -1;
 	}
 	return sync_move(tofd, fromfd);
 }
@@ -1670,6 +1692,10 @@ renew(struct envelope *env, time_t now)
 	}
 	env->attempts = 0;
 	env->next_attempt = now;
+	/* A new lifetime: requeued because it expired, it must not expire
+	 * again at its first look. */
+	env->created = now;
+	env->expires = 0;
 	envelope_set_reply(&env->last_reply, NULL);
 	return n > 0;
 }
@@ -1690,6 +1716,12 @@ spool_requeue(struct spool *spool, const char *id, time_t now)
 
 	if (spool_load_from(spool, SPOOL_IN_FAILED, id, &env) == -1)
 		return -1;
+	/* A copy of it queued already (by hand): its state is not ours to
+	 * replace. */
+	if (faccessat(spool->outboxfd, id, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		errno = EEXIST;
+		goto out;
+	}
 	if (!renew(env, now)) {
 		errno = EINVAL;
 		goto out;
@@ -1763,7 +1795,9 @@ spool_put_status(struct spool *spool, const char *text)
 	int fd, saved;
 
 	spool_new_id(spool, tmp);
-	if ((fd = new_file(spool, spool->inboxfd, tmp)) == -1)
+	/* Not new_file(): a spare is for a message. */
+	if ((fd = openat(spool->inboxfd, tmp,
+	         O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1)
 		return -1;
 	if (write_all(fd, text, strlen(text)) == -1 ||
 	    close_checked(&fd) == -1 ||

@@ -72,9 +72,10 @@ const char *spool_outbox_path(const struct spool *spool);
 int spool_keep_spares(struct spool *spool);
 
 /* Remove leftovers of interrupted writes from inbox/, and state files in
- * outbox/ whose message is gone, after putting back beside its message a
- * state that a hold or release cut short left in hold/; returns how many
- * files were removed, or -1 with errno. */
+ * outbox/ or hold/ whose message is gone, after putting back beside its
+ * message a state that a hold or release cut short left in hold/ (logged:
+ * the one line this module writes); returns how many files were removed
+ * from inbox/ and outbox/, or -1 with errno. */
 int spool_cleanup_inbox(struct spool *spool);
 
 /* A fresh unique ID; front-ends take one early for their Received: line.
@@ -178,6 +179,12 @@ FILE *spool_open_message(struct spool *spool, const struct envelope *env);
  * one (durable at the next spool_sync()); the message file is untouched. */
 int spool_update(struct spool *spool, const struct envelope *env);
 
+/* spool_update() for a change a power loss may undo: a new next-attempt
+ * time (arnie-queue retry, flush).  Not fsynced: one fsync per message
+ * would make a flush of a large queue slow; lost, the message keeps its
+ * old time. */
+int spool_reschedule(struct spool *spool, const struct envelope *env);
+
 enum spool_fate {
 	SPOOL_SENT,   /* to sent/ with SAVE_SENT_MAIL, else deleted */
 	SPOOL_FAILED, /* to failed/, envelope kept with the reason */
@@ -244,7 +251,10 @@ struct spool_usage {
 };
 int spool_folder_usage(
     struct spool *spool, enum spool_folder folder, struct spool_usage *u);
-/* spool_load() of any folder (outbox/ is spool_load() itself). */
+/* Read a message's envelope in any folder as it stands, for tools that
+ * do not hold the sender lock: without spool_load()'s repairs of an
+ * interrupted move (they could race the sender's own moves), so a
+ * message a crash left half moved may be seen in two folders. */
 int spool_load_from(struct spool *spool, enum spool_folder folder,
     const char *id, struct envelope **envp);
 /* spool_open_message() of any folder. */
@@ -256,8 +266,8 @@ FILE *spool_open_message_from(
  * sender lock only, so that no message changes under the sender's feet.
  * Each is durable on return and can be cut short by a crash at any point
  * without losing the message or its state (spool_cleanup_inbox() mends
- * what a hold or release left half done).  errno ENOENT: not in the folder
- * the action takes it from.
+ * what a hold or release left half done; a rename that fails is undone).
+ * errno ENOENT: not in the folder the action takes it from.
  */
 /* outbox/ -> hold/: not sent until released. */
 int spool_hold(struct spool *spool, const char *id);
@@ -267,8 +277,9 @@ int spool_release(struct spool *spool, const char *id);
  * set in *where). */
 int spool_delete(struct spool *spool, const char *id, enum spool_folder *where);
 /* failed/ -> outbox/ with fresh attempts: its failed recipients pending
- * again, no attempt spent, due at now; recipients the upstream took stay
- * done.  EINVAL: it has no recipient left to try. */
+ * again, no attempt spent, due at now, a new lifetime from now (created
+ * now, no expiry); recipients the upstream took stay done.  EINVAL: it
+ * has no recipient left to try; EEXIST: outbox/ has a copy already. */
 int spool_requeue(struct spool *spool, const char *id, time_t now);
 
 /* The sender's status (stats.h), sender.status beside sender.lock:

@@ -157,6 +157,8 @@ static const struct {
     {"454 4.7.0 Throttling failure: Maximum sending rate exceeded.",
         "throttled"},
     {"451 4.7.1 Sending rate exceeded", "throttled"},
+    {"451 4.3.0 Cannot generate a reply, try again", "refused"},
+    {"AUTH refused: 454 4.7.0 Temporary authentication failure", "auth"},
     {"421 4.3.2 Service not available", "refused"},
     {"upstream refused the session: 554 5.7.1 Go away", "refused"},
     {"relay protocol error: garbled record", "other"},

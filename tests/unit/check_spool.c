@@ -925,6 +925,20 @@ START_TEST(test_orphan_state_removed)
 }
 END_TEST
 
+/* outbox/ID as a copy of failed/ID, made by hand. */
+static void
+commit_copy(struct spool *spool, const char *id)
+{
+	char *path = sub("failed", id), *file;
+	size_t len;
+
+	(void)spool;
+	file = slurp(path, &len);
+	put_file("outbox", id, file, len);
+	free(file);
+	free(path);
+}
+
 /* Hold and release keep the message and its state as they were. */
 START_TEST(test_hold_release)
 {
@@ -984,6 +998,19 @@ START_TEST(test_hold_interrupted)
 	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
 	ck_assert_uint_eq(back->attempts, 2);
 	envelope_free(back);
+	/* A stale copy in hold/ never replaces the state in outbox/, and a
+	 * state in hold/ with no message anywhere goes. */
+	put_file("hold", state, "stale", 5);
+	ck_assert_int_eq(spool_cleanup_inbox(spool), 0);
+	ck_assert_int_eq(count("hold"), 0);
+	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
+	ck_assert_uint_eq(back->attempts, 2);
+	envelope_free(back);
+	free(state);
+	state = xasprintf("%s.state", "0193A4B5C6D7E000099");
+	put_file("hold", state, "orphan", 6);
+	ck_assert_int_eq(spool_cleanup_inbox(spool), 0);
+	ck_assert_int_eq(count("hold"), 0);
 	free(from);
 	free(to);
 	free(state);
@@ -1039,6 +1066,7 @@ START_TEST(test_requeue)
 	envelope_set_reply(&env->rcpts[1].reply, "550 no");
 	envelope_set_reply(&env->last_reply, "550 no");
 	env->attempts = 4;
+	env->expires = 1000;
 	ck_assert_int_eq(spool_finish(spool, env, SPOOL_FAILED), 0);
 	ck_assert_int_eq(spool_requeue(spool, env->id, 12345), 0);
 	ck_assert_int_eq(count("failed"), 0);
@@ -1049,6 +1077,9 @@ START_TEST(test_requeue)
 	ck_assert_ptr_null(back->last_reply);
 	ck_assert_uint_eq(back->attempts, 0);
 	ck_assert_int_eq(back->next_attempt, 12345);
+	/* A new lifetime. */
+	ck_assert_int_eq(back->created, 12345);
+	ck_assert_int_eq(back->expires, 0);
 	envelope_free(back);
 	errno = 0;
 	ck_assert_int_eq(spool_requeue(spool, env->id, 12345), -1);
@@ -1067,6 +1098,12 @@ START_TEST(test_requeue)
 	ck_assert_int_eq(errno, ENOENT);
 	ck_assert(exists("failed", env->id));
 	ck_assert(exists("failed", state));
+	/* A copy queued by hand: refused, failed/ untouched. */
+	commit_copy(spool, env->id);
+	errno = 0;
+	ck_assert_int_eq(spool_requeue(spool, env->id, 12345), -1);
+	ck_assert_int_eq(errno, EEXIST);
+	ck_assert(exists("failed", env->id) && exists("failed", state));
 	free(state);
 	envelope_free(env);
 	spool_close(spool);
@@ -1363,7 +1400,7 @@ put_aged(const char *folder, const char *name, time_t age)
 START_TEST(test_prune_sent)
 {
 	struct spool *spool = spool_open(spooldir, true);
-	static const char *const ids[] = {"0193A4B5C6D7E000021",
+	static const char *const names[] = {"0193A4B5C6D7E000021",
 	    "0193A4B5C6D7E000022", "0193A4B5C6D7E000023", "0193A4B5C6D7E000024",
 	    "0193A4B5C6D7E000025", "0193A4B5C6D7E000026"};
 	char state[6][SPOOL_IDLEN + 8];
@@ -1371,31 +1408,31 @@ START_TEST(test_prune_sent)
 
 	ck_assert_ptr_nonnull(spool);
 	for (i = 0; i < 6; i++)
-		snprintf(state[i], sizeof(state[i]), "%s.state", ids[i]);
+		snprintf(state[i], sizeof(state[i]), "%s.state", names[i]);
 	/* 0: sent 3 days ago.  1: a 0.1.0 message without a state, 3 days
 	 * old.  2: sent an hour ago, accepted 3 days ago.  3: a state left
 	 * alone, old.  4: accepted and sent an hour ago.  5: an old state
 	 * whose message is still queued: a move a crash cut short. */
-	put_aged("sent", ids[0], 3 * 86400);
+	put_aged("sent", names[0], 3 * 86400);
 	put_aged("sent", state[0], 3 * 86400);
-	put_aged("sent", ids[1], 3 * 86400);
-	put_aged("sent", ids[2], 3 * 86400);
+	put_aged("sent", names[1], 3 * 86400);
+	put_aged("sent", names[2], 3 * 86400);
 	put_aged("sent", state[2], 3600);
 	put_aged("sent", state[3], 3 * 86400);
-	put_aged("sent", ids[4], 3600);
+	put_aged("sent", names[4], 3600);
 	put_aged("sent", state[4], 3600);
 	put_aged("sent", state[5], 3 * 86400);
-	put_aged("outbox", ids[5], 3 * 86400);
+	put_aged("outbox", names[5], 3 * 86400);
 	put_aged("sent", "README", 3 * 86400);
 	/* At most max at a time. */
 	ck_assert_int_eq(spool_prune_sent(spool, time(NULL) - 86400, 1), 1);
 	ck_assert_int_eq(spool_prune_sent(spool, time(NULL) - 86400, 10), 2);
-	ck_assert(!exists("sent", ids[0]) && !exists("sent", state[0]));
-	ck_assert(!exists("sent", ids[1]));
-	ck_assert(exists("sent", ids[2]) && exists("sent", state[2]));
+	ck_assert(!exists("sent", names[0]) && !exists("sent", state[0]));
+	ck_assert(!exists("sent", names[1]));
+	ck_assert(exists("sent", names[2]) && exists("sent", state[2]));
 	ck_assert(!exists("sent", state[3]));
-	ck_assert(exists("sent", ids[4]) && exists("sent", state[4]));
-	ck_assert(exists("sent", state[5]) && exists("outbox", ids[5]));
+	ck_assert(exists("sent", names[4]) && exists("sent", state[4]));
+	ck_assert(exists("sent", state[5]) && exists("outbox", names[5]));
 	ck_assert(exists("sent", "README"));
 	ck_assert_int_eq(spool_prune_sent(spool, time(NULL) - 86400, 10), 0);
 	spool_close(spool);

@@ -50,8 +50,8 @@ reply(struct evhttp_request *req, int code, const char *reason,
 		evhttp_send_error(req, HTTP_INTERNAL, NULL);
 		return;
 	}
-	evhttp_add_header(evhttp_request_get_output_headers(req),
-	    "Content-Type", type);
+	evhttp_add_header(
+	    evhttp_request_get_output_headers(req), "Content-Type", type);
 	evbuffer_add(buf, body, strlen(body));
 	evhttp_send_reply(req, code, reason, buf);
 	evbuffer_free(buf);
@@ -108,10 +108,11 @@ monitor_new(const struct config *cfg)
 
 	if (cfg->metrics_listen == NULL)
 		return NULL;
-	if (config_split_listen(cfg->metrics_listen, host, sizeof(host),
-	        &port) == -1)
-		fatalx(EX_CONFIG, "ARNIE_METRICS_LISTEN: '%s' is not "
-		                  "[ADDRESS:]PORT",
+	if (config_split_listen(
+	        cfg->metrics_listen, host, sizeof(host), &port) == -1)
+		fatalx(EX_CONFIG,
+		    "ARNIE_METRICS_LISTEN: '%s' is not "
+		    "[ADDRESS:]PORT",
 		    cfg->metrics_listen);
 	m = xcalloc(1, sizeof(*m));
 	m->cfg = cfg;

@@ -1,14 +1,15 @@
 /*
- * monitor: /metrics (Prometheus text) and /healthz over HTTP, when
+ * monitor: /metrics (Prometheus text) and /healthz over HTTP for both
+ * daemons (here, not in shared/, which links no libevent), when
  * ARNIE_METRICS_LISTEN names an address (off by default; an address
  * without a host is on 127.0.0.1).
  *
  * Served by libevent's evhttp from a thread and an event loop of its own,
  * so that a scrape, which reads the spool's folders, never waits on the
- * daemon's SMTP or milter work nor delays it.  GET and HEAD only (other
- * methods get evhttp's 501); any other path is 404.  /healthz answers 200 "ok", or 503 and the reason
- * (metrics_healthy()).  Both daemons run one; the figures are the
- * process's own (metrics.h).
+ * daemon's SMTP or milter work nor delays it.  GET and HEAD only
+ * (evhttp answers other methods 501); any other path is 404.  /healthz
+ * answers 200 "ok", or 503 and the reason (metrics_healthy()).  Both
+ * daemons run one; the figures are the process's own (metrics.h).
  */
 #ifndef ARNIE_MONITOR_H
 #define ARNIE_MONITOR_H
