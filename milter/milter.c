@@ -222,8 +222,9 @@ refuse(SMFICTX *ctx, struct conn *c, const char *why, const char *code,
 
 	if (c->msg != NULL)
 		log_info("milter queue_id=%s client=%s from=<%s>: %s, %s",
-		    mta_queue_id(ctx), nz(c->client_addr), msg_env(c->msg)->sender,
-		    why, copy ? "not copied (the MTA delivers it)" : "refused");
+		    mta_queue_id(ctx), nz(c->client_addr),
+		    msg_env(c->msg)->sender, why,
+		    copy ? "not copied (the MTA delivers it)" : "refused");
 	else
 		log_info("milter queue_id=%s client=%s: %s, %s",
 		    mta_queue_id(ctx), nz(c->client_addr), why,
@@ -270,8 +271,8 @@ refuse_eai_rcpt(SMFICTX *ctx, struct conn *c, const char *rcpt)
 
 	log_info("milter queue_id=%s client=%s from=<%s>: non-ASCII recipient "
 	         "<%s>, %s",
-	    mta_queue_id(ctx), nz(c->client_addr), msg_env(c->msg)->sender, rcpt,
-	    copy ? "not copied (the MTA delivers it)" : "refused");
+	    mta_queue_id(ctx), nz(c->client_addr), msg_env(c->msg)->sender,
+	    rcpt, copy ? "not copied (the MTA delivers it)" : "refused");
 	if (copy)
 		return SMFIS_CONTINUE;
 	smfi_setreply(ctx, "553", "5.6.7",
@@ -453,8 +454,8 @@ do_envrcpt(SMFICTX *ctx, char **argv)
 /* The Received: field for env (see the top comment), written at when;
  * owned by the caller. */
 static char *
-received_field(SMFICTX *ctx, const struct conn *c, const struct envelope *env,
-    time_t when)
+received_field(
+    SMFICTX *ctx, const struct conn *c, const struct envelope *env, time_t when)
 {
 	struct message_trace t;
 	const char *qid = smfi_getsymval(ctx, "i");
@@ -506,6 +507,8 @@ msg_start(SMFICTX *ctx, struct conn *c, struct msg *m)
 	 * and the Bcc: fields, which no recipient may read. */
 	opts.fix_opts = milter_cfg->remove_bcc ? 0 : MESSAGE_KEEP_BCC;
 	opts.hostname = milter_cfg->helo_name;
+	opts.default_expire = milter_cfg->default_expire;
+	opts.dedup_window = milter_cfg->dedup_window;
 	opts.max_size = milter_cfg->max_message_size;
 	received = received_field(ctx, c, env, when);
 	m->in = intake_new(milter_spool, env, received, &opts, when);
@@ -538,6 +541,12 @@ refuse_intake(SMFICTX *ctx, struct conn *c, enum intake_status st)
 		    intake_longest_line(c->msg->in));
 		return refuse(ctx, c, why, "554", "5.6.0",
 		    "Arnie: " MESSAGE_LINE_REFUSAL);
+	case INTAKE_BADFIELD:
+		text = xasprintf("Arnie: %s", intake_refusal(c->msg->in));
+		rv = refuse(
+		    ctx, c, intake_refusal(c->msg->in), "554", "5.6.0", text);
+		free(text);
+		return rv;
 	case INTAKE_IOERR:
 	case INTAKE_OK:
 		break;
@@ -613,8 +622,8 @@ do_header(SMFICTX *ctx, char *name, char *value)
 			     msg_add(ctx, c, "\r\n", 2);
 	}
 	if (ok)
-		ok = msg_add(ctx, c, p, strlen(p)) &&
-		     msg_add(ctx, c, "\r\n", 2);
+		ok =
+		    msg_add(ctx, c, p, strlen(p)) && msg_add(ctx, c, "\r\n", 2);
 	return ok ? SMFIS_CONTINUE : msg_refused(ctx, c);
 }
 
@@ -677,7 +686,8 @@ do_eom(SMFICTX *ctx)
 		errno = err;
 		log_warn("%s: milter queue_id=%s client=%s from=<%s>: "
 		         "cannot queue message",
-		    msg_env(m)->id, qid, nz(c->client_addr), msg_env(m)->sender);
+		    msg_env(m)->id, qid, nz(c->client_addr),
+		    msg_env(m)->sender);
 		spool_commit_reply(err, &r);
 		text = xasprintf("Arnie: %s", r.text);
 		smfi_setreply(ctx, (char *)r.code, (char *)r.enhanced, text);
@@ -686,6 +696,15 @@ do_eom(SMFICTX *ctx)
 		goto out;
 	}
 	env = msg_env(m);
+	if (intake_duplicate_of(m->in) != NULL) {
+		/* Accepted already: the MTA forgets it as it would have. */
+		log_info("%s: milter queue_id=%s client=%s: duplicate of %s "
+		         "(message-id=%s, from=<%s>), not queued again",
+		    env->id, qid, nz(c->client_addr),
+		    intake_duplicate_of(m->in), env->message_id, env->sender);
+		rv = divert ? SMFIS_DISCARD : SMFIS_ACCEPT;
+		goto out;
+	}
 	intake_log_fixes(m->in);
 	/* The size queued and relayed: the completed message's. */
 	log_info("%s: milter queue_id=%s client=%s from=<%s> nrcpt=%zu "

@@ -90,11 +90,14 @@ commit_round(struct commitq *q, struct job *jobs)
 		}
 		any = false;
 	}
-	for (j = jobs; j != NULL; j = j->next)
-		if (!j->flush)
-			metrics_commit(j->error == 0,
-			    intake_envelope(j->in)->size,
-			    clock_mono() - j->submitted);
+	for (j = jobs; j != NULL; j = j->next) {
+		if (j->flush)
+			continue;
+		if (j->error == 0)
+			intake_committed(j->in);
+		metrics_commit(j->error == 0, intake_envelope(j->in)->size,
+		    clock_mono() - j->submitted);
+	}
 	/* Before the callbacks: once a client hears 250 the message should
 	 * already be on its way. */
 	if (any && q->sender != NULL)
@@ -158,8 +161,8 @@ commitq_new(struct spool *spool, struct sender *sender)
 }
 
 static void
-enqueue(struct commitq *q, struct intake *in, bool flush,
-    commitq_done_fn *done, void *arg)
+enqueue(struct commitq *q, struct intake *in, bool flush, commitq_done_fn *done,
+    void *arg)
 {
 	struct job *j = xcalloc(1, sizeof(*j));
 
@@ -178,15 +181,15 @@ enqueue(struct commitq *q, struct intake *in, bool flush,
 }
 
 void
-commitq_submit(struct commitq *q, struct intake *in, commitq_done_fn *done,
-    void *arg)
+commitq_submit(
+    struct commitq *q, struct intake *in, commitq_done_fn *done, void *arg)
 {
 	enqueue(q, in, false, done, arg);
 }
 
 void
-commitq_flush(struct commitq *q, struct intake *in, commitq_done_fn *done,
-    void *arg)
+commitq_flush(
+    struct commitq *q, struct intake *in, commitq_done_fn *done, void *arg)
 {
 	enqueue(q, in, true, done, arg);
 }
@@ -214,8 +217,8 @@ wake_waiter(void *arg, int error)
 int
 commitq_commit(struct commitq *q, struct intake *in)
 {
-	struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-	    false, 0};
+	struct waiter w = {
+	    PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
 
 	commitq_submit(q, in, wake_waiter, &w);
 	pthread_mutex_lock(&w.lock);

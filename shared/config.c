@@ -30,6 +30,7 @@
 
 #include "dotenv.h"
 #include "secret.h"
+#include "timefmt.h"
 #include "xmalloc.h"
 
 #ifndef SYSCONFDIR
@@ -58,6 +59,7 @@ enum ktype {
 	KT_RATE,
 	KT_MODE,
 	KT_LOGFMT,
+	KT_DURATION, /* "90s", "15m", "2h", "1d" into a long of seconds */
 };
 
 typedef int check_fn(
@@ -143,6 +145,10 @@ static const struct keydef keys[] = {
 	    100000, NULL, false },
 	{ "MAX_QUEUE_LIFETIME_SECONDS", KT_LONG, OFF(max_queue_lifetime),
 	    "432000", 1, YEAR, NULL, false },
+	{ "DEFAULT_EXPIRE_AFTER", KT_DURATION, OFF(default_expire), NULL, 0,
+	    0, NULL, false },
+	{ "DEDUP_WINDOW_SECONDS", KT_LONG, OFF(dedup_window), "0", 0,
+	    30 * DAY, NULL, false },
 	{ "MAX_SEND_RATE", KT_RATE, OFF(max_send_rate), "0", 0, 1000000, NULL,
 	    false },
 	{ "ARNIE_MAX_BATCH", KT_INT, OFF(max_batch), "100", 1, 10000, NULL,
@@ -296,8 +302,8 @@ file_sets(const struct dotenv *ef, const char *key)
  * reads it as root or as ARNIE_USER; nobody else needs to).
  */
 static void
-warn_readable(config_warn_fn *warn, const char *path, mode_t mode,
-    const char *what)
+warn_readable(
+    config_warn_fn *warn, const char *path, mode_t mode, const char *what)
 {
 	char msg[PATH_MAX + 200];
 
@@ -482,6 +488,15 @@ set_value(struct config *cfg, const struct keydef *kd, const char *text,
 			seterr(err, errlen,
 			    "%s: '%s' is not a mode (use "
 			    "divert or copy)",
+			    kd->name, echo(text, buf, sizeof(buf)));
+			return -1;
+		}
+		return 0;
+	case KT_DURATION:
+		if (timefmt_parse_duration(text, (long *)field) == -1) {
+			seterr(err, errlen,
+			    "%s: '%s' is not a duration (a number and s, m, h "
+			    "or d: 90s, 15m, 2h, 1d)",
 			    kd->name, echo(text, buf, sizeof(buf)));
 			return -1;
 		}
@@ -990,6 +1005,11 @@ config_print(const struct config *cfg, FILE *out)
 			break;
 		case KT_LOGFMT:
 			fputs(*(const bool *)field ? "json" : "text", out);
+			break;
+		case KT_DURATION:
+			/* Unset prints empty, which reads back as unset. */
+			if (*(const long *)field > 0)
+				fprintf(out, "%lds", *(const long *)field);
 			break;
 		}
 		fputc('\n', out);

@@ -67,6 +67,8 @@ struct config {
 	long retry_max_delay;	/* RETRY_MAX_DELAY_SECONDS, 3600 */
 	int max_send_attempts;	/* MAX_SEND_ATTEMPTS, 50 */
 	long max_queue_lifetime; /* MAX_QUEUE_LIFETIME_SECONDS, 432000 */
+	long default_expire;	/* DEFAULT_EXPIRE_AFTER seconds, 0 = never */
+	long dedup_window;	/* DEDUP_WINDOW_SECONDS, 0 = off */
 	double max_send_rate;	/* MAX_SEND_RATE msg/s, 0 = unlimited */
 	int max_batch;		/* ARNIE_MAX_BATCH messages/connection, 100 */
 	long send_timeout;	/* OUTBOUND_EMAIL_TIMEOUT_SECONDS, 60 */

@@ -22,9 +22,12 @@
 #include <string.h>
 #include <sys/uio.h>
 
+#include "dedup.h"
 #include "envelope.h"
+#include "log.h"
 #include "message.h"
 #include "spool.h"
+#include "timefmt.h"
 #include "xmalloc.h"
 
 struct intake {
@@ -51,6 +54,9 @@ struct intake {
 	size_t octets; /* received */
 	enum intake_status status;
 	int error;
+	char *refusal;  /* INTAKE_BADFIELD's text */
+	bool own_msgid; /* the client's Message-ID, not one Arnie added */
+	char dup_of[SPOOL_IDLEN + 1]; /* "" unless a duplicate (dedup.h) */
 };
 
 struct intake *
@@ -152,6 +158,71 @@ last_crlf_end(const char *buf, size_t len)
 	return 0;
 }
 
+/* s fit to be echoed in a reply: printable ASCII but '%' (the MTA's
+ * reply functions would take it for a format). */
+static void
+printable(char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e ||
+		    *s == '%')
+			*s = '?';
+}
+
+/* The earlier of two expiry times, 0 meaning none. */
+static time_t
+earlier(time_t a, time_t b)
+{
+	return a == 0 || (b != 0 && b < a) ? b : a;
+}
+
+/*
+ * Complete the header section of hdr[0..len) and tell the envelope what
+ * it says (intake.h); false when the message is refused for it.
+ */
+static bool
+complete_header(struct intake *in, const char *hdr, size_t len)
+{
+	struct envelope *env = in->env;
+	char *v;
+	time_t t;
+	long secs;
+
+	message_fixup(&in->fix, hdr, len, in->opts.fix_opts, env->id,
+	    env->sender, in->opts.hostname, in->when);
+	free(env->message_id);
+	in->own_msgid = !in->fix.add[MESSAGE_ID];
+	if (in->fix.add[MESSAGE_ID])
+		env->message_id = xasprintf("<%s@%s>", env->id,
+		    in->opts.hostname != NULL ? in->opts.hostname
+		                              : "localhost");
+	else
+		env->message_id = message_field_value(hdr, len, "Message-ID");
+	env->expires = 0;
+	if ((v = message_field_value(hdr, len, "X-Arnie-Expire-After")) !=
+	    NULL) {
+		if (timefmt_parse_duration(v, &secs) == -1) {
+			printable(v);
+			in->refusal = xasprintf("X-Arnie-Expire-After: '%.60s' "
+			                        "is not a duration (90s, 15m, "
+			                        "2h, 1d)",
+			    v);
+			free(v);
+			refuse(in, INTAKE_BADFIELD, 0);
+			return false;
+		}
+		env->expires = in->when + secs;
+		free(v);
+	}
+	if ((v = message_field_value(hdr, len, "Expires")) != NULL) {
+		if (timefmt_parse_date(v, &t) == 0)
+			env->expires = earlier(env->expires, t > 0 ? t : 1);
+		free(v);
+	} else if (env->expires == 0 && in->opts.default_expire > 0)
+		env->expires = in->when + in->opts.default_expire;
+	return true;
+}
+
 /* The first flush: a draft with the completed message so far. */
 static void
 start_draft(struct intake *in)
@@ -160,12 +231,13 @@ start_draft(struct intake *in)
 	size_t cut = last_crlf_end(in->buf, in->len);
 	int n;
 
+	/* First: the envelope written with the draft learns from it. */
+	if (!complete_header(in, in->buf, cut))
+		return;
 	if ((in->draft = spool_draft_new(in->spool, in->env)) == NULL) {
 		refuse(in, INTAKE_IOERR, errno);
 		return;
 	}
-	message_fixup(&in->fix, in->buf, cut, in->opts.fix_opts, in->env->id,
-	    in->env->sender, in->opts.hostname, in->when);
 	n = message_iovcnt(&in->fix) + 2;
 	iov = xreallocarray(NULL, (size_t)n, sizeof(*iov));
 	iov[0].iov_base = in->received;
@@ -251,9 +323,9 @@ intake_end(struct intake *in)
 		return in->status;
 	}
 	/* All of it in memory: completed as a whole. */
-	if (in->draft == NULL)
-		message_fixup(&in->fix, in->buf, in->len, in->opts.fix_opts,
-		    in->env->id, in->env->sender, in->opts.hostname, in->when);
+	if (in->draft == NULL &&
+	    !complete_header(in, in->buf != NULL ? in->buf : "", in->len))
+		return in->status;
 	return INTAKE_OK;
 }
 
@@ -281,6 +353,27 @@ finish_draft(struct intake *in)
 	return spool_draft_commit(in->spool, d);
 }
 
+/* Accepted already within the window: nothing to write (dedup.h). */
+static bool
+duplicate(struct intake *in)
+{
+	struct envelope *env = in->env;
+
+	if (in->opts.dedup_window <= 0 || !in->own_msgid ||
+	    env->message_id == NULL)
+		return false;
+	switch (dedup_find(in->spool, env->sender, env->message_id,
+	    in->opts.dedup_window, time(NULL), in->dup_of)) {
+	case 1:
+		return true;
+	case -1:
+		log_warn("%s: cannot read the dedup index; queued", env->id);
+		break;
+	}
+	in->dup_of[0] = '\0';
+	return false;
+}
+
 int
 intake_commit(struct intake *in)
 {
@@ -289,18 +382,46 @@ intake_commit(struct intake *in)
 
 	if (in->status != INTAKE_OK)
 		arnie_panic("intake_commit: a refused message");
+	if (duplicate(in)) {
+		spool_draft_abort(in->spool, in->draft);
+		in->draft = NULL;
+		return 0;
+	}
 	if (in->draft != NULL)
 		return finish_draft(in);
 	n = message_iovcnt(&in->fix) + 1;
 	iov = xreallocarray(NULL, (size_t)n, sizeof(*iov));
 	iov[0].iov_base = in->received;
 	iov[0].iov_len = strlen(in->received);
-	if ((n = message_iov(&in->fix, in->buf != NULL ? in->buf : "",
-	         in->len, iov + 1, n - 1)) < 0)
+	if ((n = message_iov(&in->fix, in->buf != NULL ? in->buf : "", in->len,
+	         iov + 1, n - 1)) < 0)
 		arnie_panic("message_iov: iovec array too small");
 	rc = spool_write(in->spool, in->env, iov, n + 1);
 	free(iov);
 	return rc;
+}
+
+const char *
+intake_duplicate_of(const struct intake *in)
+{
+	return in->dup_of[0] != '\0' ? in->dup_of : NULL;
+}
+
+void
+intake_committed(struct intake *in)
+{
+	if (in->opts.dedup_window <= 0 || !in->own_msgid ||
+	    in->dup_of[0] != '\0' || in->env->message_id == NULL)
+		return;
+	if (dedup_record(in->spool, in->env) == -1)
+		log_warn(
+		    "%s: cannot record it in the dedup index", in->env->id);
+}
+
+const char *
+intake_refusal(const struct intake *in)
+{
+	return in->refusal != NULL ? in->refusal : "";
 }
 
 struct envelope *
@@ -343,5 +464,6 @@ intake_free(struct intake *in)
 	free(in->received);
 	message_fix_clear(&in->fix);
 	envelope_free(in->env);
+	free(in->refusal);
 	free(in);
 }

@@ -15,7 +15,14 @@
  *     the whole header section in memory, so one larger than
  *     INTAKE_HEADER_MAX is refused;
  *   - the completed message: message_fixup() on the header section, the
- *     rest as it came, so the spool holds the bytes the relay sends.
+ *     rest as it came, so the spool holds the bytes the relay sends;
+ *   - what the envelope learns from the header section: the Message-ID,
+ *     and when the message expires (X-Arnie-Expire-After: DURATION from
+ *     its arrival, or Expires: DATE, the earlier of the two; without
+ *     either, DEFAULT_EXPIRE_AFTER).  X-Arnie-* fields are instructions
+ *     to Arnie, removed from the message (message.h); one that does not
+ *     parse refuses the message, an Expires: that does not is ignored
+ *     (it is the author's, for the reader).
  *
  * Memory is bounded by design: at most INTAKE_BUFFER octets of a message
  * are held (more only while its header section is still incomplete, up
@@ -44,12 +51,14 @@
 #define INTAKE_HEADER_MAX (1024 * 1024)
 
 enum intake_status {
-	INTAKE_OK,           /* ready for the commit */
-	INTAKE_TOOBIG,       /* larger than max_size: 552 5.3.4 */
+	INTAKE_OK,            /* ready for the commit */
+	INTAKE_TOOBIG,        /* larger than max_size: 552 5.3.4 */
 	INTAKE_HEADER_TOOBIG, /* header section over INTAKE_HEADER_MAX:
-	                      * 552 5.3.4 too */
-	INTAKE_LONGLINE,     /* a line over MESSAGE_LINE_MAX: 554 5.6.0 */
-	INTAKE_IOERR,        /* the spool refused a write: intake_errno() */
+	                       * 552 5.3.4 too */
+	INTAKE_LONGLINE,      /* a line over MESSAGE_LINE_MAX: 554 5.6.0 */
+	INTAKE_BADFIELD,      /* an X-Arnie-* field that does not parse:
+	                       * 554 5.6.0 and intake_refusal() */
+	INTAKE_IOERR,         /* the spool refused a write: intake_errno() */
 };
 
 struct intake_opts {
@@ -57,6 +66,8 @@ struct intake_opts {
 	const char *hostname; /* for the added Message-ID and From */
 	size_t max_size;      /* octets received at most; 0: no limit */
 	size_t buffer;        /* memory before a draft; 0: INTAKE_BUFFER */
+	long default_expire;  /* DEFAULT_EXPIRE_AFTER seconds; 0: none */
+	long dedup_window;    /* DEDUP_WINDOW_SECONDS (dedup.h); 0: off */
 };
 
 struct envelope;
@@ -94,13 +105,24 @@ enum intake_status intake_end(struct intake *in);
  * the next spool_sync().  0, or -1 with errno; on failure nothing is left
  * behind. */
 int intake_commit(struct intake *in);
+/* (intake_commit() writes nothing for a duplicate within the dedup
+ * window, and returns 0: see intake_duplicate_of().) */
 
 /* The envelope (size set once committed), the errno of INTAKE_IOERR. */
 struct envelope *intake_envelope(const struct intake *in);
+/* After intake_commit() returned 0: the spool ID of the message this one
+ * repeats (dedup.h), when it was not queued for that; else NULL. */
+const char *intake_duplicate_of(const struct intake *in);
+/* The message is durable (outbox/ fsynced): record it in the dedup index
+ * if it is to be.  On the committing thread; errors are logged. */
+void intake_committed(struct intake *in);
 int intake_errno(const struct intake *in);
 /* The octets received so far, and the longest line, for the log. */
 size_t intake_received(const struct intake *in);
 size_t intake_longest_line(const struct intake *in);
+/* Why INTAKE_BADFIELD, for the client: "X-Arnie-Expire-After: 'soon' is
+ * not a duration (90s, 15m, 2h, 1d)". */
+const char *intake_refusal(const struct intake *in);
 /* message_fix_log() for the message: what the completion changed. */
 void intake_log_fixes(const struct intake *in);
 

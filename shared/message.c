@@ -59,6 +59,9 @@ static const struct rule rules[] = {
  * prohibited too (seen with Original-Subject). */
 #define ORIGINAL_PREFIX "Original-"
 static const struct rule original_rule = {"Original-*", RULE_DROP, -1};
+/* Instructions to Arnie (intake.h): read at acceptance, never relayed. */
+#define ARNIE_PREFIX "X-Arnie-"
+static const struct rule arnie_rule = {"X-Arnie-*", RULE_DROP, -1};
 
 /* Blind copies are named in these fields; unless MESSAGE_KEEP_BCC says
  * otherwise, every one of them goes, so that no recipient reads who else
@@ -115,6 +118,9 @@ find_rule(const char *name, size_t nlen, unsigned opts)
 			return &rules[i];
 	if (nlen >= plen && strncasecmp(name, ORIGINAL_PREFIX, plen) == 0)
 		return &original_rule;
+	plen = sizeof(ARNIE_PREFIX) - 1;
+	if (nlen >= plen && strncasecmp(name, ARNIE_PREFIX, plen) == 0)
+		return &arnie_rule;
 	return NULL;
 }
 

@@ -398,7 +398,7 @@ static void
 serve_one(struct spool *spool, const char *name,
     const struct queuectl_hooks *hooks, time_t now)
 {
-	int fd = spool_control_fd(spool);
+	int fd = spool_dir_fd(spool, SPOOL_IN_CONTROL);
 	char reply[NAME_MAX + 1], *request = NULL, *answer;
 
 	if (get_file(fd, name, QUEUECTL_MAX_REQUEST, &request) == -1) {
@@ -428,7 +428,7 @@ remove_stale(struct spool *spool, time_t now)
 	DIR *d;
 	int fd;
 
-	if ((fd = openat(spool_control_fd(spool), ".",
+	if ((fd = openat(spool_dir_fd(spool, SPOOL_IN_CONTROL), ".",
 	         O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
 		return;
 	if ((d = fdopendir(fd)) == NULL) {
@@ -486,7 +486,7 @@ queuectl_submit(struct spool *spool, const char *request)
 	if (req->inotifyfd == -1 ||
 	    inotify_add_watch(req->inotifyfd, path, IN_MOVED_TO | IN_ONLYDIR) ==
 	        -1 ||
-	    put_file(spool_control_fd(spool), req->id, ".new", request) == -1) {
+	    put_file(spool_dir_fd(spool, SPOOL_IN_CONTROL), req->id, ".new", request) == -1) {
 		saved = errno;
 		queuectl_request_free(req);
 		errno = saved;
@@ -502,7 +502,7 @@ queuectl_await(struct queuectl_request *req, int timeout_ms, char **reply)
 	    __attribute__((aligned(__alignof__(struct inotify_event))));
 	double end = clock_mono() + timeout_ms / 1000.0, left;
 	struct pollfd pfd = {req->inotifyfd, POLLIN, 0};
-	int fd = spool_control_fd(req->spool);
+	int fd = spool_dir_fd(req->spool, SPOOL_IN_CONTROL);
 
 	for (;;) {
 		if (get_file(fd, req->reply, QUEUECTL_MAX_REQUEST * 4, reply) ==
@@ -526,7 +526,7 @@ queuectl_await(struct queuectl_request *req, int timeout_ms, char **reply)
 int
 queuectl_withdraw(struct queuectl_request *req)
 {
-	return unlinkat(spool_control_fd(req->spool), req->id, 0);
+	return unlinkat(spool_dir_fd(req->spool, SPOOL_IN_CONTROL), req->id, 0);
 }
 
 void
@@ -534,7 +534,7 @@ queuectl_request_free(struct queuectl_request *req)
 {
 	if (req == NULL)
 		return;
-	unlinkat(spool_control_fd(req->spool), req->reply, 0);
+	unlinkat(spool_dir_fd(req->spool, SPOOL_IN_CONTROL), req->reply, 0);
 	if (req->inotifyfd != -1)
 		close(req->inotifyfd);
 	free(req);

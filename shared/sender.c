@@ -61,6 +61,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "dedup.h"
 #include "log.h"
 #include "metrics.h"
 #include "queuectl.h"
@@ -70,6 +71,7 @@
 #include "sched.h"
 #include "spool.h"
 #include "stats.h"
+#include "timefmt.h"
 #include "xmalloc.h"
 
 /* Retry a lock held by another process this often. */
@@ -93,6 +95,9 @@
  * at the next turn of the loop). */
 #define PRUNE_INTERVAL 3600
 #define PRUNE_SLICE 1000
+/* While the queue is paused, envelopes read per turn of the loop to learn
+ * their deadlines. */
+#define LEARN_SLICE 1000
 /* sender.status (stats.h) is rewritten at most this often. */
 #define STATUS_INTERVAL 1.0
 
@@ -122,6 +127,13 @@ struct sender {
 	struct stashed *stashed; /* few: only messages hit by disk errors */
 	bool unsynced;           /* outbox/ changed since its last fsync */
 	time_t next_prune; /* of sent/ (SENT_RETENTION_DAYS), 0: at once */
+	time_t next_dedup_prune; /* of dedup/ (DEDUP_WINDOW_SECONDS) */
+	/* Deadlines (envelope.h's expires), so that a message leaves the
+	 * queue on time even while the queue is paused: those learnt from
+	 * loads, and the messages not loaded yet. */
+	struct sched *deadlines;
+	spool_id *unlearned;
+	size_t nunlearned, capunlearned;
 	struct stats stats;
 	bool status_dirty;  /* stats changed since sender.status was written */
 	double status_next; /* not written again before this (clock_mono()) */
@@ -182,6 +194,7 @@ sender_new(
 	}
 	s->report = report_new(cfg, now_sec());
 	s->sched = sched_new();
+	s->deadlines = sched_new();
 	sched_rate_init(&s->rate, cfg->max_send_rate, clock_mono());
 	sched_pause_init(&s->pause, cfg->retry_delay, cfg->retry_max_delay);
 	s->max_batch = cfg->max_batch > 0 ? (size_t)cfg->max_batch : 1;
@@ -210,12 +223,25 @@ sender_wake(struct sender *s)
 /* --------------------------------------------------------------- queue */
 
 /* What the scan knew of the message goes with it to its first load. */
+/* A message whose envelope this process has not read yet. */
+static void
+unlearned_add(struct sender *s, const char *id)
+{
+	if (s->nunlearned == s->capunlearned) {
+		s->capunlearned = s->capunlearned ? 2 * s->capunlearned : 64;
+		s->unlearned = xreallocarray(
+		    s->unlearned, s->capunlearned, sizeof(*s->unlearned));
+	}
+	snprintf(s->unlearned[s->nunlearned++], sizeof(spool_id), "%s", id);
+}
+
 static void
 scan_one(const char *id, unsigned known, void *arg)
 {
 	struct sender *s = arg;
 
-	sched_add_tagged(s->sched, id, DUE_NOW, (unsigned char)known);
+	if (sched_add_tagged(s->sched, id, DUE_NOW, (unsigned char)known) == 1)
+		unlearned_add(s, id);
 }
 
 /* A rescan: the IDs only (inotify lost events, or there is none). */
@@ -337,8 +363,10 @@ drain(struct sender *s)
 				rescan = s->control_due = true;
 			else if (ev->wd == s->control_wd)
 				s->control_due = true;
-			else if (ev->len > 0 && spool_is_id(ev->name))
-				sched_add_new(s->sched, ev->name, DUE_NOW);
+			else if (ev->len > 0 && spool_is_id(ev->name) &&
+			         sched_add_new(s->sched, ev->name, DUE_NOW) ==
+			             1)
+				unlearned_add(s, ev->name);
 		}
 	}
 	/* Events were lost: the directory is the truth. */
@@ -415,6 +443,16 @@ unstash(struct sender *s, const char *id)
 	return NULL;
 }
 
+/* When to look at env again: its next attempt, or its deadline if that
+ * comes first, so that it leaves the queue on time. */
+static time_t
+next_look(const struct envelope *env, time_t now)
+{
+	time_t t = env->next_attempt > now ? env->next_attempt : now;
+
+	return env->expires != 0 && env->expires < t ? env->expires : t;
+}
+
 /*
  * Write env's new state and queue it for its next attempt.  If the disk
  * refuses, the old file stays and env is stashed: our copy keeps the accepted
@@ -433,8 +471,7 @@ requeue(struct sender *s, struct envelope *env, time_t now)
 		return -1;
 	}
 	s->unsynced = true;
-	sched_add(s->sched, env->id,
-	    env->next_attempt > now ? env->next_attempt : now);
+	sched_add(s->sched, env->id, next_look(env, now));
 	return 0;
 }
 
@@ -509,9 +546,10 @@ finish_done(struct sender *s, struct envelope *env, time_t now)
 	return finish(s, env, SPOOL_FAILED, STATS_FAILED, now);
 }
 
-/* Out of attempts or of time: the pending recipients fail with reason. */
+/* Out of attempts (failed) or of time (expired): the pending recipients
+ * fail with reason. */
 static int
-give_up(struct sender *s, struct envelope *env, const char *reason,
+give_up(struct sender *s, struct envelope *env, const char *reason, bool expiry,
     bool via_relay, double now)
 {
 	char *text;
@@ -530,7 +568,8 @@ give_up(struct sender *s, struct envelope *env, const char *reason,
 		rc->state = RCPT_FAILED;
 		free(rc->reply);
 		rc->reply = text;
-		log_rcpt(s, env, rc, via_relay, "bounced", text, now);
+		log_rcpt(s, env, rc, via_relay, expiry ? "expired" : "bounced",
+		    text, now);
 	}
 	if (env->last_reply != NULL)
 		text = xasprintf("%s; last reply: %s", reason, env->last_reply);
@@ -538,22 +577,31 @@ give_up(struct sender *s, struct envelope *env, const char *reason,
 		text = xstrdup(reason);
 	free(env->last_reply);
 	env->last_reply = text;
-	return finish(s, env, SPOOL_FAILED, STATS_EXPIRED, (time_t)now);
+	return finish(s, env, SPOOL_FAILED,
+	    expiry ? STATS_EXPIRED : STATS_FAILED, (time_t)now);
 }
 
-/* The reason a message is out of attempts or time, or NULL. */
+/* The reason a message is out of attempts or time, or NULL; *expiry
+ * says which (time: its own deadline or the queue lifetime). */
 static char *
-expired(struct sender *s, const struct envelope *env, time_t now)
+expired(struct sender *s, const struct envelope *env, time_t now, bool *expiry)
 {
 	const struct config *cfg = s->cfg;
+	char date[TIMEFMT_DATE_MAX];
 
-	if (cfg->max_send_attempts > 0 &&
-	    env->attempts >= (unsigned)cfg->max_send_attempts)
-		return xasprintf("gave up after %u attempts", env->attempts);
+	*expiry = true;
+	if (env->expires != 0 && now >= env->expires) {
+		timefmt_date(env->expires, date, sizeof(date));
+		return xasprintf("expired: not sent by its deadline, %s", date);
+	}
 	if (cfg->max_queue_lifetime > 0 &&
 	    now - env->created >= cfg->max_queue_lifetime)
 		return xasprintf("expired after the queue lifetime of %lds",
 		    cfg->max_queue_lifetime);
+	*expiry = false;
+	if (cfg->max_send_attempts > 0 &&
+	    env->attempts >= (unsigned)cfg->max_send_attempts)
+		return xasprintf("gave up after %u attempts", env->attempts);
 	return NULL;
 }
 
@@ -591,6 +639,7 @@ apply(struct sender *s, struct relay_msg *m, double nowd)
 	struct relay_result none;
 	time_t now = (time_t)nowd, next;
 	char *why;
+	bool expiry;
 	size_t j;
 	int done;
 
@@ -633,8 +682,8 @@ apply(struct sender *s, struct relay_msg *m, double nowd)
 
 	if (envelope_pending(env) == 0)
 		return finish_done(s, env, now);
-	if ((why = expired(s, env, now)) != NULL) {
-		done = give_up(s, env, why, true, nowd);
+	if ((why = expired(s, env, now, &expiry)) != NULL) {
+		done = give_up(s, env, why, expiry, true, nowd);
 		free(why);
 		return done;
 	}
@@ -704,6 +753,74 @@ write_stashed(struct sender *s, struct envelope *env, time_t now)
 	requeue(s, env, now);
 }
 
+/* ------------------------------------------------------------ deadlines */
+
+static void
+note_deadline(struct sender *s, const struct envelope *env)
+{
+	if (env->expires != 0)
+		sched_add(s->deadlines, env->id, env->expires);
+}
+
+/* A deadline came: if the message is still queued and its deadline is
+ * still that, it leaves the queue now, sent or not. */
+static void
+expire_one(struct sender *s, const char *id, double nowd)
+{
+	struct envelope *env, *newer;
+	time_t now = (time_t)nowd;
+	bool expiry;
+	char *why;
+
+	/* A stashed envelope is newer than the file (stash()). */
+	if ((newer = unstash(s, id)) != NULL)
+		env = env_copy(newer);
+	else if (spool_load(s->spool, id, &env) == -1)
+		return; /* gone, or prepare() will say what is wrong */
+	if ((why = expired(s, env, now, &expiry)) != NULL && expiry) {
+		sched_remove(s->sched, id);
+		give_up(s, env, why, true, false, nowd);
+	} else {
+		if (newer != NULL)
+			stash(s, newer, now);
+		if (env->expires > now)
+			note_deadline(s, env);
+	}
+	free(why);
+	envelope_free(newer);
+	envelope_free(env);
+}
+
+/* Every message whose deadline has come leaves the queue; while the
+ * queue is paused, some not read yet are read to learn their deadlines
+ * (the paused queue reads nothing else). */
+static void
+keep_deadlines(struct sender *s)
+{
+	char id[SCHED_IDMAX + 1];
+	double nowd = clock_wall();
+	struct envelope *env;
+	size_t i;
+
+	while (sched_pop_due(s->deadlines, (time_t)nowd, id))
+		expire_one(s, id, nowd);
+	if (sched_pause_mode(&s->pause, (time_t)nowd) == SCHED_RUN)
+		return;
+	for (i = 0; i < LEARN_SLICE && s->nunlearned > 0; i++) {
+		s->nunlearned--;
+		if (spool_load(s->spool, s->unlearned[s->nunlearned], &env) ==
+		    0) {
+			note_deadline(s, env);
+			envelope_free(env);
+		}
+	}
+	if (s->nunlearned == 0) {
+		free(s->unlearned);
+		s->unlearned = NULL;
+		s->capunlearned = 0;
+	}
+}
+
 /*
  * Load a popped ID and decide: 1 = send it (*envp, *bodyp set), 0 = dealt
  * with here (not due yet, finished, gone, quarantined, retried later).
@@ -714,6 +831,7 @@ prepare(struct sender *s, const char *id, unsigned known, time_t now,
 {
 	struct envelope *env = NULL;
 	char *why;
+	bool expiry;
 
 	if ((env = unstash(s, id)) != NULL) {
 		write_stashed(s, env, now);
@@ -738,18 +856,23 @@ prepare(struct sender *s, const char *id, unsigned known, time_t now,
 		sched_add(s->sched, id, now + SENDER_DISK_RETRY);
 		return 0;
 	}
-	if (env->next_attempt > now) {
-		sched_add(s->sched, id, env->next_attempt);
-		goto done;
-	}
 	if (envelope_pending(env) == 0) {
 		/* Left by a crash between the update and the move. */
 		finish_done(s, env, now);
 		goto done;
 	}
-	if ((why = expired(s, env, now)) != NULL) {
-		give_up(s, env, why, false, nowd);
+	note_deadline(s, env);
+	/* Its deadline first: never sent after it, whatever its next
+	 * attempt. */
+	if ((why = expired(s, env, now, &expiry)) != NULL &&
+	    (expiry || env->next_attempt <= now)) {
+		give_up(s, env, why, expiry, false, nowd);
 		free(why);
+		goto done;
+	}
+	free(why);
+	if (env->next_attempt > now) {
+		sched_add(s->sched, id, next_look(env, now));
 		goto done;
 	}
 	if ((*bodyp = spool_open_message(s->spool, env)) == NULL) {
@@ -1041,6 +1164,22 @@ maybe_prune(struct sender *s)
 		    s->cfg->sent_retention_days == 1 ? "" : "s");
 }
 
+/* dedup/ pruned of what is older than DEDUP_WINDOW_SECONDS (all of it
+ * when 0: dedup was turned off): at the start, then hourly, in slices. */
+static void
+maybe_prune_dedup(struct sender *s)
+{
+	time_t now = now_sec();
+	int n;
+
+	if (now < s->next_dedup_prune)
+		return;
+	n = dedup_prune(s->spool, now - s->cfg->dedup_window + 1, PRUNE_SLICE);
+	s->next_dedup_prune = n == PRUNE_SLICE ? now : now + PRUNE_INTERVAL;
+	if (n == -1)
+		log_warn("cannot prune %s/dedup", spool_path(s->spool));
+}
+
 /* Milliseconds until there is something to do. */
 static int
 next_timeout(struct sender *s)
@@ -1058,6 +1197,15 @@ next_timeout(struct sender *s)
 		wait = w;
 	if (s->status_dirty && (w = s->status_next - clock_mono()) < wait)
 		wait = w;
+	if ((w = (double)s->next_dedup_prune - nowd) < wait)
+		wait = w;
+	if (sched_peek(s->deadlines, &due, NULL) &&
+	    (w = (double)due - nowd) < wait)
+		wait = w;
+	/* Deadlines still to learn while paused: the next slice at once. */
+	if (s->nunlearned > 0 &&
+	    sched_pause_mode(&s->pause, (time_t)nowd) != SCHED_RUN)
+		wait = 0;
 	/* The relay program's idle limit (relay.h): an idle one is stopped
 	 * here, a running one's limit is a wake-up. */
 	if ((w = relay_idle(s->relay)) >= 0 && w < wait)
@@ -1126,8 +1274,10 @@ sender_main(void *arg)
 		}
 		drain(s);
 		serve_control(s);
+		keep_deadlines(s);
 		maybe_report(s);
 		maybe_prune(s);
+		maybe_prune_dedup(s);
 		if (send_batch(s) == -1)
 			return NULL; /* abandoned; lock released */
 		maybe_write_status(s);
@@ -1230,6 +1380,8 @@ sender_free(struct sender *s)
 	relay_free(s->relay);
 	report_free(s->report);
 	sched_free(s->sched);
+	sched_free(s->deadlines);
+	free(s->unlearned);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
 	free(s);

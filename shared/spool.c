@@ -66,6 +66,7 @@ struct spool {
 	int sparefd;
 	int holdfd;
 	int controlfd;
+	int dedupfd;
 	struct spares *spares; /* spare/, files to reuse */
 	pthread_mutex_t lock;  /* guards lockfd */
 	int lockfd;            /* sender.lock while we hold it, else -1 */
@@ -484,6 +485,7 @@ static const char *const subdirs[] = {
     "spare",
     "hold",
     "control",
+    "dedup",
 };
 
 /* mkdir -p with mode 0700 for the parts it creates. */
@@ -520,7 +522,7 @@ struct spool *
 spool_open(const char *dir, bool save_sent)
 {
 	struct spool *spool = xcalloc(1, sizeof(*spool));
-	int *fds[8];
+	int *fds[9];
 	bool created = false;
 	char *abs = NULL;
 	size_t i;
@@ -529,6 +531,7 @@ spool_open(const char *dir, bool save_sent)
 	spool->dirfd = spool->inboxfd = spool->outboxfd = -1;
 	spool->sentfd = spool->failedfd = spool->corruptfd = -1;
 	spool->sparefd = spool->holdfd = spool->controlfd = -1;
+	spool->dedupfd = -1;
 	spool->lockfd = -1;
 	spool->save_sent = save_sent;
 	pthread_mutex_init(&spool->lock, NULL);
@@ -540,6 +543,7 @@ spool_open(const char *dir, bool save_sent)
 	fds[5] = &spool->sparefd;
 	fds[6] = &spool->holdfd;
 	fds[7] = &spool->controlfd;
+	fds[8] = &spool->dedupfd;
 
 	if (dir == NULL || *dir == '\0') {
 		errno = EINVAL;
@@ -578,7 +582,7 @@ fail:
 void
 spool_close(struct spool *spool)
 {
-	int *fds[10];
+	int *fds[11];
 	size_t i;
 
 	if (spool == NULL)
@@ -595,6 +599,7 @@ spool_close(struct spool *spool)
 	fds[7] = &spool->sparefd;
 	fds[8] = &spool->holdfd;
 	fds[9] = &spool->controlfd;
+	fds[10] = &spool->dedupfd;
 	for (i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (*fds[i] != -1)
 			close(*fds[i]);
@@ -623,6 +628,7 @@ static const char *const folder_names[SPOOL_NFOLDERS] = {
     "sent",
     "corrupt",
     "control",
+    "dedup",
 };
 
 const char *
@@ -645,6 +651,8 @@ folder_fd(const struct spool *spool, enum spool_folder folder)
 		return spool->corruptfd;
 	case SPOOL_IN_CONTROL:
 		return spool->controlfd;
+	case SPOOL_IN_DEDUP:
+		return spool->dedupfd;
 	case SPOOL_IN_OUTBOX:
 		break;
 	}
@@ -652,9 +660,9 @@ folder_fd(const struct spool *spool, enum spool_folder folder)
 }
 
 int
-spool_control_fd(const struct spool *spool)
+spool_dir_fd(const struct spool *spool, enum spool_folder folder)
 {
-	return spool->controlfd;
+	return folder_fd(spool, folder);
 }
 
 /* A fresh handle on a folder, so that each scan has its own position. */

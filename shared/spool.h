@@ -9,6 +9,7 @@
  *   spare/     empty files to reuse for new messages (spares.h)
  *   hold/      messages an operator put on hold (arnie-queue hold)
  *   control/   arnie-queue's requests to the sender, and its answers
+ *   dedup/     the index of Message-IDs accepted lately (dedup.h)
  *   sender.lock  flock(2)ed by the one process that relays this spool
  *
  * A message file is a versioned text envelope ("arnie-spool 2", key: value
@@ -226,12 +227,14 @@ enum spool_folder {
 	SPOOL_IN_SENT,
 	SPOOL_IN_CORRUPT, /* files that did not parse: scans only */
 	SPOOL_IN_CONTROL, /* arnie-queue's requests (queuectl.h): lists only */
+	SPOOL_IN_DEDUP,   /* the Message-ID index (dedup.h): no messages */
 };
-#define SPOOL_NFOLDERS 6
-/* "outbox", "hold", "failed", "sent", "corrupt", "control". */
+#define SPOOL_NFOLDERS 7
+/* "outbox", "hold", "failed", "sent", "corrupt", "control", "dedup". */
 const char *spool_folder_name(enum spool_folder folder);
-/* The descriptor of control/ (arnie-queue's requests, queuectl.h). */
-int spool_control_fd(const struct spool *spool);
+/* A folder's descriptor, for the modules that keep files of their own
+ * there (control/: queuectl.h; dedup/: dedup.h). */
+int spool_dir_fd(const struct spool *spool, enum spool_folder folder);
 /* A message ID as a value, for lists of them. */
 typedef char spool_id[SPOOL_IDLEN + 1];
 /* The IDs of the messages in folder, sorted: oldest first.  *ids is

@@ -21,4 +21,17 @@ void timefmt_date(time_t when, char *buf, size_t len);
 /* A duration for people: "2d 3h", "3h 12m", "4m 10s", "9s". */
 void timefmt_age(long secs, char *buf, size_t len);
 
+/* A duration as written in a configuration or a header field: a positive
+ * whole number and a unit, s, m, h or d ("90s", "15m", "2h", "1d"; no
+ * blank between), at most 10 years.  0 and *secs set, or -1. */
+int timefmt_parse_duration(const char *text, long *secs);
+
+/*
+ * An RFC 5322 date-time ("Tue, 5 Mar 2024 09:08:07 +0530"; the day of the
+ * week, the seconds and comments optional; the obsolete zones UT, GMT and
+ * Z, and EST...PDT, accepted; surrounding blanks ignored) as Unix time.
+ * 0 and *t set, or -1.
+ */
+int timefmt_parse_date(const char *text, time_t *t);
+
 #endif

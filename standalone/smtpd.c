@@ -250,7 +250,8 @@ deadline_expired(evutil_socket_t fd, short what, void *arg)
 	} else if (s->state == S_CMD) {
 		log_info("command from %s not complete within %lds, closing",
 		    s->client, s->sd->cfg->smtp_timeout);
-		close_after(s, "421 4.4.2 Command not completed in time, closing");
+		close_after(
+		    s, "421 4.4.2 Command not completed in time, closing");
 	} else if (s->state == S_CLOSING) {
 		log_info("%s does not read its last reply, dropped", s->client);
 		session_destroy(s);
@@ -369,7 +370,14 @@ commit_finished(struct session *s)
 {
 	struct envelope *env = intake_envelope(s->in);
 
-	if (s->commit_error == 0) {
+	if (s->commit_error == 0 && intake_duplicate_of(s->in) != NULL) {
+		log_info("%s: duplicate of %s (message-id=%s, from=<%s>, %s), "
+		         "not queued again",
+		    env->id, intake_duplicate_of(s->in), env->message_id,
+		    env->sender, env->origin);
+		reply(s, "250 2.0.0 duplicate of %s, not queued again",
+		    intake_duplicate_of(s->in));
+	} else if (s->commit_error == 0) {
 		intake_log_fixes(s->in);
 		log_info("%s: from=<%s>, size=%zu, nrcpt=%zu, %s", env->id,
 		    env->sender, (size_t)env->size, env->nrcpts, env->origin);
@@ -436,6 +444,8 @@ intake_start(struct session *s)
 	 * and the Bcc: fields, which no recipient may read. */
 	opts.fix_opts = sd->cfg->remove_bcc ? 0 : MESSAGE_KEEP_BCC;
 	opts.hostname = sd->hostname;
+	opts.default_expire = sd->cfg->default_expire;
+	opts.dedup_window = sd->cfg->dedup_window;
 	opts.max_size = sd->cfg->max_message_size;
 	received = received_header(s, env->id);
 	in = intake_new(sd->spool, env, received, &opts, time(NULL));
@@ -618,6 +628,11 @@ data_end(struct session *s)
 		         "than %d",
 		    s->client, intake_longest_line(s->in), MESSAGE_LINE_MAX);
 		reply(s, "554 5.6.0 " MESSAGE_LINE_REFUSAL);
+		break;
+	case INTAKE_BADFIELD:
+		log_info("message from %s refused: %s", s->client,
+		    intake_refusal(s->in));
+		reply(s, "554 5.6.0 %s", intake_refusal(s->in));
 		break;
 	case INTAKE_IOERR:
 		errno = intake_errno(s->in);

@@ -58,6 +58,8 @@ static const char *const all_keys[] = {
     "RETRY_MAX_DELAY_SECONDS",
     "MAX_SEND_ATTEMPTS",
     "MAX_QUEUE_LIFETIME_SECONDS",
+    "DEFAULT_EXPIRE_AFTER",
+    "DEDUP_WINDOW_SECONDS",
     "MAX_SEND_RATE",
     "ARNIE_MAX_BATCH",
     "ARNIE_MILTER_SOCKET",
@@ -311,6 +313,8 @@ static const struct {
     {"ARNIE_METRICS_LISTEN", "::1:9025", NULL},
     {"ARNIE_METRICS_LISTEN", "port", NULL},
     {"HEALTH_MAX_PAUSE_SECONDS", "-1", NULL},
+    {"DEFAULT_EXPIRE_AFTER", "15", NULL},
+    {"DEFAULT_EXPIRE_AFTER", "1w", NULL},
     {"HEALTH_MAX_QUEUE_AGE_SECONDS", "soon", NULL},
 };
 

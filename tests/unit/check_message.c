@@ -8,6 +8,7 @@
 #include "autoconf.h"
 
 #include "message.h"
+#include "timefmt.h"
 
 #include <check.h>
 #include <errno.h>
@@ -48,11 +49,11 @@ struct tcase {
 
 /* Every field libesmtp allows once, twice. */
 #define REPEATS                                                                \
-	"To: a@b\r\nTo: c@d\r\n\te@f\r\ncc: g@h\r\nCC: i@j\r\n"                  \
-	"Date: 1\r\nDate: 2\r\nFrom: x\r\nFROM: y\r\nMessage-ID: <1>\r\n"         \
-	"message-id: <2>\r\nSender: a\r\nSender: b\r\nBcc: a\r\nBcc: b\r\n"      \
-	"Reply-To: a\r\nReply-To: b\r\n"                                         \
-	"Disposition-Notification-To: a\r\n"                                     \
+	"To: a@b\r\nTo: c@d\r\n\te@f\r\ncc: g@h\r\nCC: i@j\r\n"                \
+	"Date: 1\r\nDate: 2\r\nFrom: x\r\nFROM: y\r\nMessage-ID: <1>\r\n"      \
+	"message-id: <2>\r\nSender: a\r\nSender: b\r\nBcc: a\r\nBcc: b\r\n"    \
+	"Reply-To: a\r\nReply-To: b\r\n"                                       \
+	"Disposition-Notification-To: a\r\n"                                   \
 	"Disposition-Notification-To: b\r\n\r\nb\r\n"
 
 static const struct tcase cases[] = {
@@ -84,16 +85,12 @@ static const struct tcase cases[] = {
         "s@example.com",
         "Resent-From: a@b\r\nResent-From: c@d\r\n" HDATE HFROM HMID "\r\nb\r\n",
         MESSAGE_END_BLANK, true, 1, 1, 1, 4},
-    {"repeats of fields allowed once",
-        REPEATS,
-        "s@example.com",
+    {"repeats of fields allowed once", REPEATS, "s@example.com",
         "To: a@b\r\ncc: g@h\r\nDate: 1\r\nFrom: x\r\nMessage-ID: <1>\r\n"
         "Sender: a\r\nReply-To: a\r\n"
         "Disposition-Notification-To: a\r\n\r\nb\r\n",
         MESSAGE_END_BLANK, true, 2, 2, 2, 10},
-    {"repeats of fields allowed once, Bcc kept",
-        REPEATS,
-        "s@example.com",
+    {"repeats of fields allowed once, Bcc kept", REPEATS, "s@example.com",
         "To: a@b\r\ncc: g@h\r\nDate: 1\r\nFrom: x\r\nMessage-ID: <1>\r\n"
         "Sender: a\r\nBcc: a\r\nReply-To: a\r\n"
         "Disposition-Notification-To: a\r\n\r\nb\r\n",
@@ -107,18 +104,18 @@ static const struct tcase cases[] = {
         "\r\nBcc: body text stays\r\n",
         MESSAGE_END_BLANK, true, 1, 1, 1, 4},
     {"blind copies kept: repeated Resent-Bcc passes, as libesmtp sends it",
-        "To: a@b\r\nBcc: hidden@x\r\nResent-Bcc: r@x\r\nResent-Bcc: q@x\r\n"
-        HDATE HFROM HMID "\r\nb\r\n",
+        "To: a@b\r\nBcc: hidden@x\r\nResent-Bcc: r@x\r\nResent-Bcc: "
+        "q@x\r\n" HDATE HFROM HMID "\r\nb\r\n",
         "s@example.com",
-        "To: a@b\r\nBcc: hidden@x\r\nResent-Bcc: r@x\r\nResent-Bcc: q@x\r\n"
-        HDATE HFROM HMID "\r\nb\r\n",
+        "To: a@b\r\nBcc: hidden@x\r\nResent-Bcc: r@x\r\nResent-Bcc: "
+        "q@x\r\n" HDATE HFROM HMID "\r\nb\r\n",
         MESSAGE_END_BLANK, true, 1, 1, 1, 0, MESSAGE_KEEP_BCC},
     {"Bcc-like names are other fields",
-        "Bcc-Note: keep\r\nX-Bcc: keep\r\nResent-Bccx: keep\r\n" HDATE
-        HFROM HMID "\r\nb\r\n",
+        "Bcc-Note: keep\r\nX-Bcc: keep\r\nResent-Bccx: keep\r\n" HDATE HFROM
+            HMID "\r\nb\r\n",
         "s@example.com",
-        "Bcc-Note: keep\r\nX-Bcc: keep\r\nResent-Bccx: keep\r\n" HDATE
-        HFROM HMID "\r\nb\r\n",
+        "Bcc-Note: keep\r\nX-Bcc: keep\r\nResent-Bccx: keep\r\n" HDATE HFROM
+            HMID "\r\nb\r\n",
         MESSAGE_END_BLANK, true, 1, 1, 1, 0},
     {"repeats libesmtp keeps",
         "Received: a\r\nReceived: b\r\nSubject: 1\r\nSubject: 2\r\n"
@@ -412,9 +409,10 @@ START_TEST(test_log_line)
 	fclose(fp);
 	unlink(path);
 	ck_assert_ptr_null(strstr(buf, "ID1"));
-	ck_assert_msg(strstr(buf, "ID2: header fixed: added Message-ID, From; "
-	                          "dropped Return-Path, repeated To, "
-	                          "Original-*, Bcc; empty line appended") != NULL,
+	ck_assert_msg(
+	    strstr(buf, "ID2: header fixed: added Message-ID, From; "
+	                "dropped Return-Path, repeated To, "
+	                "Original-*, Bcc; empty line appended") != NULL,
 	    "log: %s", buf);
 }
 END_TEST
@@ -547,8 +545,8 @@ static const struct {
     {"Subject: x\nMessage-ID: <lf@b>\n\n", "Message-ID", "<lf@b>"},
     {"Message-IDs: <no@b>\r\n\r\n", "Message-ID", NULL},
     {"not a header\r\nMessage-ID: <no@b>\r\n", "Message-ID", NULL},
-    {"Message-ID: <first@b>\r\nMessage-ID: <second@b>\r\n\r\n",
-        "Message-ID", "<first@b>"},
+    {"Message-ID: <first@b>\r\nMessage-ID: <second@b>\r\n\r\n", "Message-ID",
+        "<first@b>"},
     {"Message-ID: <eof@b>", "Message-ID", "<eof@b>"},
     {"", "Message-ID", NULL},
 };
@@ -568,6 +566,71 @@ START_TEST(test_field_value)
 }
 END_TEST
 
+static const struct {
+	const char *text;
+	long secs; /* -1: refused */
+} durations[] = {
+    {"90s", 90},
+    {"15m", 900},
+    {"2h", 7200},
+    {"1d", 86400},
+    {"3650d", 3650L * 86400},
+    {"0s", -1},
+    {"-5m", -1},
+    {"5", -1},
+    {"5 m", -1},
+    {"5mm", -1},
+    {"1w", -1},
+    {"99999999999d", -1},
+    {"", -1},
+};
+
+START_TEST(test_parse_duration)
+{
+	long secs = -7;
+	int rc = timefmt_parse_duration(durations[_i].text, &secs);
+
+	if (durations[_i].secs == -1)
+		ck_assert_msg(rc == -1, "'%s' accepted", durations[_i].text);
+	else {
+		ck_assert_int_eq(rc, 0);
+		ck_assert_int_eq(secs, durations[_i].secs);
+	}
+}
+END_TEST
+
+static const struct {
+	const char *text;
+	long long t; /* -1: refused */
+} dates[] = {
+    {"Tue, 1 Dec 2026 10:00:00 +0000", 1796119200LL},
+    {"1 Dec 2026 10:00:00 +0000", 1796119200LL},
+    {"  Tue, 01 Dec 2026 11:30:00 +0130 (CET-ish)", 1796119200LL},
+    {"Tue, 1 Dec 2026 05:00 EST", 1796119200LL},
+    {"Tue, 1 Dec 2026 10:00:00 GMT", 1796119200LL},
+    {"tue, 1 dec 2026 02:00:00 -0800", 1796119200LL},
+    {"Tue, 1 Dec 2026 10:00:00", -1},
+    {"Tue, 1 Foo 2026 10:00:00 +0000", -1},
+    {"Tue, 1 Dec 2026 25:00:00 +0000", -1},
+    {"Tue, 1 Dec 2026 10:00:00 +0000 trailing", -1},
+    {"2026-12-01T10:00:00Z", -1},
+    {"", -1},
+};
+
+START_TEST(test_parse_date)
+{
+	time_t t = 0;
+	int rc = timefmt_parse_date(dates[_i].text, &t);
+
+	if (dates[_i].t == -1)
+		ck_assert_msg(rc == -1, "'%s' accepted", dates[_i].text);
+	else {
+		ck_assert_msg(rc == 0, "'%s' refused", dates[_i].text);
+		ck_assert_int_eq((long long)t, dates[_i].t);
+	}
+}
+END_TEST
+
 static Suite *
 message_suite(void)
 {
@@ -584,6 +647,10 @@ message_suite(void)
 	tcase_add_loop_test(
 	    tc, test_lines, 0, sizeof(line_cases) / sizeof(line_cases[0]));
 	tcase_add_test(tc, test_lines_limit);
+	tcase_add_loop_test(tc, test_parse_duration, 0,
+	    (int)(sizeof(durations) / sizeof(durations[0])));
+	tcase_add_loop_test(
+	    tc, test_parse_date, 0, (int)(sizeof(dates) / sizeof(dates[0])));
 	tcase_add_loop_test(tc, test_field_value, 0,
 	    (int)(sizeof(field_cases) / sizeof(field_cases[0])));
 	tcase_add_loop_test(

@@ -1,0 +1,125 @@
+"""Per-message expiry: X-Arnie-Expire-After (from acceptance), Expires:
+(a date), DEFAULT_EXPIRE_AFTER; an expired message is never sent, goes to
+failed/ with reason "expired", is logged status=expired and counted; the
+X-Arnie-* fields never reach the upstream; a bad duration gets 554."""
+
+import json
+import smtplib
+
+import arnietest
+from arnietest import (ArnieTestCase, free_port, make_message, smtp_send,
+                       wait_for)
+
+FROM = "app@example.com"
+RCPT = "user@example.org"
+
+
+class ExpiryTest(ArnieTestCase):
+
+    def send(self, d, test_id, *headers):
+        code, _ = smtp_send(d.port, FROM, [RCPT],
+                            make_message(test_id, extra_headers=headers))
+        self.assertEqual(code, 250)
+
+    def test_expire_after_while_the_upstream_is_down(self):
+        up = self.upstream()
+        up.stop()
+        d = self.arnie(up.port)
+        self.send(d, "otp1", "X-Arnie-Expire-After: 2s")
+        self.send(d, "otp-late", "X-Arnie-Expire-After: 1h")
+        env = d.spool.envelopes("outbox")
+        self.assertEqual(len(env), 2)
+        wait_for(lambda: d.spool.count("failed") == 1, timeout=15,
+                 what="the 2 s message in failed/")
+        failed = d.spool.envelopes("failed")[0]
+        self.assertIn("expired: not sent by its deadline",
+                      failed.get("last-reply"))
+        self.assertIn("otp1", open(failed.path, "rb").read().decode())
+        self.assertIn("status=expired (expired: not sent by its deadline",
+                      d.log_text())
+        up.restart()
+        self.assertDeliveredOnce(up, "otp-late")
+        self.assertEqual(up.with_test_id("otp1"), [])
+        # The instruction to Arnie never reaches the upstream.
+        copy = up.with_test_id("otp-late")[0]
+        self.assertNotIn(b"X-Arnie-", copy.content)
+        self.assertIn(b"X-Test-Id: otp-late", copy.content)
+
+    def test_deadline_before_the_next_attempt(self):
+        """A deferred message leaves at its deadline, not at its next
+        attempt 300 s later."""
+        up = self.upstream()
+        up.script_rcpt(RCPT, ["451 4.7.1 Greylisted"] * 5)
+        d = self.arnie(up.port, RETRY_DELAY_SECONDS=300,
+                       RETRY_MAX_DELAY_SECONDS=600)
+        self.send(d, "grey", "X-Arnie-Expire-After: 3s")
+        wait_for(lambda: d.spool.count("failed") == 1, timeout=15,
+                 what="the deferred message expired")
+        self.assertEqual(up.with_test_id("grey"), [])
+
+    def test_expires_header_and_default(self):
+        up = self.upstream()
+        up.stop()
+        d = self.arnie(up.port, DEFAULT_EXPIRE_AFTER="2s")
+        # A date in the past: expired at once.  One in the future: kept
+        # (the default does not apply to mail that says when).
+        self.send(d, "past", "Expires: Mon, 1 Jan 2024 00:00:00 +0000")
+        self.send(d, "future", "Expires: Fri, 1 Jan 2100 00:00:00 +0000")
+        self.send(d, "plain")
+        wait_for(lambda: d.spool.count("failed") == 2, timeout=15,
+                 what="past and plain expired")
+        failed = {e.get("message-id") for e in d.spool.envelopes("failed")}
+        self.assertEqual(failed, {"<past@test.invalid>",
+                                  "<plain@test.invalid>"})
+        up.restart()
+        copy = self.assertDeliveredOnce(up, "future")
+        # Expires: is the author's, for the reader: relayed as it is.
+        self.assertIn(b"Expires: Fri, 1 Jan 2100 00:00:00 +0000",
+                      copy.content)
+        self.assertEqual(up.with_test_id("past"), [])
+        self.assertEqual(up.with_test_id("plain"), [])
+
+    def test_deadline_kept_after_a_restart_while_paused(self):
+        """Found by the start-up scan while the upstream is down (the
+        paused queue loads nothing to send): still expired on time."""
+        up = self.upstream()
+        up.stop()
+        d = self.arnie(up.port)
+        self.send(d, "first")
+        self.send(d, "restart", "X-Arnie-Expire-After: 3s")
+        self.assertEqual(d.stop(), 0)
+        d.start()
+        wait_for(lambda: d.spool.count("failed") == 1, timeout=15,
+                 what="the message expired after the restart")
+        self.assertEqual(d.spool.envelopes("failed")[0].get("message-id"),
+                         "<restart@test.invalid>")
+        self.assertEqual(d.spool.count("outbox"), 1)
+
+    def test_a_bad_duration_is_refused(self):
+        d = self.arnie(free_port())
+        with self.assertRaises(smtplib.SMTPDataError) as cm:
+            smtp_send(d.port, FROM, [RCPT], make_message(
+                "bad", extra_headers=["X-Arnie-Expire-After: soon"]))
+        self.assertEqual(cm.exception.smtp_code, 554)
+        self.assertIn(b"X-Arnie-Expire-After: 'soon' is not a duration",
+                      cm.exception.smtp_error)
+        self.assertEqual(d.spool.count("outbox"), 0)
+        self.assertEqual(d.spool.count("inbox"), 0)
+
+    def test_expired_counted(self):
+        up = self.upstream()
+        up.stop()
+        d = self.arnie(up.port)
+        self.send(d, "count", "X-Arnie-Expire-After: 1s")
+        wait_for(lambda: d.spool.count("failed") == 1, timeout=15,
+                 what="expired")
+        # arnie-queue stats reads what the sender wrote.
+        def expired():
+            r = self.run_queue(d, "stats", "--json")
+            st = json.loads(r.stdout)
+            return st.get("last_hour", {}).get("expired") == 1
+        wait_for(expired, what="stats counting the expiry")
+
+
+if __name__ == "__main__":
+    arnietest.main()
