@@ -76,7 +76,7 @@ struct keydef {
 };
 
 static check_fn check_host, check_hostname, check_address, check_ip,
-    check_milter_socket, check_user, check_listen;
+    check_milter_socket, check_user, check_listen, check_command;
 
 #define OFF(f) offsetof(struct config, f)
 #define DAY 86400LL
@@ -149,6 +149,10 @@ static const struct keydef keys[] = {
 	    0, NULL, false },
 	{ "DEDUP_WINDOW_SECONDS", KT_LONG, OFF(dedup_window), "0", 0,
 	    30 * DAY, NULL, false },
+	{ "OUTCOME_COMMAND", KT_STRING, OFF(outcome_command), NULL, 0, 0,
+	    check_command, false },
+	{ "OUTCOME_COMMAND_TIMEOUT_SECONDS", KT_LONG, OFF(outcome_timeout),
+	    "10", 1, 3600, NULL, false },
 	{ "MAX_SEND_RATE", KT_RATE, OFF(max_send_rate), "0", 0, 1000000, NULL,
 	    false },
 	{ "ARNIE_MAX_BATCH", KT_INT, OFF(max_batch), "100", 1, 10000, NULL,
@@ -628,6 +632,21 @@ config_split_listen(const char *text, char *host, size_t hostlen, int *port)
 	return 0;
 }
 
+/* A program run without a shell: its absolute path, then arguments. */
+static int
+check_command(const char *key, const char *value, char *err, size_t errlen)
+{
+	char buf[ECHO_MAX + 8];
+
+	if (value[0] == '/')
+		return 0;
+	seterr(err, errlen,
+	    "%s: '%s' does not start with an absolute path (it is run "
+	    "without a shell)",
+	    key, echo(value, buf, sizeof(buf)));
+	return -1;
+}
+
 static int
 check_listen(const char *key, const char *value, char *err, size_t errlen)
 {
@@ -1038,5 +1057,6 @@ config_free(struct config *cfg)
 	free(cfg->user);
 	free(cfg->relay_program);
 	free(cfg->metrics_listen);
+	free(cfg->outcome_command);
 	free(cfg);
 }

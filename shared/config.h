@@ -69,6 +69,8 @@ struct config {
 	long max_queue_lifetime; /* MAX_QUEUE_LIFETIME_SECONDS, 432000 */
 	long default_expire;	/* DEFAULT_EXPIRE_AFTER seconds, 0 = never */
 	long dedup_window;	/* DEDUP_WINDOW_SECONDS, 0 = off */
+	char *outcome_command;	/* OUTCOME_COMMAND, NULL = none (hooks.h) */
+	long outcome_timeout;	/* OUTCOME_COMMAND_TIMEOUT_SECONDS, 10 */
 	double max_send_rate;	/* MAX_SEND_RATE msg/s, 0 = unlimited */
 	int max_batch;		/* ARNIE_MAX_BATCH messages/connection, 100 */
 	long send_timeout;	/* OUTBOUND_EMAIL_TIMEOUT_SECONDS, 60 */

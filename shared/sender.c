@@ -62,6 +62,7 @@
 
 #include "clock.h"
 #include "dedup.h"
+#include "hooks.h"
 #include "log.h"
 #include "metrics.h"
 #include "queuectl.h"
@@ -134,6 +135,8 @@ struct sender {
 	struct sched *deadlines;
 	spool_id *unlearned;
 	size_t nunlearned, capunlearned;
+	struct hooks *hooks;    /* OUTCOME_COMMAND, once the lock is held */
+	bool outcomes_unsynced; /* outcomes/ changed since its fsync */
 	struct stats stats;
 	bool status_dirty;  /* stats changed since sender.status was written */
 	double status_next; /* not written again before this (clock_mono()) */
@@ -292,6 +295,7 @@ start_relaying(struct sender *s)
 		s->inotifyfd = -1;
 	} else
 		watch_control(s);
+	s->hooks = hooks_new(s->cfg, s->spool);
 	/* Requests left while no one relayed; and say who relays now. */
 	s->control_due = s->status_dirty = true;
 	/* The first scan knows what the first loads need not look up. */
@@ -489,6 +493,15 @@ static int
 finish(struct sender *s, struct envelope *env, enum spool_fate fate,
     enum stats_event ev, time_t now)
 {
+	/* The outcome first: a crash between the two reports it twice,
+	 * never not at all (hooks.h). */
+	if (s->hooks != NULL) {
+		if (hooks_record(s->hooks, env, stats_event_name(ev)) == -1)
+			log_warn("%s: cannot record the outcome for "
+			         "OUTCOME_COMMAND",
+			    env->id);
+		s->outcomes_unsynced = true;
+	}
 	if (spool_finish(s->spool, env, fate) == -1) {
 		if (errno == ENOENT)
 			return 0; /* someone took the file away */
@@ -899,6 +912,10 @@ done:
 static void
 sync_state(struct sender *s)
 {
+	if (s->outcomes_unsynced &&
+	    fsync(spool_dir_fd(s->spool, SPOOL_IN_OUTCOMES)) == -1)
+		log_warn("cannot fsync %s/outcomes", spool_path(s->spool));
+	s->outcomes_unsynced = false;
 	if (!s->unsynced)
 		return;
 	s->unsynced = false;
@@ -1377,6 +1394,7 @@ sender_free(struct sender *s)
 		envelope_free(h->env);
 		free(h);
 	}
+	hooks_free(s->hooks);
 	relay_free(s->relay);
 	report_free(s->report);
 	sched_free(s->sched);

@@ -67,6 +67,7 @@ struct spool {
 	int holdfd;
 	int controlfd;
 	int dedupfd;
+	int outcomesfd;
 	struct spares *spares; /* spare/, files to reuse */
 	pthread_mutex_t lock;  /* guards lockfd */
 	int lockfd;            /* sender.lock while we hold it, else -1 */
@@ -486,6 +487,7 @@ static const char *const subdirs[] = {
     "hold",
     "control",
     "dedup",
+    "outcomes",
 };
 
 /* mkdir -p with mode 0700 for the parts it creates. */
@@ -522,7 +524,7 @@ struct spool *
 spool_open(const char *dir, bool save_sent)
 {
 	struct spool *spool = xcalloc(1, sizeof(*spool));
-	int *fds[9];
+	int *fds[10];
 	bool created = false;
 	char *abs = NULL;
 	size_t i;
@@ -531,7 +533,7 @@ spool_open(const char *dir, bool save_sent)
 	spool->dirfd = spool->inboxfd = spool->outboxfd = -1;
 	spool->sentfd = spool->failedfd = spool->corruptfd = -1;
 	spool->sparefd = spool->holdfd = spool->controlfd = -1;
-	spool->dedupfd = -1;
+	spool->dedupfd = spool->outcomesfd = -1;
 	spool->lockfd = -1;
 	spool->save_sent = save_sent;
 	pthread_mutex_init(&spool->lock, NULL);
@@ -544,6 +546,7 @@ spool_open(const char *dir, bool save_sent)
 	fds[6] = &spool->holdfd;
 	fds[7] = &spool->controlfd;
 	fds[8] = &spool->dedupfd;
+	fds[9] = &spool->outcomesfd;
 
 	if (dir == NULL || *dir == '\0') {
 		errno = EINVAL;
@@ -582,7 +585,7 @@ fail:
 void
 spool_close(struct spool *spool)
 {
-	int *fds[11];
+	int *fds[12];
 	size_t i;
 
 	if (spool == NULL)
@@ -600,6 +603,7 @@ spool_close(struct spool *spool)
 	fds[8] = &spool->holdfd;
 	fds[9] = &spool->controlfd;
 	fds[10] = &spool->dedupfd;
+	fds[11] = &spool->outcomesfd;
 	for (i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (*fds[i] != -1)
 			close(*fds[i]);
@@ -629,6 +633,7 @@ static const char *const folder_names[SPOOL_NFOLDERS] = {
     "corrupt",
     "control",
     "dedup",
+    "outcomes",
 };
 
 const char *
@@ -653,6 +658,8 @@ folder_fd(const struct spool *spool, enum spool_folder folder)
 		return spool->controlfd;
 	case SPOOL_IN_DEDUP:
 		return spool->dedupfd;
+	case SPOOL_IN_OUTCOMES:
+		return spool->outcomesfd;
 	case SPOOL_IN_OUTBOX:
 		break;
 	}

@@ -10,6 +10,7 @@
  *   hold/      messages an operator put on hold (arnie-queue hold)
  *   control/   arnie-queue's requests to the sender, and its answers
  *   dedup/     the index of Message-IDs accepted lately (dedup.h)
+ *   outcomes/  final outcomes waiting for OUTCOME_COMMAND (hooks.h)
  *   sender.lock  flock(2)ed by the one process that relays this spool
  *
  * A message file is a versioned text envelope ("arnie-spool 2", key: value
@@ -228,9 +229,11 @@ enum spool_folder {
 	SPOOL_IN_CORRUPT, /* files that did not parse: scans only */
 	SPOOL_IN_CONTROL, /* arnie-queue's requests (queuectl.h): lists only */
 	SPOOL_IN_DEDUP,   /* the Message-ID index (dedup.h): no messages */
+	SPOOL_IN_OUTCOMES, /* outcomes for OUTCOME_COMMAND (hooks.h) */
 };
-#define SPOOL_NFOLDERS 7
-/* "outbox", "hold", "failed", "sent", "corrupt", "control", "dedup". */
+#define SPOOL_NFOLDERS 8
+/* "outbox", "hold", "failed", "sent", "corrupt", "control", "dedup",
+ * "outcomes". */
 const char *spool_folder_name(enum spool_folder folder);
 /* A folder's descriptor, for the modules that keep files of their own
  * there (control/: queuectl.h; dedup/: dedup.h). */

@@ -60,6 +60,8 @@ static const char *const all_keys[] = {
     "MAX_QUEUE_LIFETIME_SECONDS",
     "DEFAULT_EXPIRE_AFTER",
     "DEDUP_WINDOW_SECONDS",
+    "OUTCOME_COMMAND",
+    "OUTCOME_COMMAND_TIMEOUT_SECONDS",
     "MAX_SEND_RATE",
     "ARNIE_MAX_BATCH",
     "ARNIE_MILTER_SOCKET",
@@ -315,6 +317,8 @@ static const struct {
     {"HEALTH_MAX_PAUSE_SECONDS", "-1", NULL},
     {"DEFAULT_EXPIRE_AFTER", "15", NULL},
     {"DEFAULT_EXPIRE_AFTER", "1w", NULL},
+    {"OUTCOME_COMMAND", "notify-app --sent", NULL},
+    {"OUTCOME_COMMAND_TIMEOUT_SECONDS", "0", NULL},
     {"HEALTH_MAX_QUEUE_AGE_SECONDS", "soon", NULL},
 };
 

@@ -1,0 +1,430 @@
+/*
+ * hooks: see hooks.h.  A record, outcomes/ID, is text: one "KEY=value"
+ * line per variable of the command's environment, values on one line.
+ */
+#include "autoconf.h"
+
+#include "hooks.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "config.h"
+#include "envelope.h"
+#include "log.h"
+#include "reply.h"
+#include "spool.h"
+#include "xmalloc.h"
+
+#define EX_OSERR 71 /* sysexits.h */
+
+/* A record whose command failed is tried this often in all, this far
+ * apart. */
+#define HOOK_ATTEMPTS 3
+#define HOOK_RETRY_SECONDS 60
+/* What a failed command wrote, kept for the log. */
+#define HOOK_OUTPUT_MAX 512
+#define HOOK_RECORD_MAX 65536
+#define HOOK_ARGS_MAX 32
+
+struct failure {
+	spool_id id;
+	int attempts;
+	double next; /* clock_mono() */
+};
+
+struct hooks {
+	const struct config *cfg;
+	struct spool *spool;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool kick, stop; /* guarded by lock */
+	struct failure *failures;
+	size_t nfailures;
+};
+
+/* ----------------------------------------------------------- records */
+
+/* KEY=value, the value on one line. */
+static void
+put_var(FILE *out, const char *key, const char *value)
+{
+	fprintf(out, "%s=", key);
+	for (; value != NULL && *value != '\0'; value++)
+		fputc((unsigned char)*value < 0x20 ? ' ' : *value, out);
+	fputc('\n', out);
+}
+
+static char *
+record_text(const struct envelope *env, const char *outcome)
+{
+	char *text = NULL, qid[256] = "";
+	size_t len = 0, i;
+	FILE *out;
+
+	if ((out = open_memstream(&text, &len)) == NULL)
+		arnie_panic("hooks: out of memory");
+	put_var(out, "ARNIE_ID", env->id);
+	put_var(out, "ARNIE_MESSAGE_ID", env->message_id);
+	put_var(out, "ARNIE_OUTCOME", outcome);
+	fputs("ARNIE_RECIPIENTS=", out);
+	for (i = 0; i < env->nrcpts; i++)
+		fprintf(out, "%s%s", i > 0 ? "," : "", env->rcpts[i].addr);
+	fputc('\n', out);
+	put_var(out, "ARNIE_REPLY", env->last_reply);
+	for (i = 0; i < env->nrcpts && qid[0] == '\0'; i++)
+		if (env->rcpts[i].state == RCPT_SENT)
+			(void)reply_queued_as(
+			    env->rcpts[i].reply, qid, sizeof(qid));
+	put_var(out, "ARNIE_QUEUED_AS", qid);
+	if (fclose(out) != 0)
+		arnie_panic("hooks: out of memory");
+	return text;
+}
+
+int
+hooks_record(struct hooks *h, const struct envelope *env, const char *outcome)
+{
+	char tmp[SPOOL_IDLEN + 8];
+	char *text;
+	int fd, dirfd, saved;
+	size_t len;
+
+	if (h == NULL)
+		return 0;
+	dirfd = spool_dir_fd(h->spool, SPOOL_IN_OUTCOMES);
+	text = record_text(env, outcome);
+	len = strlen(text);
+	snprintf(tmp, sizeof(tmp), ".%s.new", env->id);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd == -1 || write(fd, text, len) != (ssize_t)len ||
+	    close(fd) == -1 || renameat(dirfd, tmp, dirfd, env->id) == -1) {
+		saved = errno;
+		unlinkat(dirfd, tmp, 0);
+		free(text);
+		errno = saved;
+		return -1;
+	}
+	free(text);
+	pthread_mutex_lock(&h->lock);
+	h->kick = true;
+	pthread_cond_signal(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+	return 0;
+}
+
+/* ----------------------------------------------------------- running */
+
+/* The program's output, first line, until it ends or the deadline. */
+static bool
+read_output(int fd, double deadline, char *out, size_t outlen)
+{
+	struct pollfd pfd = {fd, POLLIN, 0};
+	size_t used = 0;
+	char sink[4096];
+	double left;
+	ssize_t n;
+	int ready;
+
+	out[0] = '\0';
+	for (;;) {
+		if ((left = deadline - clock_mono()) <= 0)
+			return false;
+		if ((ready = poll(&pfd, 1, (int)(left * 1000) + 1)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		if (ready == 0)
+			continue; /* the deadline, at the top */
+		if ((n = read(fd, sink, sizeof(sink))) == 0)
+			return true;
+		if (n == -1) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return true;
+		}
+		if (used + 1 < outlen) {
+			size_t k = (size_t)n < outlen - 1 - used
+			               ? (size_t)n
+			               : outlen - 1 - used;
+
+			memcpy(out + used, sink, k);
+			used += k;
+			out[used] = '\0';
+		}
+	}
+}
+
+/*
+ * Run the command with envp; its exit status, or -1 (with why) when it
+ * could not start or overran the timeout and was killed.
+ */
+static int
+run(const char *command, char *const envp[], long timeout, char *why,
+    size_t whylen)
+{
+	char *copy = xstrdup(command), *argv[HOOK_ARGS_MAX + 1], *save = NULL;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	int pipefd[2], status = -1, n = 0, err;
+	bool ended;
+	pid_t pid;
+
+	for (argv[n] = strtok_r(copy, " \t", &save);
+	     argv[n] != NULL && n < HOOK_ARGS_MAX;
+	     argv[++n] = strtok_r(NULL, " \t", &save))
+		continue;
+	argv[n] = NULL;
+	why[0] = '\0';
+	if (pipe2(pipefd, O_CLOEXEC) == -1) {
+		snprintf(why, whylen, "pipe: %s", strerror(errno));
+		free(copy);
+		return -1;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setpgroup(&attr, 0);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+	err = posix_spawn(&pid, argv[0], &fa, &attr, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(pipefd[1]);
+	free(copy);
+	if (err != 0) {
+		close(pipefd[0]);
+		snprintf(why, whylen, "cannot run it: %s", strerror(err));
+		return -1;
+	}
+	ended =
+	    read_output(pipefd[0], clock_mono() + (double)timeout, why, whylen);
+	close(pipefd[0]);
+	if (!ended) {
+		kill(-pid, SIGKILL);
+		snprintf(why, whylen, "killed after %lds", timeout);
+	}
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		continue;
+	if (!ended)
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* The record's lines as an environment, PATH first (owned). */
+static char **
+record_env(char *text)
+{
+	char **envp = xcalloc(16, sizeof(*envp)), *line, *save = NULL;
+	size_t n = 0;
+
+	envp[n++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
+	for (line = strtok_r(text, "\n", &save); line != NULL && n < 15;
+	     line = strtok_r(NULL, "\n", &save))
+		if (strncmp(line, "ARNIE_", 6) == 0 &&
+		    strchr(line, '=') != NULL)
+			envp[n++] = xstrdup(line);
+	return envp;
+}
+
+static struct failure *
+failure_of(struct hooks *h, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < h->nfailures; i++)
+		if (strcmp(h->failures[i].id, id) == 0)
+			return &h->failures[i];
+	return NULL;
+}
+
+/* Forget a record's failures (it is done with). */
+static void
+forget(struct hooks *h, const char *id)
+{
+	struct failure *f = failure_of(h, id);
+
+	if (f != NULL)
+		*f = h->failures[--h->nfailures];
+}
+
+/* Run the command for outcomes/ID; true when the record is done with. */
+static bool
+run_record(struct hooks *h, const char *id)
+{
+	int dirfd = spool_dir_fd(h->spool, SPOOL_IN_OUTCOMES), fd, rc;
+	char *text = xmalloc(HOOK_RECORD_MAX + 1), why[HOOK_OUTPUT_MAX];
+	struct failure *f;
+	char **envp, *nl;
+	ssize_t n;
+	size_t i;
+
+	if ((fd = openat(dirfd, id, O_RDONLY | O_CLOEXEC)) == -1 ||
+	    (n = read(fd, text, HOOK_RECORD_MAX)) < 0) {
+		if (fd != -1)
+			close(fd);
+		free(text);
+		return true; /* gone: nothing to run */
+	}
+	close(fd);
+	text[n] = '\0';
+	envp = record_env(text);
+	rc = run(h->cfg->outcome_command, envp, h->cfg->outcome_timeout, why,
+	    sizeof(why));
+	for (i = 0; envp[i] != NULL; i++)
+		free(envp[i]);
+	free(envp);
+	free(text);
+	if (rc == 0)
+		return true;
+	if ((nl = strchr(why, '\n')) != NULL)
+		*nl = '\0';
+	if ((f = failure_of(h, id)) == NULL) {
+		h->failures = xreallocarray(
+		    h->failures, h->nfailures + 1, sizeof(*h->failures));
+		f = &h->failures[h->nfailures++];
+		snprintf(f->id, sizeof(f->id), "%s", id);
+		f->attempts = 0;
+	}
+	f->attempts++;
+	f->next = clock_mono() + HOOK_RETRY_SECONDS;
+	if (rc > 0)
+		log_warnx("%s: OUTCOME_COMMAND exited %d%s%s", id, rc,
+		    why[0] != '\0' ? ": " : "", why);
+	else
+		log_warnx("%s: OUTCOME_COMMAND %s", id, why);
+	if (f->attempts < HOOK_ATTEMPTS)
+		return false;
+	log_warnx("%s: OUTCOME_COMMAND failed %d times, giving up on this "
+	          "outcome",
+	    id, f->attempts);
+	return true;
+}
+
+/* One pass over outcomes/; returns when to look again (clock_mono()),
+ * or 0 when only a new record can bring work. */
+static double
+run_all(struct hooks *h)
+{
+	int dirfd = spool_dir_fd(h->spool, SPOOL_IN_OUTCOMES);
+	double next = 0, now;
+	struct failure *f;
+	spool_id *ids;
+	size_t n, i;
+
+	if (spool_list(h->spool, SPOOL_IN_OUTCOMES, &ids, &n) == -1) {
+		log_warn("cannot read %s/outcomes", spool_path(h->spool));
+		return clock_mono() + HOOK_RETRY_SECONDS;
+	}
+	for (i = 0; i < n; i++) {
+		pthread_mutex_lock(&h->lock);
+		if (h->stop) {
+			pthread_mutex_unlock(&h->lock);
+			break;
+		}
+		pthread_mutex_unlock(&h->lock);
+		now = clock_mono();
+		if ((f = failure_of(h, ids[i])) != NULL && f->next > now) {
+			if (next == 0 || f->next < next)
+				next = f->next;
+			continue;
+		}
+		if (run_record(h, ids[i])) {
+			unlinkat(dirfd, ids[i], 0);
+			forget(h, ids[i]);
+		} else if ((f = failure_of(h, ids[i])) != NULL &&
+		           (next == 0 || f->next < next))
+			next = f->next;
+	}
+	free(ids);
+	return next;
+}
+
+static void *
+worker(void *arg)
+{
+	struct hooks *h = arg;
+	struct timespec ts;
+	double next = 0, wait;
+
+	pthread_mutex_lock(&h->lock);
+	while (!h->stop) {
+		h->kick = false;
+		pthread_mutex_unlock(&h->lock);
+		next = run_all(h);
+		pthread_mutex_lock(&h->lock);
+		while (!h->stop && !h->kick) {
+			if (next == 0) {
+				pthread_cond_wait(&h->cond, &h->lock);
+				continue;
+			}
+			if ((wait = next - clock_mono()) <= 0)
+				break;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += (time_t)wait + 1;
+			if (pthread_cond_timedwait(&h->cond, &h->lock, &ts) ==
+			    ETIMEDOUT)
+				break;
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
+}
+
+struct hooks *
+hooks_new(const struct config *cfg, struct spool *spool)
+{
+	struct hooks *h;
+	sigset_t all, old;
+	int rc;
+
+	if (cfg->outcome_command == NULL)
+		return NULL;
+	h = xcalloc(1, sizeof(*h));
+	h->cfg = cfg;
+	h->spool = spool;
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cond, NULL);
+	/* Signals belong to the daemon's main loop. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&h->thread, NULL, worker, h);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		errno = rc;
+		fatal(EX_OSERR, "cannot start the OUTCOME_COMMAND thread");
+	}
+	return h;
+}
+
+void
+hooks_free(struct hooks *h)
+{
+	if (h == NULL)
+		return;
+	pthread_mutex_lock(&h->lock);
+	h->stop = true;
+	pthread_cond_signal(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+	/* A command running ends by its timeout at the latest. */
+	pthread_join(h->thread, NULL);
+	pthread_mutex_destroy(&h->lock);
+	pthread_cond_destroy(&h->cond);
+	free(h->failures);
+	free(h);
+}

@@ -1,0 +1,105 @@
+"""OUTCOME_COMMAND: run once per final outcome (sent, failed, expired)
+with the message's facts in its environment, from a thread of its own (a
+hanging command is killed at its timeout and holds up no delivery), from
+records kept in the spool (a restart runs those still waiting)."""
+
+import os
+
+import arnietest
+from arnietest import ArnieTestCase, make_message, smtp_send, wait_for
+
+FROM = "app@example.com"
+
+SCRIPT = """#!/bin/sh
+# Written by the test: one file per outcome, with the ARNIE_ variables.
+{mode}
+env | grep '^ARNIE_' | sort > "{out}/$ARNIE_ID.tmp"
+mv "{out}/$ARNIE_ID.tmp" "{out}/$ARNIE_ID"
+"""
+
+
+class HooksTest(ArnieTestCase):
+
+    def hook(self, mode=""):
+        """An OUTCOME_COMMAND script writing into self.out."""
+        self.out = os.path.join(self.tmp, "outcomes-seen")
+        os.makedirs(self.out, exist_ok=True)
+        path = os.path.join(self.tmp, "hook.sh")
+        with open(path, "w") as f:
+            f.write(SCRIPT.format(mode=mode, out=self.out))
+        os.chmod(path, 0o755)
+        return path
+
+    def seen(self, msg_id):
+        """The variables the command saw for spool ID msg_id."""
+        path = os.path.join(self.out, msg_id)
+        wait_for(lambda: os.path.exists(path), what="the outcome of %s" %
+                 msg_id)
+        with open(path) as f:
+            return dict(line.rstrip("\n").split("=", 1) for line in f)
+
+    def send(self, d, test_id, rcpt="user@example.org", *headers):
+        code, text = smtp_send(d.port, FROM, [rcpt],
+                               make_message(test_id, extra_headers=headers))
+        self.assertEqual(code, 250)
+        return text.split()[-1]
+
+    def test_sent_failed_and_expired(self):
+        up = self.upstream()
+        up.script_rcpt("gone@example.org", ["550 5.1.1 No such user"])
+        d = self.arnie(up.port, OUTCOME_COMMAND=self.hook())
+        sent = self.send(d, "ok1")
+        failed = self.send(d, "bad1", "gone@example.org")
+        v = self.seen(sent)
+        self.assertEqual(v["ARNIE_OUTCOME"], "sent")
+        self.assertEqual(v["ARNIE_MESSAGE_ID"], "<ok1@test.invalid>")
+        self.assertEqual(v["ARNIE_RECIPIENTS"], "user@example.org")
+        self.assertRegex(v["ARNIE_QUEUED_AS"], r"^[0-9]+$")
+        self.assertIn("queued as %s" % v["ARNIE_QUEUED_AS"],
+                      v["ARNIE_REPLY"])
+        v = self.seen(failed)
+        self.assertEqual(v["ARNIE_OUTCOME"], "failed")
+        self.assertIn("550 5.1.1 No such user", v["ARNIE_REPLY"])
+        self.assertEqual(v["ARNIE_QUEUED_AS"], "")
+        up.stop()
+        expired = self.send(d, "late1", "user@example.org",
+                            "X-Arnie-Expire-After: 1s")
+        self.assertEqual(self.seen(expired)["ARNIE_OUTCOME"], "expired")
+        # Each record goes once its command ran.
+        wait_for(lambda: os.listdir(d.spool.path("outcomes")) == [],
+                 what="outcomes/ empty")
+
+    def test_a_hanging_command_holds_up_nothing(self):
+        up = self.upstream()
+        d = self.arnie(up.port, OUTCOME_COMMAND=self.hook("sleep 30"),
+                       OUTCOME_COMMAND_TIMEOUT_SECONDS=1)
+        first = self.send(d, "slow1")
+        # The sender goes on while the command hangs.
+        for i in range(3):
+            self.send(d, "more%d" % i)
+        for i in range(3):
+            self.assertDeliveredOnce(up, "more%d" % i)
+        wait_for(lambda: "%s: OUTCOME_COMMAND killed after 1s" % first in
+                 d.log_text(), what="the hanging command killed")
+
+    def test_records_wait_across_a_restart(self):
+        up = self.upstream()
+        # The command fails until the flag file exists.
+        flag = os.path.join(self.tmp, "ready")
+        d = self.arnie(up.port, OUTCOME_COMMAND=self.hook(
+            '[ -e "%s" ] || { echo not ready; exit 3; }' % flag))
+        msg = self.send(d, "later1")
+        self.assertDeliveredOnce(up, "later1")
+        wait_for(lambda: "%s: OUTCOME_COMMAND exited 3: not ready" % msg in
+                 d.log_text(), what="the failed run logged")
+        self.assertEqual(os.listdir(d.spool.path("outcomes")), [msg])
+        self.assertEqual(d.stop(), 0)
+        open(flag, "w").close()
+        d.start()
+        self.assertEqual(self.seen(msg)["ARNIE_OUTCOME"], "sent")
+        wait_for(lambda: os.listdir(d.spool.path("outcomes")) == [],
+                 what="outcomes/ empty")
+
+
+if __name__ == "__main__":
+    arnietest.main()
