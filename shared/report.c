@@ -49,6 +49,7 @@ struct report {
 	char *trouble_reason; /* latest, kept after recovery for the text */
 	time_t recovered;     /* when it ended, 0 if ongoing or none */
 	bool trouble_told;    /* this stretch of trouble was reported */
+	bool recovery_untold; /* it ended after it was reported */
 };
 
 struct report *
@@ -159,6 +160,8 @@ report_recovered(struct report *r, time_t now)
 		return;
 	r->trouble = false;
 	r->recovered = now;
+	/* The admin heard of the outage: the next report says it is over. */
+	r->recovery_untold = r->trouble_told;
 }
 
 time_t
@@ -210,8 +213,8 @@ report_sender(const struct config *cfg)
 	return cfg->admin_address;
 }
 
-/* Something worth a mail: failures, or trouble longer than an interval
- * that no report has mentioned yet.  Trouble that is over by now counts
+/* Something worth a mail: failures, trouble longer than an interval
+ * that no report has mentioned yet, or the end of trouble one did.  Trouble that is over by now counts
  * too: an outage of almost two intervals can start just after one due time
  * and end just before the next. */
 static bool
@@ -219,7 +222,7 @@ has_news(const struct report *r, time_t now)
 {
 	time_t end = r->trouble ? now : r->recovered;
 
-	if (r->nfail + r->nmore > 0)
+	if (r->nfail + r->nmore > 0 || r->recovery_untold)
 		return true;
 	return r->trouble_reason != NULL && !r->trouble_told &&
 	       end - r->trouble_since >= r->cfg->report_interval;
@@ -352,6 +355,7 @@ report_send(struct report *r, struct spool *spool, time_t now,
 	    r->trouble ? ", upstream unreachable" : "");
 	clear_failures(r);
 	r->trouble_told = r->trouble;
+	r->recovery_untold = false;
 	if (!r->trouble) {
 		free(r->trouble_reason);
 		r->trouble_reason = NULL;

@@ -615,8 +615,10 @@ START_TEST(test_trouble_ongoing)
 END_TEST
 
 /*
- * How the end of trouble is noted.  A recovery is no news by itself, but the
- * next report with failures says when the upstream was unreachable.
+ * How the end of trouble is noted.  The end of trouble a report told of
+ * is news (the admin must not be left believing the upstream is down);
+ * the end of trouble no report told of is said in the next report with
+ * failures.
  */
 START_TEST(test_trouble_recovered)
 {
@@ -625,7 +627,7 @@ START_TEST(test_trouble_recovered)
 	char id[SPOOL_IDLEN + 1];
 	char *text;
 
-	/* Reported while ongoing, then over: no mail just for that. */
+	/* Reported while ongoing, then over: a report says so, once. */
 	report_trouble(r, "connection timed out", T0 - IVAL);
 	ck_assert_int_eq(report_send(r, spool, T0 + IVAL, 0, -1), 1);
 	text = take_report(&env);
@@ -633,7 +635,14 @@ START_TEST(test_trouble_recovered)
 	free(text);
 	deliver(env);
 	report_recovered(r, T0 + IVAL + 600);
-	expect_quiet(r, T0 + 2 * IVAL);
+	ck_assert_int_eq(report_send(r, spool, T0 + 2 * IVAL, 0, -1), 1);
+	text = take_report(&env);
+	assert_has(text, "Subject: Arnie: upstream was unreachable on mx.test");
+	assert_has(text, "No message failed.");
+	assert_has(text, "Upstream: was unreachable from");
+	free(text);
+	deliver(env);
+	expect_quiet(r, T0 + 2 * IVAL + IVAL / 2);
 
 	/* A short stretch, over before the report: the failures' report
 	 * says when it was. */
