@@ -153,6 +153,14 @@ static const struct keydef keys[] = {
 	    check_command, false },
 	{ "OUTCOME_COMMAND_TIMEOUT_SECONDS", KT_LONG, OFF(outcome_timeout),
 	    "10", 1, 3600, NULL, false },
+	{ "ALERT_COMMAND", KT_STRING, OFF(alert_command), NULL, 0, 0,
+	    check_command, false },
+	{ "ALERT_COMMAND_TIMEOUT_SECONDS", KT_LONG, OFF(alert_timeout), "10",
+	    1, 3600, NULL, false },
+	{ "ALERT_AFTER_SECONDS", KT_LONG, OFF(alert_after), "300", 0, YEAR,
+	    NULL, false },
+	{ "ALERT_QUEUE_AGE_SECONDS", KT_LONG, OFF(alert_queue_age), "3600", 0,
+	    YEAR, NULL, false },
 	{ "MAX_SEND_RATE", KT_RATE, OFF(max_send_rate), "0", 0, 1000000, NULL,
 	    false },
 	{ "ARNIE_MAX_BATCH", KT_INT, OFF(max_batch), "100", 1, 10000, NULL,
@@ -1058,5 +1066,6 @@ config_free(struct config *cfg)
 	free(cfg->relay_program);
 	free(cfg->metrics_listen);
 	free(cfg->outcome_command);
+	free(cfg->alert_command);
 	free(cfg);
 }

@@ -71,6 +71,10 @@ struct config {
 	long dedup_window;	/* DEDUP_WINDOW_SECONDS, 0 = off */
 	char *outcome_command;	/* OUTCOME_COMMAND, NULL = none (hooks.h) */
 	long outcome_timeout;	/* OUTCOME_COMMAND_TIMEOUT_SECONDS, 10 */
+	char *alert_command;	/* ALERT_COMMAND, NULL = none (alert.h) */
+	long alert_timeout;	/* ALERT_COMMAND_TIMEOUT_SECONDS, 10 */
+	long alert_after;	/* ALERT_AFTER_SECONDS, 300 */
+	long alert_queue_age;	/* ALERT_QUEUE_AGE_SECONDS, 3600, 0 = off */
 	double max_send_rate;	/* MAX_SEND_RATE msg/s, 0 = unlimited */
 	int max_batch;		/* ARNIE_MAX_BATCH messages/connection, 100 */
 	long send_timeout;	/* OUTBOUND_EMAIL_TIMEOUT_SECONDS, 60 */

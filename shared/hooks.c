@@ -45,13 +45,20 @@ struct failure {
 	double next; /* clock_mono() */
 };
 
+/* An alert waiting for ALERT_COMMAND: its environment. */
+struct alert_job {
+	char *envp[5];
+};
+
 struct hooks {
 	const struct config *cfg;
 	struct spool *spool;
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool kick, stop; /* guarded by lock */
+	bool kick, stop;                           /* guarded by lock */
+	struct alert_job alerts[HOOKS_ALERTS_MAX]; /* guarded by lock */
+	size_t nalerts;
 	struct failure *failures;
 	size_t nfailures;
 };
@@ -95,6 +102,56 @@ record_text(const struct envelope *env, const char *outcome)
 	return text;
 }
 
+/* KEY=value, the value on one line (owned). */
+static char *
+env_var(const char *key, const char *value)
+{
+	char *v = xasprintf("%s=%s", key, value != NULL ? value : ""), *p;
+
+	for (p = v; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20)
+			*p = ' ';
+	return v;
+}
+
+static void
+alert_job_free(struct alert_job *j)
+{
+	size_t i;
+
+	for (i = 0; j->envp[i] != NULL; i++)
+		free(j->envp[i]);
+}
+
+void
+hooks_alert(
+    struct hooks *h, const char *alert, const char *kind, const char *text)
+{
+	struct alert_job j;
+
+	if (h == NULL || h->cfg->alert_command == NULL)
+		return;
+	j.envp[0] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
+	j.envp[1] = env_var("ARNIE_ALERT", alert);
+	j.envp[2] = env_var("ARNIE_ALERT_KIND", kind);
+	j.envp[3] = env_var("ARNIE_ALERT_TEXT", text);
+	j.envp[4] = NULL;
+	log_info("alert %s (%s): %s", alert, kind, text);
+	pthread_mutex_lock(&h->lock);
+	if (h->nalerts == HOOKS_ALERTS_MAX) {
+		log_warnx("ALERT_COMMAND is behind: the oldest alert waiting "
+		          "is dropped");
+		alert_job_free(&h->alerts[0]);
+		memmove(&h->alerts[0], &h->alerts[1],
+		    (HOOKS_ALERTS_MAX - 1) * sizeof(h->alerts[0]));
+		h->nalerts--;
+	}
+	h->alerts[h->nalerts++] = j;
+	h->kick = true;
+	pthread_cond_signal(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
 int
 hooks_record(struct hooks *h, const struct envelope *env, const char *outcome)
 {
@@ -103,7 +160,7 @@ hooks_record(struct hooks *h, const struct envelope *env, const char *outcome)
 	int fd, dirfd, saved;
 	size_t len;
 
-	if (h == NULL)
+	if (h == NULL || h->cfg->outcome_command == NULL)
 		return 0;
 	dirfd = spool_dir_fd(h->spool, SPOOL_IN_OUTCOMES);
 	text = record_text(env, outcome);
@@ -316,6 +373,38 @@ run_record(struct hooks *h, const char *id)
 	return true;
 }
 
+/* Every alert waiting, in order, once each. */
+static void
+run_alerts(struct hooks *h)
+{
+	char why[HOOK_OUTPUT_MAX], *nl;
+	struct alert_job j;
+	int rc;
+
+	for (;;) {
+		pthread_mutex_lock(&h->lock);
+		if (h->nalerts == 0 || h->stop) {
+			pthread_mutex_unlock(&h->lock);
+			return;
+		}
+		j = h->alerts[0];
+		memmove(&h->alerts[0], &h->alerts[1],
+		    --h->nalerts * sizeof(h->alerts[0]));
+		pthread_mutex_unlock(&h->lock);
+		rc = run(h->cfg->alert_command, j.envp, h->cfg->alert_timeout,
+		    why, sizeof(why));
+		if ((nl = strchr(why, '\n')) != NULL)
+			*nl = '\0';
+		if (rc > 0)
+			log_warnx("ALERT_COMMAND (%s) exited %d%s%s",
+			    j.envp[1] + 12, rc, why[0] != '\0' ? ": " : "",
+			    why);
+		else if (rc < 0)
+			log_warnx("ALERT_COMMAND (%s) %s", j.envp[1] + 12, why);
+		alert_job_free(&j);
+	}
+}
+
 /* One pass over outcomes/; returns when to look again (clock_mono()),
  * or 0 when only a new record can bring work. */
 static double
@@ -366,7 +455,8 @@ worker(void *arg)
 	while (!h->stop) {
 		h->kick = false;
 		pthread_mutex_unlock(&h->lock);
-		next = run_all(h);
+		run_alerts(h);
+		next = h->cfg->outcome_command != NULL ? run_all(h) : 0;
 		pthread_mutex_lock(&h->lock);
 		while (!h->stop && !h->kick) {
 			if (next == 0) {
@@ -393,7 +483,7 @@ hooks_new(const struct config *cfg, struct spool *spool)
 	sigset_t all, old;
 	int rc;
 
-	if (cfg->outcome_command == NULL)
+	if (cfg->outcome_command == NULL && cfg->alert_command == NULL)
 		return NULL;
 	h = xcalloc(1, sizeof(*h));
 	h->cfg = cfg;
@@ -407,7 +497,7 @@ hooks_new(const struct config *cfg, struct spool *spool)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		errno = rc;
-		fatal(EX_OSERR, "cannot start the OUTCOME_COMMAND thread");
+		fatal(EX_OSERR, "cannot start the hooks' thread");
 	}
 	return h;
 }
@@ -423,6 +513,8 @@ hooks_free(struct hooks *h)
 	pthread_mutex_unlock(&h->lock);
 	/* A command running ends by its timeout at the latest. */
 	pthread_join(h->thread, NULL);
+	while (h->nalerts > 0)
+		alert_job_free(&h->alerts[--h->nalerts]);
 	pthread_mutex_destroy(&h->lock);
 	pthread_cond_destroy(&h->cond);
 	free(h->failures);

@@ -1,7 +1,14 @@
 /*
  * hooks: the programs an operator names to hear of outcomes
- * (OUTCOME_COMMAND), run by a worker thread of their own so that a slow
- * or hanging program never holds up the sender.
+ * (OUTCOME_COMMAND) and of trouble (ALERT_COMMAND, alert.h), run by a
+ * worker thread of their own so that a slow or hanging program never
+ * holds up the sender.
+ *
+ * Alerts are kept in memory (at most HOOKS_ALERTS_MAX waiting; an older
+ * one is dropped, logged) and run before outcomes, once each, with PATH,
+ * ARNIE_ALERT, ARNIE_ALERT_KIND and ARNIE_ALERT_TEXT in the environment
+ * and ALERT_COMMAND_TIMEOUT_SECONDS; a failure is logged, not retried
+ * (the next state change alerts again).
  *
  * The sender records each final outcome (sent, failed, expired) in the
  * spool's outcomes/ folder before the message leaves the queue
@@ -29,7 +36,10 @@ struct envelope;
 struct spool;
 struct hooks;
 
-/* Start the worker when OUTCOME_COMMAND is set (NULL otherwise); cfg
+#define HOOKS_ALERTS_MAX 32
+
+/* Start the worker when OUTCOME_COMMAND or ALERT_COMMAND is set (NULL
+ * otherwise); cfg
  * and spool are borrowed until hooks_free().  The records left by an
  * earlier run are run first. */
 struct hooks *hooks_new(const struct config *cfg, struct spool *spool);
@@ -38,6 +48,9 @@ struct hooks *hooks_new(const struct config *cfg, struct spool *spool);
  * or -1 with errno (logged by the caller).  NULL hooks: nothing. */
 int hooks_record(
     struct hooks *h, const struct envelope *env, const char *outcome);
+/* Queue an alert for ALERT_COMMAND (nothing without one). */
+void hooks_alert(
+    struct hooks *h, const char *alert, const char *kind, const char *text);
 /* Stop the worker, after the command running, if any, ends (its
  * timeout at the latest). */
 void hooks_free(struct hooks *h);

@@ -214,9 +214,9 @@ report_sender(const struct config *cfg)
 }
 
 /* Something worth a mail: failures, trouble longer than an interval
- * that no report has mentioned yet, or the end of trouble one did.  Trouble that is over by now counts
- * too: an outage of almost two intervals can start just after one due time
- * and end just before the next. */
+ * that no report has mentioned yet, or the end of trouble one did.  Trouble
+ * that is over by now counts too: an outage of almost two intervals can start
+ * just after one due time and end just before the next. */
 static bool
 has_news(const struct report *r, time_t now)
 {

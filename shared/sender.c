@@ -60,6 +60,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alert.h"
 #include "clock.h"
 #include "dedup.h"
 #include "hooks.h"
@@ -96,6 +97,9 @@
  * at the next turn of the loop). */
 #define PRUNE_INTERVAL 3600
 #define PRUNE_SLICE 1000
+/* The oldest queued message is looked up this often (at most) for
+ * ALERT_COMMAND's queue_age (an O(n) walk of the schedule). */
+#define ALERT_AGE_INTERVAL 60
 /* While the queue is paused, envelopes read per turn of the loop to learn
  * their deadlines. */
 #define LEARN_SLICE 1000
@@ -135,7 +139,9 @@ struct sender {
 	struct sched *deadlines;
 	spool_id *unlearned;
 	size_t nunlearned, capunlearned;
-	struct hooks *hooks;    /* OUTCOME_COMMAND, once the lock is held */
+	struct hooks *hooks;      /* OUTCOME_COMMAND, once the lock is held */
+	struct alert_state alert; /* ALERT_COMMAND */
+	time_t next_age_check;
 	bool outcomes_unsynced; /* outcomes/ changed since its fsync */
 	struct stats stats;
 	bool status_dirty;  /* stats changed since sender.status was written */
@@ -200,6 +206,7 @@ sender_new(
 	s->deadlines = sched_new();
 	sched_rate_init(&s->rate, cfg->max_send_rate, clock_mono());
 	sched_pause_init(&s->pause, cfg->retry_delay, cfg->retry_max_delay);
+	alert_init(&s->alert, cfg->alert_after, cfg->alert_queue_age);
 	s->max_batch = cfg->max_batch > 0 ? (size_t)cfg->max_batch : 1;
 	atomic_init(&s->stop, false);
 	pthread_mutex_init(&s->lock, NULL);
@@ -714,6 +721,65 @@ apply(struct sender *s, struct relay_msg *m, double nowd)
 	return requeue(s, env, now);
 }
 
+/* ------------------------------------------------------------ alerts */
+
+static void
+alert_recovered(struct sender *s, long secs)
+{
+	char age[32], *text;
+
+	if (alert_resume(&s->alert) == ALERT_NONE)
+		return;
+	timefmt_age(secs, age, sizeof(age));
+	text = xasprintf("the upstream %s answers again after %s",
+	    relay_name(s->relay), age);
+	hooks_alert(s->hooks, alert_name(ALERT_RECOVERED), s->alert.kind, text);
+	free(text);
+}
+
+/* The alerts due now (alert.h); the oldest message is looked up at most
+ * once a minute. */
+static void
+maybe_alert(struct sender *s)
+{
+	time_t now = now_sec(), oldest = 0;
+	enum alert_event ev;
+	char age[32], *text;
+	const char *id;
+
+	if (s->hooks == NULL || s->cfg->alert_command == NULL)
+		return;
+	if (s->alert.queue_age > 0 && now >= s->next_age_check) {
+		/* A short limit is looked at as often as it is long. */
+		s->next_age_check =
+		    now + (s->alert.queue_age < ALERT_AGE_INTERVAL
+		                  ? s->alert.queue_age
+		                  : ALERT_AGE_INTERVAL);
+		if ((id = sched_oldest_id(s->sched)) != NULL)
+			oldest = spool_id_time(id);
+	} else
+		oldest = -1; /* not looked at: only the pause is checked */
+	while ((ev = alert_check(&s->alert, now, oldest)) != ALERT_NONE) {
+		if (ev == ALERT_PAUSED) {
+			timefmt_age(
+			    (long)(now - s->alert.since), age, sizeof(age));
+			text = xasprintf(
+			    "queue paused for %s: %s", age, s->alert.text);
+		} else if (ev == ALERT_QUEUE_AGE) {
+			timefmt_age((long)(now - oldest), age, sizeof(age));
+			text = xasprintf("the oldest queued message is %s old "
+			                 "(ALERT_QUEUE_AGE_SECONDS=%ld)",
+			    age, s->alert.queue_age);
+		} else
+			text = xasprintf("no queued message is older than "
+			                 "%lds any more",
+			    s->alert.queue_age);
+		hooks_alert(s->hooks, alert_name(ev),
+		    ev == ALERT_PAUSED ? s->alert.kind : "queue", text);
+		free(text);
+	}
+}
+
 /*
  * Queue-wide state after a batch.  A dead upstream is probed once per
  * backoff step; the log says what is wrong when it starts or changes, and
@@ -729,6 +795,7 @@ update_pause(struct sender *s, bool trouble, const char *reason, time_t now)
 		if (sched_pause_ok(&s->pause)) {
 			log_info("upstream reachable again after %lds",
 			    (long)(now - since));
+			alert_recovered(s, now - since);
 			report_recovered(s->report, now);
 			s->pause_reason[0] = '\0';
 			s->status_dirty = true;
@@ -737,6 +804,8 @@ update_pause(struct sender *s, bool trouble, const char *reason, time_t now)
 		return;
 	}
 	secs = sched_pause_fail(&s->pause, now);
+	alert_pause(
+	    &s->alert, s->pause.since, reply_trouble_kind(reason), reason);
 	s->status_dirty = true;
 	metrics_upstream(s->pause.since);
 	if (strcmp(reason, s->pause_reason) != 0) {
@@ -1216,6 +1285,14 @@ next_timeout(struct sender *s)
 		wait = w;
 	if ((w = (double)s->next_dedup_prune - nowd) < wait)
 		wait = w;
+	if (s->hooks != NULL && s->cfg->alert_command != NULL) {
+		if ((due = alert_pause_due(&s->alert)) != 0 &&
+		    (w = (double)due - nowd) < wait)
+			wait = w;
+		if (s->alert.queue_age > 0 &&
+		    (w = (double)s->next_age_check - nowd) < wait)
+			wait = w;
+	}
 	if (sched_peek(s->deadlines, &due, NULL) &&
 	    (w = (double)due - nowd) < wait)
 		wait = w;
@@ -1292,6 +1369,7 @@ sender_main(void *arg)
 		drain(s);
 		serve_control(s);
 		keep_deadlines(s);
+		maybe_alert(s);
 		maybe_report(s);
 		maybe_prune(s);
 		maybe_prune_dedup(s);

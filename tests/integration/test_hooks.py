@@ -101,5 +101,75 @@ class HooksTest(ArnieTestCase):
                  what="outcomes/ empty")
 
 
+ALERT_SCRIPT = """#!/bin/sh
+echo "$ARNIE_ALERT|$ARNIE_ALERT_KIND|$ARNIE_ALERT_TEXT" >> "{out}"
+"""
+
+
+class AlertTest(ArnieTestCase):
+
+    def alert_hook(self):
+        self.alerts = os.path.join(self.tmp, "alerts.log")
+        path = os.path.join(self.tmp, "alert.sh")
+        with open(path, "w") as f:
+            f.write(ALERT_SCRIPT.format(out=self.alerts))
+        os.chmod(path, 0o755)
+        return path
+
+    def seen(self):
+        """[(alert, kind, text)] so far."""
+        try:
+            with open(self.alerts) as f:
+                return [tuple(line.rstrip("\n").split("|", 2))
+                        for line in f]
+        except FileNotFoundError:
+            return []
+
+    def test_auth_refused_alerts_at_once_and_clears(self):
+        ca = self.make_ca()
+        cert, key = ca.issue("good", "DNS:localhost,IP:127.0.0.1")
+        up = self.upstream(
+            tls_context=arnietest.TestCA.server_context(cert, key),
+            require_starttls=True, serve_localhost=True,
+            auth=("app", "right"))
+        d = self.arnie(up.port, ALERT_COMMAND=self.alert_hook(),
+                       ALERT_AFTER_SECONDS=3600,
+                       OUTBOUND_EMAIL_HOST="localhost",
+                       OUTBOUND_EMAIL_USE_TLS=True,
+                       OUTBOUND_EMAIL_CA_FILE=ca.ca_cert,
+                       OUTBOUND_EMAIL_USERNAME="app",
+                       OUTBOUND_EMAIL_PASSWORD="wrong")
+        smtp_send(d.port, FROM, ["user@example.org"], make_message("auth1"))
+        wait_for(lambda: [a[:2] for a in self.seen()] == [("paused", "auth")],
+                 what="the auth alert, without waiting an hour")
+        self.assertIn("AUTH refused", self.seen()[0][2])
+        self.assertNotIn("wrong", self.seen()[0][2])
+        with up.lock:
+            up.auth = ("app", "wrong")
+        self.assertDeliveredOnce(up, "auth1")
+        wait_for(lambda: len(self.seen()) == 2, what="the recovered alert")
+        self.assertEqual(self.seen()[1][:2], ("recovered", "auth"))
+        self.assertIn("answers again", self.seen()[1][2])
+
+    def test_unreachable_and_queue_age(self):
+        up = self.upstream()
+        up.stop()
+        d = self.arnie(up.port, ALERT_COMMAND=self.alert_hook(),
+                       ALERT_AFTER_SECONDS=1, ALERT_QUEUE_AGE_SECONDS=2)
+        smtp_send(d.port, FROM, ["user@example.org"], make_message("age1"))
+        wait_for(lambda: {a[0] for a in self.seen()} >=
+                 {"paused", "queue_age"}, what="paused and queue_age")
+        kinds = {a[0]: a[1] for a in self.seen()}
+        self.assertEqual(kinds["paused"], "unreachable")
+        up.restart()
+        self.assertDeliveredOnce(up, "age1")
+        wait_for(lambda: {a[0] for a in self.seen()} >=
+                 {"recovered", "queue_age_cleared"},
+                 what="both cleared")
+        # Each said once.
+        names = [a[0] for a in self.seen()]
+        self.assertEqual(sorted(names), sorted(set(names)), names)
+
+
 if __name__ == "__main__":
     arnietest.main()
