@@ -220,9 +220,10 @@ act(struct spool *spool, const char *request, int wait_s)
 static char *
 build_request(const char *verb, int argc, char **argv, const char *all_flag)
 {
-	char *req = xstrdup(""), *next;
+	char *req, *next;
 	int i;
 
+	/* Every check before anything is allocated: usage_error() exits. */
 	if (argc == 0)
 		usage_error("%s needs at least one ID%s%s", verb,
 		    all_flag != NULL ? " or " : "",
@@ -231,14 +232,15 @@ build_request(const char *verb, int argc, char **argv, const char *all_flag)
 		if (argc > 1)
 			usage_error(
 			    "%s takes IDs or %s, not both", verb, all_flag);
-		free(req);
 		return xasprintf("%s *\n", verb);
 	}
-	for (i = 0; i < argc; i++) {
+	for (i = 0; i < argc; i++)
 		if (!spool_is_id(argv[i]))
 			usage_error("%s: not a queue ID (19 upper-case hex "
 			            "digits)",
 			    argv[i]);
+	req = xstrdup("");
+	for (i = 0; i < argc; i++) {
 		next = xasprintf("%s%s %s\n", req, verb, argv[i]);
 		free(req);
 		req = next;
