@@ -645,12 +645,19 @@ static int
 check_command(const char *key, const char *value, char *err, size_t errlen)
 {
 	char buf[ECHO_MAX + 8];
+	const char *p;
+	int words = 0;
 
-	if (value[0] == '/')
+	for (p = value; *p != '\0'; p++)
+		if (*p != ' ' && *p != '\t' &&
+		    (p == value || p[-1] == ' ' || p[-1] == '\t'))
+			words++;
+	if (value[0] == '/' && words <= 32)
 		return 0;
 	seterr(err, errlen,
-	    "%s: '%s' does not start with an absolute path (it is run "
-	    "without a shell)",
+	    value[0] == '/' ? "%s: '%s' has more than 32 words"
+	                    : "%s: '%s' does not start with an absolute path "
+	                      "(it is run without a shell)",
 	    key, echo(value, buf, sizeof(buf)));
 	return -1;
 }

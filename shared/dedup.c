@@ -1,5 +1,6 @@
 /*
- * dedup: see dedup.h.  An entry's text: "ID\nSENDER\nMESSAGE-ID\n".
+ * dedup: see dedup.h.  An entry's text: "ID\nKEY", KEY being the sender,
+ * the sorted recipients and the Message-ID, one per line.
  */
 #include "autoconf.h"
 
@@ -32,49 +33,74 @@ fnv1a(uint64_t h, const char *s)
 	return h;
 }
 
-static void
-entry_name(const char *sender, const char *msgid, char name[DEDUP_NAME_LEN + 1])
+static int
+compare_str(const void *a, const void *b)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	h = fnv1a(h, sender);
-	h = fnv1a(h, "\n"); /* "a"+"bc" and "ab"+"c" differ */
-	h = fnv1a(h, msgid);
-	snprintf(name, DEDUP_NAME_LEN + 1, "%016" PRIx64, h);
+	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The key of env: sender, recipients sorted, Message-ID (owned). */
 static char *
-entry_text(const char *id, const char *sender, const char *msgid)
+entry_key(const struct envelope *env)
 {
-	return xasprintf("%s\n%s\n%s\n", id, sender, msgid);
+	const char **rcpts = xcalloc(env->nrcpts + 1, sizeof(*rcpts));
+	char *key = NULL;
+	size_t len = 0, i;
+	FILE *out;
+
+	if ((out = open_memstream(&key, &len)) == NULL)
+		arnie_panic("dedup: out of memory");
+	for (i = 0; i < env->nrcpts; i++)
+		rcpts[i] = env->rcpts[i].addr;
+	if (env->nrcpts > 1)
+		qsort(rcpts, env->nrcpts, sizeof(*rcpts), compare_str);
+	fprintf(out, "%s\n", env->sender != NULL ? env->sender : "");
+	for (i = 0; i < env->nrcpts; i++)
+		fprintf(out, "%s,", rcpts[i]);
+	fprintf(out, "\n%s\n", env->message_id);
+	if (fclose(out) != 0)
+		arnie_panic("dedup: out of memory");
+	free(rcpts);
+	return key;
+}
+
+static void
+entry_name(const char *key, char name[DEDUP_NAME_LEN + 1])
+{
+	snprintf(name, DEDUP_NAME_LEN + 1, "%016" PRIx64,
+	    fnv1a(0xcbf29ce484222325ULL, key));
 }
 
 int
-dedup_find(struct spool *spool, const char *sender, const char *msgid,
-    long window, time_t now, char id[SPOOL_IDLEN + 1])
+dedup_find(struct spool *spool, const struct envelope *env, long window,
+    time_t now, char id[SPOOL_IDLEN + 1])
 {
-	char name[DEDUP_NAME_LEN + 1], buf[DEDUP_ENTRY_MAX + 1], *want;
-	int fd = spool_dir_fd(spool, SPOOL_IN_DEDUP), efd, found = 0;
+	char name[DEDUP_NAME_LEN + 1], buf[DEDUP_ENTRY_MAX + 1], *key;
+	int fd = spool_dir_fd(spool, SPOOL_IN_DEDUP), efd, found = 0, saved;
 	struct stat st;
 	ssize_t n;
 
-	entry_name(sender, msgid, name);
-	if ((efd = openat(fd, name, O_RDONLY | O_CLOEXEC)) == -1)
-		return errno == ENOENT ? 0 : -1;
+	key = entry_key(env);
+	entry_name(key, name);
+	if ((efd = openat(fd, name, O_RDONLY | O_CLOEXEC)) == -1) {
+		saved = errno;
+		free(key);
+		errno = saved;
+		return saved == ENOENT ? 0 : -1;
+	}
 	if (fstat(efd, &st) == 0 && st.st_mtime > now - window &&
 	    (n = read(efd, buf, DEDUP_ENTRY_MAX)) > SPOOL_IDLEN) {
 		buf[n] = '\0';
 		/* The same key, not only the same hash. */
-		want = entry_text("", sender, msgid);
 		if (buf[SPOOL_IDLEN] == '\n' &&
-		    strcmp(buf + SPOOL_IDLEN, want) == 0) {
+		    strcmp(buf + SPOOL_IDLEN + 1, key) == 0) {
 			memcpy(id, buf, SPOOL_IDLEN);
 			id[SPOOL_IDLEN] = '\0';
 			found = spool_is_id(id);
 		}
-		free(want);
 	}
 	close(efd);
+	free(key);
 	return found;
 }
 
@@ -83,18 +109,19 @@ dedup_record(struct spool *spool, const struct envelope *env)
 {
 	char name[DEDUP_NAME_LEN + 1], tmp[DEDUP_NAME_LEN + SPOOL_IDLEN + 3];
 	int fd = spool_dir_fd(spool, SPOOL_IN_DEDUP), efd, saved;
-	const char *sender = env->sender != NULL ? env->sender : "";
-	char *text;
+	char *key, *text;
 	size_t len;
 
 	if (env->message_id == NULL) {
 		errno = EINVAL;
 		return -1;
 	}
-	entry_name(sender, env->message_id, name);
+	key = entry_key(env);
+	entry_name(key, name);
 	/* Named by the message's ID while written: unique. */
 	snprintf(tmp, sizeof(tmp), ".%s.%s", name, env->id);
-	text = entry_text(env->id, sender, env->message_id);
+	text = xasprintf("%s\n%s", env->id, key);
+	free(key);
 	len = strlen(text);
 	if ((efd = openat(fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 	         0600)) == -1) {

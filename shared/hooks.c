@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,8 +28,6 @@
 #include "reply.h"
 #include "spool.h"
 #include "xmalloc.h"
-
-#define EX_OSERR 71 /* sysexits.h */
 
 /* A record whose command failed is tried this often in all, this far
  * apart. */
@@ -64,6 +63,23 @@ struct hooks {
 };
 
 /* ----------------------------------------------------------- records */
+
+static int
+write_all(int fd, const char *p, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		if ((n = write(fd, p, len)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
 
 /* KEY=value, the value on one line. */
 static void
@@ -167,8 +183,8 @@ hooks_record(struct hooks *h, const struct envelope *env, const char *outcome)
 	len = strlen(text);
 	snprintf(tmp, sizeof(tmp), ".%s.new", env->id);
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd == -1 || write(fd, text, len) != (ssize_t)len ||
-	    close(fd) == -1 || renameat(dirfd, tmp, dirfd, env->id) == -1) {
+	if (fd == -1 || write_all(fd, text, len) == -1 || close(fd) == -1 ||
+	    renameat(dirfd, tmp, dirfd, env->id) == -1) {
 		saved = errno;
 		unlinkat(dirfd, tmp, 0);
 		free(text);
@@ -185,60 +201,113 @@ hooks_record(struct hooks *h, const struct envelope *env, const char *outcome)
 
 /* ----------------------------------------------------------- running */
 
-/* The program's output, first line, until it ends or the deadline. */
+/* Keep what the program writes, up to outlen - 1 octets (the rest is
+ * read and dropped, so that it never blocks on a full pipe).  false at
+ * the end of its output. */
 static bool
-read_output(int fd, double deadline, char *out, size_t outlen)
+drain_output(int fd, char *out, size_t outlen, size_t *used)
 {
-	struct pollfd pfd = {fd, POLLIN, 0};
-	size_t used = 0;
 	char sink[4096];
-	double left;
 	ssize_t n;
-	int ready;
+	size_t k;
+
+	if ((n = read(fd, sink, sizeof(sink))) == 0)
+		return false;
+	if (n < 0)
+		return errno == EINTR || errno == EAGAIN;
+	if (*used + 1 < outlen) {
+		k = (size_t)n < outlen - 1 - *used ? (size_t)n
+		                                   : outlen - 1 - *used;
+		memcpy(out + *used, sink, k);
+		*used += k;
+		out[*used] = '\0';
+	}
+	return true;
+}
+
+/*
+ * Wait for the program (pidfd) to exit, reading its output meanwhile,
+ * until the deadline or a stop.  true when it exited; its status is then
+ * reaped into *status.  The end of its output is not its end: a program
+ * may close it and go on, or leave a child holding it.
+ */
+static bool
+await_exit(struct hooks *h, pid_t pid, int pidfd, int outfd, double deadline,
+    char *out, size_t outlen, int *status)
+{
+	struct pollfd pfd[2] = {{pidfd, POLLIN, 0}, {outfd, POLLIN, 0}};
+	size_t used = 0;
+	nfds_t n = 2;
+	double left;
+	bool stop;
 
 	out[0] = '\0';
 	for (;;) {
-		if ((left = deadline - clock_mono()) <= 0)
+		pthread_mutex_lock(&h->lock);
+		stop = h->stop;
+		pthread_mutex_unlock(&h->lock);
+		if (stop || (left = deadline - clock_mono()) <= 0)
 			return false;
-		if ((ready = poll(&pfd, 1, (int)(left * 1000) + 1)) == -1) {
+		/* A stop is looked at every second at least. */
+		if (poll(pfd, n, left > 1 ? 1000 : (int)(left * 1000) + 1) ==
+		    -1) {
 			if (errno == EINTR)
 				continue;
 			return false;
 		}
-		if (ready == 0)
-			continue; /* the deadline, at the top */
-		if ((n = read(fd, sink, sizeof(sink))) == 0)
-			return true;
-		if (n == -1) {
-			if (errno == EINTR || errno == EAGAIN)
+		if (n == 2 && (pfd[1].revents & (POLLIN | POLLHUP)) &&
+		    !drain_output(outfd, out, outlen, &used))
+			n = 1; /* its output ended; its exit is awaited */
+		if (pfd[0].revents & POLLIN) {
+			while (waitpid(pid, status, 0) == -1 && errno == EINTR)
 				continue;
 			return true;
-		}
-		if (used + 1 < outlen) {
-			size_t k = (size_t)n < outlen - 1 - used
-			               ? (size_t)n
-			               : outlen - 1 - used;
-
-			memcpy(out + used, sink, k);
-			used += k;
-			out[used] = '\0';
 		}
 	}
 }
 
-/*
- * Run the command with envp; its exit status, or -1 (with why) when it
- * could not start or overran the timeout and was killed.
- */
+/* Spawn argv with envp in a process group of its own, its signals as a
+ * fresh program expects them, output to outfd; 0 or an errno. */
 static int
-run(const char *command, char *const envp[], long timeout, char *why,
-    size_t whylen)
+spawn(char *const argv[], char *const envp[], int outfd, pid_t *pid)
 {
-	char *copy = xstrdup(command), *argv[HOOK_ARGS_MAX + 1], *save = NULL;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
-	int pipefd[2], status = -1, n = 0, err;
-	bool ended;
+	sigset_t none, all;
+	int err;
+
+	sigemptyset(&none);
+	sigfillset(&all);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, outfd, 1);
+	posix_spawn_file_actions_adddup2(&fa, outfd, 2);
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setpgroup(&attr, 0);
+	/* The daemon's threads block every signal and ignore SIGPIPE. */
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &all);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
+	                                    POSIX_SPAWN_SETSIGMASK |
+	                                    POSIX_SPAWN_SETSIGDEF);
+	err = posix_spawn(pid, argv[0], &fa, &attr, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	return err;
+}
+
+/*
+ * Run the command with envp; its exit status, or -1 (with why) when it
+ * could not start, overran the timeout, or the hooks are stopping: it is
+ * then killed with its process group.
+ */
+static int
+run(struct hooks *h, const char *command, char *const envp[], long timeout,
+    char *why, size_t whylen)
+{
+	char *copy = xstrdup(command), *argv[HOOK_ARGS_MAX + 1], *save = NULL;
+	int pipefd[2], pidfd, status = 0, n = 0, err;
+	bool exited;
 	pid_t pid;
 
 	for (argv[n] = strtok_r(copy, " \t", &save);
@@ -247,21 +316,12 @@ run(const char *command, char *const envp[], long timeout, char *why,
 		continue;
 	argv[n] = NULL;
 	why[0] = '\0';
-	if (pipe2(pipefd, O_CLOEXEC) == -1) {
+	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) == -1) {
 		snprintf(why, whylen, "pipe: %s", strerror(errno));
 		free(copy);
 		return -1;
 	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
-	posix_spawnattr_init(&attr);
-	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-	err = posix_spawn(&pid, argv[0], &fa, &attr, argv, envp);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
+	err = spawn(argv, envp, pipefd[1], &pid);
 	close(pipefd[1]);
 	free(copy);
 	if (err != 0) {
@@ -269,18 +329,30 @@ run(const char *command, char *const envp[], long timeout, char *why,
 		snprintf(why, whylen, "cannot run it: %s", strerror(err));
 		return -1;
 	}
-	ended =
-	    read_output(pipefd[0], clock_mono() + (double)timeout, why, whylen);
-	close(pipefd[0]);
-	if (!ended) {
-		kill(-pid, SIGKILL);
-		snprintf(why, whylen, "killed after %lds", timeout);
+	if ((pidfd = pidfd_open(pid, 0)) == -1) {
+		/* Without one (Linux < 5.3) the timeout still holds: the
+		 * program is killed and reaped below. */
+		exited = false;
+		snprintf(why, whylen, "pidfd_open: %s", strerror(errno));
+	} else {
+		exited = await_exit(h, pid, pidfd, pipefd[0],
+		    clock_mono() + (double)timeout, why, whylen, &status);
+		close(pidfd);
 	}
+	close(pipefd[0]);
+	if (exited)
+		return WIFEXITED(status) ? WEXITSTATUS(status)
+		                         : 128 + WTERMSIG(status);
+	kill(-pid, SIGKILL);
 	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
 		continue;
-	if (!ended)
-		return -1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	pthread_mutex_lock(&h->lock);
+	exited = h->stop;
+	pthread_mutex_unlock(&h->lock);
+	snprintf(why, whylen,
+	    exited ? "killed: the daemon is stopping" : "killed after %lds",
+	    timeout);
+	return -1;
 }
 
 /* The record's lines as an environment, PATH first (owned). */
@@ -333,15 +405,27 @@ run_record(struct hooks *h, const char *id)
 
 	if ((fd = openat(dirfd, id, O_RDONLY | O_CLOEXEC)) == -1 ||
 	    (n = read(fd, text, HOOK_RECORD_MAX)) < 0) {
+		if (fd == -1 && errno == ENOENT) {
+			free(text);
+			return true; /* gone: nothing to run */
+		}
+		log_warn("%s: cannot read its outcome record", id);
 		if (fd != -1)
 			close(fd);
 		free(text);
-		return true; /* gone: nothing to run */
+		return false; /* tried again later */
 	}
 	close(fd);
 	text[n] = '\0';
+	/* Cut short by a power loss (records are not fsynced): nothing to
+	 * tell that would be true. */
+	if (strncmp(text, "ARNIE_ID=", 9) != 0 || text[n - 1] != '\n') {
+		log_warnx("%s: its outcome record is incomplete, dropped", id);
+		free(text);
+		return true;
+	}
 	envp = record_env(text);
-	rc = run(h->cfg->outcome_command, envp, h->cfg->outcome_timeout, why,
+	rc = run(h, h->cfg->outcome_command, envp, h->cfg->outcome_timeout, why,
 	    sizeof(why));
 	for (i = 0; envp[i] != NULL; i++)
 		free(envp[i]);
@@ -391,8 +475,8 @@ run_alerts(struct hooks *h)
 		memmove(&h->alerts[0], &h->alerts[1],
 		    --h->nalerts * sizeof(h->alerts[0]));
 		pthread_mutex_unlock(&h->lock);
-		rc = run(h->cfg->alert_command, j.envp, h->cfg->alert_timeout,
-		    why, sizeof(why));
+		rc = run(h, h->cfg->alert_command, j.envp,
+		    h->cfg->alert_timeout, why, sizeof(why));
 		if ((nl = strchr(why, '\n')) != NULL)
 			*nl = '\0';
 		if (rc > 0)
@@ -496,8 +580,15 @@ hooks_new(const struct config *cfg, struct spool *spool)
 	rc = pthread_create(&h->thread, NULL, worker, h);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
+		/* The sender never exits the process: without the thread,
+		 * no command runs (outcomes are not recorded either). */
 		errno = rc;
-		fatal(EX_OSERR, "cannot start the hooks' thread");
+		log_warn("cannot start the thread of OUTCOME_COMMAND and "
+		         "ALERT_COMMAND; they will not run");
+		pthread_mutex_destroy(&h->lock);
+		pthread_cond_destroy(&h->cond);
+		free(h);
+		return NULL;
 	}
 	return h;
 }

@@ -19,7 +19,9 @@
  * non-zero or passes OUTCOME_COMMAND_TIMEOUT_SECONDS (it is then killed,
  * with its process group) is logged with the first line it wrote, and
  * tried again twice, a minute apart, then given up (logged): never retried
- * for ever.
+ * for ever.  A program has run when it has exited (not when its output
+ * ends: a child it leaves behind may hold that); it starts with no signal
+ * blocked or ignored.
  *
  * The command is split at blanks into a program and its arguments (no
  * shell, no quoting) and run with a fresh environment: PATH, and
@@ -51,8 +53,8 @@ int hooks_record(
 /* Queue an alert for ALERT_COMMAND (nothing without one). */
 void hooks_alert(
     struct hooks *h, const char *alert, const char *kind, const char *text);
-/* Stop the worker, after the command running, if any, ends (its
- * timeout at the latest). */
+/* Stop the worker; a command running is killed (its record stays, and is
+ * run again at the next start). */
 void hooks_free(struct hooks *h);
 
 #endif

@@ -198,6 +198,12 @@ complete_header(struct intake *in, const char *hdr, size_t len)
 		                              : "localhost");
 	else
 		env->message_id = message_field_value(hdr, len, "Message-ID");
+	/* An empty field names nothing: never a key for dedup. */
+	if (env->message_id != NULL && env->message_id[0] == '\0') {
+		free(env->message_id);
+		env->message_id = NULL;
+		in->own_msgid = false;
+	}
 	env->expires = 0;
 	if ((v = message_field_value(hdr, len, "X-Arnie-Expire-After")) !=
 	    NULL) {
@@ -214,12 +220,26 @@ complete_header(struct intake *in, const char *hdr, size_t len)
 		env->expires = in->when + secs;
 		free(v);
 	}
-	if ((v = message_field_value(hdr, len, "Expires")) != NULL) {
-		if (timefmt_parse_date(v, &t) == 0)
-			env->expires = earlier(env->expires, t > 0 ? t : 1);
-		free(v);
+	if ((v = message_field_value(hdr, len, "Expires")) != NULL &&
+	    timefmt_parse_date(v, &t) == 0) {
+		/* Past already: it would never be sent; say so now, while
+		 * the application can still act. */
+		if (t <= in->when) {
+			printable(v);
+			in->refusal =
+			    xasprintf("Expires: %.60s has passed; the "
+			              "message would never be sent",
+			        v);
+			free(v);
+			refuse(in, INTAKE_BADFIELD, 0);
+			return false;
+		}
+		env->expires = earlier(env->expires, t);
 	} else if (env->expires == 0 && in->opts.default_expire > 0)
+		/* Without a deadline of its own (one that does not parse is
+		 * ignored, as if absent). */
 		env->expires = in->when + in->opts.default_expire;
+	free(v);
 	return true;
 }
 
@@ -362,8 +382,8 @@ duplicate(struct intake *in)
 	if (in->opts.dedup_window <= 0 || !in->own_msgid ||
 	    env->message_id == NULL)
 		return false;
-	switch (dedup_find(in->spool, env->sender, env->message_id,
-	    in->opts.dedup_window, time(NULL), in->dup_of)) {
+	switch (dedup_find(
+	    in->spool, env, in->opts.dedup_window, time(NULL), in->dup_of)) {
 	case 1:
 		return true;
 	case -1:

@@ -21,8 +21,9 @@
  *     its arrival, or Expires: DATE, the earlier of the two; without
  *     either, DEFAULT_EXPIRE_AFTER).  X-Arnie-* fields are instructions
  *     to Arnie, removed from the message (message.h); one that does not
- *     parse refuses the message, an Expires: that does not is ignored
- *     (it is the author's, for the reader).
+ *     parse refuses the message, as does an Expires: that has passed; an
+ *     Expires: that does not parse is ignored (it is the author's, for
+ *     the reader).
  *
  * Memory is bounded by design: at most INTAKE_BUFFER octets of a message
  * are held (more only while its header section is still incomplete, up

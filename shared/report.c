@@ -161,7 +161,7 @@ report_recovered(struct report *r, time_t now)
 	r->trouble = false;
 	r->recovered = now;
 	/* The admin heard of the outage: the next report says it is over. */
-	r->recovery_untold = r->trouble_told;
+	r->recovery_untold = r->recovery_untold || r->trouble_told;
 }
 
 time_t

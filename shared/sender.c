@@ -502,13 +502,14 @@ finish(struct sender *s, struct envelope *env, enum spool_fate fate,
 {
 	/* The outcome first: a crash between the two reports it twice,
 	 * never not at all (hooks.h). */
-	if (s->hooks != NULL) {
+	if (s->hooks != NULL && s->cfg->outcome_command != NULL) {
 		if (hooks_record(s->hooks, env, stats_event_name(ev)) == -1)
 			log_warn("%s: cannot record the outcome for "
 			         "OUTCOME_COMMAND",
 			    env->id);
 		s->outcomes_unsynced = true;
 	}
+	sched_remove(s->deadlines, env->id);
 	if (spool_finish(s->spool, env, fate) == -1) {
 		if (errno == ENOENT)
 			return 0; /* someone took the file away */
@@ -792,10 +793,12 @@ update_pause(struct sender *s, bool trouble, const char *reason, time_t now)
 	long secs;
 
 	if (!trouble) {
+		/* Also after a pause a flush lifted: the alert is told. */
+		if (s->alert.paused)
+			alert_recovered(s, now - s->alert.since);
 		if (sched_pause_ok(&s->pause)) {
 			log_info("upstream reachable again after %lds",
 			    (long)(now - since));
-			alert_recovered(s, now - since);
 			report_recovered(s->report, now);
 			s->pause_reason[0] = '\0';
 			s->status_dirty = true;
@@ -851,15 +854,18 @@ expire_one(struct sender *s, const char *id, double nowd)
 {
 	struct envelope *env, *newer;
 	time_t now = (time_t)nowd;
+	char *why = NULL;
 	bool expiry;
-	char *why;
 
 	/* A stashed envelope is newer than the file (stash()). */
 	if ((newer = unstash(s, id)) != NULL)
 		env = env_copy(newer);
 	else if (spool_load(s->spool, id, &env) == -1)
 		return; /* gone, or prepare() will say what is wrong */
-	if ((why = expired(s, env, now, &expiry)) != NULL && expiry) {
+	/* Every recipient done (a move cut short): prepare() finishes it
+	 * as delivered, never as expired. */
+	if (envelope_pending(env) > 0 &&
+	    (why = expired(s, env, now, &expiry)) != NULL && expiry) {
 		sched_remove(s->sched, id);
 		give_up(s, env, why, true, false, nowd);
 	} else {
@@ -873,6 +879,14 @@ expire_one(struct sender *s, const char *id, double nowd)
 	envelope_free(env);
 }
 
+static void
+forget_unlearned(struct sender *s)
+{
+	free(s->unlearned);
+	s->unlearned = NULL;
+	s->nunlearned = s->capunlearned = 0;
+}
+
 /* Every message whose deadline has come leaves the queue; while the
  * queue is paused, some not read yet are read to learn their deadlines
  * (the paused queue reads nothing else). */
@@ -882,12 +896,19 @@ keep_deadlines(struct sender *s)
 	char id[SCHED_IDMAX + 1];
 	double nowd = clock_wall();
 	struct envelope *env;
+	time_t due;
 	size_t i;
 
 	while (sched_pop_due(s->deadlines, (time_t)nowd, id))
 		expire_one(s, id, nowd);
-	if (sched_pause_mode(&s->pause, (time_t)nowd) == SCHED_RUN)
+	if (sched_pause_mode(&s->pause, (time_t)nowd) == SCHED_RUN) {
+		/* Running, every message found is loaded to be sent: once
+		 * none is left unread (DUE_NOW), there is nothing to learn. */
+		if (s->nunlearned > 0 &&
+		    (!sched_peek(s->sched, &due, NULL) || due != DUE_NOW))
+			forget_unlearned(s);
 		return;
+	}
 	for (i = 0; i < LEARN_SLICE && s->nunlearned > 0; i++) {
 		s->nunlearned--;
 		if (spool_load(s->spool, s->unlearned[s->nunlearned], &env) ==
@@ -896,11 +917,8 @@ keep_deadlines(struct sender *s)
 			envelope_free(env);
 		}
 	}
-	if (s->nunlearned == 0) {
-		free(s->unlearned);
-		s->unlearned = NULL;
-		s->capunlearned = 0;
-	}
+	if (s->nunlearned == 0)
+		forget_unlearned(s);
 }
 
 /*
@@ -1137,6 +1155,7 @@ control_removed(void *arg, const char *id)
 	struct sender *s = arg;
 
 	sched_remove(s->sched, id);
+	sched_remove(s->deadlines, id);
 	/* Stashed again after a disk error since write_all_stashed(): the
 	 * file it is newer than has left outbox/ with an older state. */
 	envelope_free(unstash(s, id));

@@ -51,6 +51,24 @@ class DedupTest(ArnieTestCase):
         self.assertIn("queued as", text.decode())
         wait_for(lambda: len(up.with_test_id("reset")) == 2,
                  what="the other sender's copy")
+        # The same message to other recipients (a second transaction
+        # after a 452) is not a duplicate.
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.ehlo("client.test")
+            s.mail(FROM)
+            s.rcpt("second@example.org")
+            code, text = s.data(make_message("reset"))
+        self.assertIn("queued as", text.decode())
+        wait_for(lambda: len(up.with_test_id("reset")) == 3,
+                 what="the copy for other recipients")
+        # An empty Message-ID names nothing: both copies queued.
+        empty = make_message("emptyid").replace(
+            b"Message-ID: <emptyid@test.invalid>", b"Message-ID:")
+        for _ in range(2):
+            code, text = submit(d.port, empty)
+            self.assertIn("queued as", text.decode())
+        wait_for(lambda: len(up.with_test_id("emptyid")) == 2,
+                 what="both copies with an empty Message-ID")
         # Without a Message-ID (Arnie adds a new one each time): both.
         for _ in range(2):
             code, text = submit(d.port, without_msgid("noid"))

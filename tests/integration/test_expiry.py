@@ -61,22 +61,26 @@ class ExpiryTest(ArnieTestCase):
         up = self.upstream()
         up.stop()
         d = self.arnie(up.port, DEFAULT_EXPIRE_AFTER="2s")
-        # A date in the past: expired at once.  One in the future: kept
-        # (the default does not apply to mail that says when).
-        self.send(d, "past", "Expires: Mon, 1 Jan 2024 00:00:00 +0000")
+        # A date that has passed: refused at once, while the application
+        # can act.  One in the future: kept (the default does not apply
+        # to mail that says when); one that does not parse is ignored.
+        with self.assertRaises(smtplib.SMTPDataError) as cm:
+            self.send(d, "past", "Expires: Mon, 1 Jan 2024 00:00:00 +0000")
+        self.assertEqual(cm.exception.smtp_code, 554)
+        self.assertIn(b"has passed", cm.exception.smtp_error)
         self.send(d, "future", "Expires: Fri, 1 Jan 2100 00:00:00 +0000")
         self.send(d, "plain")
+        self.send(d, "garbled", "Expires: next tuesday")
         wait_for(lambda: d.spool.count("failed") == 2, timeout=15,
-                 what="past and plain expired")
+                 what="plain and garbled expired")
         failed = {e.get("message-id") for e in d.spool.envelopes("failed")}
-        self.assertEqual(failed, {"<past@test.invalid>",
-                                  "<plain@test.invalid>"})
+        self.assertEqual(failed, {"<plain@test.invalid>",
+                                  "<garbled@test.invalid>"})
         up.restart()
         copy = self.assertDeliveredOnce(up, "future")
         # Expires: is the author's, for the reader: relayed as it is.
         self.assertIn(b"Expires: Fri, 1 Jan 2100 00:00:00 +0000",
                       copy.content)
-        self.assertEqual(up.with_test_id("past"), [])
         self.assertEqual(up.with_test_id("plain"), [])
 
     def test_deadline_kept_after_a_restart_while_paused(self):

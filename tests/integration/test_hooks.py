@@ -82,6 +82,29 @@ class HooksTest(ArnieTestCase):
         wait_for(lambda: "%s: OUTCOME_COMMAND killed after 1s" % first in
                  d.log_text(), what="the hanging command killed")
 
+    def test_the_program_exit_decides_not_its_output(self):
+        """A program that closes its output and hangs is killed at its
+        timeout; one that leaves a child holding its output has run."""
+        up = self.upstream()
+        d = self.arnie(up.port, OUTCOME_COMMAND=self.hook(
+            '[ "$(cat {0}/mode)" = hang ] && '
+            '{{ exec >/dev/null 2>&1; sleep 30; }}\n'
+            '[ "$(cat {0}/mode)" = child ] && {{ sleep 30 & }}'.format(
+                self.tmp)),
+            OUTCOME_COMMAND_TIMEOUT_SECONDS=2)
+        with open(os.path.join(self.tmp, "mode"), "w") as f:
+            f.write("hang\n")
+        hung = self.send(d, "hang1")
+        wait_for(lambda: "%s: OUTCOME_COMMAND killed after 2s" % hung in
+                 d.log_text(), what="the silent hanging command killed")
+        with open(os.path.join(self.tmp, "mode"), "w") as f:
+            f.write("child\n")
+        quick = self.send(d, "child1")
+        self.assertEqual(self.seen(quick)["ARNIE_OUTCOME"], "sent")
+        wait_for(lambda: quick not in os.listdir(d.spool.path("outcomes")),
+                 what="its record removed")
+        self.assertNotIn("%s: OUTCOME_COMMAND" % quick, d.log_text())
+
     def test_records_wait_across_a_restart(self):
         up = self.upstream()
         # The command fails until the flag file exists.
