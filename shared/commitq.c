@@ -60,6 +60,7 @@ static void
 commit_round(struct commitq *q, struct job *jobs)
 {
 	struct job *j, *next;
+	const struct envelope *env;
 	const char *id;
 	bool any = false;
 	int err;
@@ -93,8 +94,14 @@ commit_round(struct commitq *q, struct job *jobs)
 	for (j = jobs; j != NULL; j = j->next) {
 		if (j->flush)
 			continue;
-		if (j->error == 0)
+		if (j->error == 0) {
 			intake_committed(j->in);
+			env = intake_envelope(j->in);
+			if (env->expires != 0 &&
+			    intake_duplicate_of(j->in) == NULL)
+				sender_note_deadline(
+				    q->sender, env->id, env->expires);
+		}
 		metrics_commit(j->error == 0, intake_envelope(j->in)->size,
 		    clock_mono() - j->submitted);
 	}

@@ -139,6 +139,11 @@ struct sender {
 	struct sched *deadlines;
 	spool_id *unlearned;
 	size_t nunlearned, capunlearned;
+	/* Deadlines of this process's commits (sender_note_deadline()),
+	 * from other threads: guarded by noted_lock. */
+	pthread_mutex_t noted_lock;
+	struct sched *noted;
+	bool noting;              /* we relay: deadlines are worth noting */
 	struct hooks *hooks;      /* OUTCOME_COMMAND, once the lock is held */
 	struct alert_state alert; /* ALERT_COMMAND */
 	time_t next_age_check;
@@ -204,6 +209,8 @@ sender_new(
 	s->report = report_new(cfg, now_sec());
 	s->sched = sched_new();
 	s->deadlines = sched_new();
+	s->noted = sched_new();
+	pthread_mutex_init(&s->noted_lock, NULL);
 	sched_rate_init(&s->rate, cfg->max_send_rate, clock_mono());
 	sched_pause_init(&s->pause, cfg->retry_delay, cfg->retry_max_delay);
 	alert_init(&s->alert, cfg->alert_after, cfg->alert_queue_age);
@@ -319,6 +326,9 @@ try_lock(struct sender *s)
 {
 	if (spool_lock_sender(s->spool) == 0) {
 		s->locked = true;
+		pthread_mutex_lock(&s->noted_lock);
+		s->noting = true;
+		pthread_mutex_unlock(&s->noted_lock);
 		metrics_sender();
 		if (s->told_locked || s->told_lock_error)
 			log_info("took over relaying %s", spool_path(s->spool));
@@ -879,6 +889,17 @@ expire_one(struct sender *s, const char *id, double nowd)
 	envelope_free(env);
 }
 
+void
+sender_note_deadline(struct sender *s, const char *id, time_t expires)
+{
+	if (s == NULL)
+		return;
+	pthread_mutex_lock(&s->noted_lock);
+	if (s->noting)
+		sched_add(s->noted, id, expires);
+	pthread_mutex_unlock(&s->noted_lock);
+}
+
 static void
 forget_unlearned(struct sender *s)
 {
@@ -899,6 +920,13 @@ keep_deadlines(struct sender *s)
 	time_t due;
 	size_t i;
 
+	/* What this process's commits noted, taken over. */
+	pthread_mutex_lock(&s->noted_lock);
+	while (sched_peek(s->noted, &due, id)) {
+		sched_remove(s->noted, id);
+		sched_add(s->deadlines, id, due);
+	}
+	pthread_mutex_unlock(&s->noted_lock);
 	while (sched_pop_due(s->deadlines, (time_t)nowd, id))
 		expire_one(s, id, nowd);
 	if (sched_pause_mode(&s->pause, (time_t)nowd) == SCHED_RUN) {
@@ -1496,6 +1524,8 @@ sender_free(struct sender *s)
 	report_free(s->report);
 	sched_free(s->sched);
 	sched_free(s->deadlines);
+	sched_free(s->noted);
+	pthread_mutex_destroy(&s->noted_lock);
 	free(s->unlearned);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);

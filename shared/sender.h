@@ -19,6 +19,7 @@
 #define ARNIE_SENDER_H
 
 #include <stddef.h>
+#include <time.h>
 
 struct config;
 struct spool;
@@ -27,13 +28,17 @@ struct sender;
 
 /* cfg and spool are borrowed and must outlive the sender.  NULL with a
  * message in err on a configuration error. */
-struct sender *sender_new(const struct config *cfg, struct spool *spool,
-    char *err, size_t errlen);
+struct sender *sender_new(
+    const struct config *cfg, struct spool *spool, char *err, size_t errlen);
 /* Start the thread.  0, or -1 with errno. */
 int sender_start(struct sender *sender);
 /* A message was committed: look at outbox/ now.  Thread-safe and
  * async-signal-safe. */
 void sender_wake(struct sender *sender);
+/* A message committed by this process has a deadline (envelope.h's
+ * expires): the sender need not read it to learn it.  Thread-safe. */
+void sender_note_deadline(
+    struct sender *sender, const char *id, time_t expires);
 /* Stop: finish or abandon the current transfer safely, join the thread.
  * Returns within a few seconds. */
 void sender_stop(struct sender *sender);

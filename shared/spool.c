@@ -132,6 +132,15 @@ parse_id(const char *id, uint64_t *usec, unsigned *pid)
 }
 
 bool
+spool_id_is_ours(const char *id)
+{
+	unsigned pid;
+
+	return parse_id(id, NULL, &pid) == 0 &&
+	       pid == ((unsigned)getpid() & 0xFFFFFFu);
+}
+
+bool
 spool_is_id(const char *name)
 {
 	return parse_id(name, NULL, NULL) == 0;

@@ -85,6 +85,10 @@ int spool_cleanup_inbox(struct spool *spool);
 void spool_new_id(struct spool *spool, char id[SPOOL_IDLEN + 1]);
 /* The arrival time encoded in an ID, or -1 if it is not one. */
 time_t spool_id_time(const char *id);
+/* Was the ID made by this process (its PID part is ours, as spool_new_id()
+ * writes it)?  Another process with the same low 24 bits of PID could
+ * have made it too: for hints, never for safety. */
+bool spool_id_is_ours(const char *id);
 
 /*
  * Accept a message: assign env->id if empty, set env->created (if 0),
@@ -226,9 +230,9 @@ enum spool_folder {
 	SPOOL_IN_HOLD,
 	SPOOL_IN_FAILED,
 	SPOOL_IN_SENT,
-	SPOOL_IN_CORRUPT, /* files that did not parse: scans only */
-	SPOOL_IN_CONTROL, /* arnie-queue's requests (queuectl.h): lists only */
-	SPOOL_IN_DEDUP,   /* the Message-ID index (dedup.h): no messages */
+	SPOOL_IN_CORRUPT,  /* files that did not parse: scans only */
+	SPOOL_IN_CONTROL,  /* arnie-queue's requests (queuectl.h): lists only */
+	SPOOL_IN_DEDUP,    /* the Message-ID index (dedup.h): no messages */
 	SPOOL_IN_OUTCOMES, /* outcomes for OUTCOME_COMMAND (hooks.h) */
 };
 #define SPOOL_NFOLDERS 8
