@@ -115,6 +115,7 @@ load_config(const char *cli_path, int verbose)
 	if (cfg == NULL)
 		fatalx(EX_CONFIG, "%s", err);
 	secret_wipe_env("OUTBOUND_EMAIL_PASSWORD");
+	secret_wipe_env("FALLBACK_EMAIL_PASSWORD");
 	if (cfg->log_file != NULL &&
 	    log_init(PROGNAME, cfg->log_file, verbose) == 0)
 		log_set_sink(NULL);

@@ -107,6 +107,24 @@ static const struct keydef keys[] = {
 	    0, 0, NULL, false },
 	{ "OUTBOUND_EMAIL_TIMEOUT_SECONDS", KT_LONG, OFF(send_timeout), "60",
 	    1, DAY, NULL, false },
+	{ "FALLBACK_EMAIL_HOST", KT_STRING, OFF(fb_host), NULL, 0, 0,
+	    check_host, false },
+	{ "FALLBACK_EMAIL_HOST_PORT", KT_INT, OFF(fb_port), "587", 1, 65535,
+	    NULL, false },
+	{ "FALLBACK_EMAIL_USE_TLS", KT_BOOL, OFF(fb_use_tls), "true", 0, 0,
+	    NULL, false },
+	{ "FALLBACK_EMAIL_TLS_VERIFY", KT_BOOL, OFF(fb_tls_verify), "true", 0,
+	    0, NULL, false },
+	{ "FALLBACK_EMAIL_CA_FILE", KT_STRING, OFF(fb_ca_file), NULL, 0, 0,
+	    NULL, false },
+	{ "FALLBACK_EMAIL_USERNAME", KT_STRING, OFF(fb_username), NULL, 0, 0,
+	    NULL, false },
+	{ "FALLBACK_EMAIL_PASSWORD", KT_SECRET, OFF(fb_password), NULL, 0, 0,
+	    NULL, false },
+	{ "FALLBACK_EMAIL_PASSWORD_FILE", KT_STRING, OFF(fb_password_file),
+	    NULL, 0, 0, NULL, false },
+	{ "FALLBACK_AFTER_SECONDS", KT_LONG, OFF(fallback_after), "300", 0,
+	    YEAR, NULL, false },
 	{ "ARNIE_HOSTNAME", KT_STRING, OFF(helo_name), NULL, 0, 0,
 	    check_hostname, false },
 	{ "ADMIN_ADDRESS", KT_STRING, OFF(admin_address), NULL, 0, 0,
@@ -772,34 +790,30 @@ expand_files_directory(struct config *cfg, char *err, size_t errlen)
 }
 
 static int
-read_password_file(
-    struct config *cfg, config_warn_fn *warn, char *err, size_t errlen)
+read_password_file(const char *key, const char *path, char **dest,
+    config_warn_fn *warn, char *err, size_t errlen)
 {
-	char buf[PASSWORD_FILE_MAX + 1];
+	char buf[PASSWORD_FILE_MAX + 1], what[64];
 	struct stat sb;
 	size_t len = 0;
 	ssize_t r;
 	int fd, rc = -1;
 
-	if ((fd = open(cfg->password_file, O_RDONLY | O_CLOEXEC)) == -1) {
-		seterr(err, errlen,
-		    "OUTBOUND_EMAIL_PASSWORD_FILE: cannot "
-		    "read %s: %s",
-		    cfg->password_file, strerror(errno));
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		seterr(err, errlen, "%s: cannot read %s: %s", key, path,
+		    strerror(errno));
 		return -1;
 	}
+	snprintf(what, sizeof(what), "is %s", key);
 	if (fstat(fd, &sb) == 0)
-		warn_readable(warn, cfg->password_file, sb.st_mode,
-		    "is OUTBOUND_EMAIL_PASSWORD_FILE");
+		warn_readable(warn, path, sb.st_mode, what);
 	while (len < sizeof(buf)) {
 		r = read(fd, buf + len, sizeof(buf) - len);
 		if (r == -1 && errno == EINTR)
 			continue;
 		if (r == -1) {
-			seterr(err, errlen,
-			    "OUTBOUND_EMAIL_PASSWORD_FILE: "
-			    "cannot read %s: %s",
-			    cfg->password_file, strerror(errno));
+			seterr(err, errlen, "%s: cannot read %s: %s", key, path,
+			    strerror(errno));
 			goto out;
 		}
 		if (r == 0)
@@ -807,29 +821,100 @@ read_password_file(
 		len += (size_t)r;
 	}
 	if (len > PASSWORD_FILE_MAX) {
-		seterr(err, errlen,
-		    "OUTBOUND_EMAIL_PASSWORD_FILE: %s is "
-		    "larger than %d bytes",
-		    cfg->password_file, PASSWORD_FILE_MAX);
+		seterr(err, errlen, "%s: %s is larger than %d bytes", key, path,
+		    PASSWORD_FILE_MAX);
 		goto out;
 	}
 	/* Editors and "echo secret > file" add a line end. */
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
 		len--;
 	if (memchr(buf, '\0', len) != NULL) {
-		seterr(err, errlen,
-		    "OUTBOUND_EMAIL_PASSWORD_FILE: %s "
-		    "contains a NUL byte",
-		    cfg->password_file);
+		seterr(err, errlen, "%s: %s contains a NUL byte", key, path);
 		goto out;
 	}
 	if (len > 0)
-		cfg->password = secret_strndup(buf, len);
+		*dest = secret_strndup(buf, len);
 	rc = 0;
 out:
 	explicit_bzero(buf, sizeof(buf));
 	close(fd);
 	return rc;
+}
+
+/* The fallback upstream's settings, checked as the primary's are. */
+static int
+finish_fallback(
+    struct config *cfg, config_warn_fn *warn, char *err, size_t errlen)
+{
+	int fd;
+
+	if (cfg->fb_host == NULL) {
+		if (cfg->fb_username != NULL || cfg->fb_password != NULL ||
+		    cfg->fb_password_file != NULL || cfg->fb_ca_file != NULL) {
+			seterr(err, errlen,
+			    "FALLBACK_EMAIL_* is set but FALLBACK_EMAIL_HOST "
+			    "is not: name the fallback upstream, or unset "
+			    "them");
+			return -1;
+		}
+		return 0;
+	}
+	if (cfg->fb_port == 465) {
+		seterr(err, errlen,
+		    "FALLBACK_EMAIL_HOST_PORT: port 465 is implicit TLS "
+		    "(SMTPS), which libesmtp does not support; use port 587 "
+		    "with STARTTLS");
+		return -1;
+	}
+	if (cfg->fb_ca_file != NULL) {
+		if ((fd = open(cfg->fb_ca_file, O_RDONLY | O_CLOEXEC)) == -1) {
+			seterr(err, errlen,
+			    "FALLBACK_EMAIL_CA_FILE: cannot read %s: %s",
+			    cfg->fb_ca_file, strerror(errno));
+			return -1;
+		}
+		close(fd);
+	}
+	if (cfg->fb_password_file != NULL) {
+		if (cfg->fb_password != NULL) {
+			seterr(err, errlen,
+			    "FALLBACK_EMAIL_PASSWORD and "
+			    "FALLBACK_EMAIL_PASSWORD_FILE are both set; use "
+			    "one of them");
+			return -1;
+		}
+		if (read_password_file("FALLBACK_EMAIL_PASSWORD_FILE",
+		        cfg->fb_password_file, &cfg->fb_password, warn, err,
+		        errlen) == -1)
+			return -1;
+	}
+	if ((cfg->fb_username == NULL) != (cfg->fb_password == NULL)) {
+		seterr(err, errlen,
+		    "FALLBACK_EMAIL_USERNAME and FALLBACK_EMAIL_PASSWORD go "
+		    "together: set both for AUTH, or neither");
+		return -1;
+	}
+	if (cfg->fb_username != NULL && !cfg->fb_use_tls) {
+		seterr(err, errlen,
+		    "FALLBACK_EMAIL_USERNAME is set but FALLBACK_EMAIL_USE_TLS "
+		    "is false: credentials are only sent over TLS");
+		return -1;
+	}
+	return 0;
+}
+
+void
+config_fallback_view(const struct config *cfg, struct config *view)
+{
+	*view = *cfg;
+	view->outbound_host = cfg->fb_host;
+	view->outbound_port = cfg->fb_port;
+	view->use_tls = cfg->fb_use_tls;
+	view->tls_verify = cfg->fb_tls_verify;
+	view->ca_file = cfg->fb_ca_file;
+	view->username = cfg->fb_username;
+	view->password = cfg->fb_password;
+	view->password_file = cfg->fb_password_file;
 }
 
 static int
@@ -863,7 +948,9 @@ finish(struct config *cfg, config_warn_fn *warn, char *err, size_t errlen)
 			    "one of them");
 			return -1;
 		}
-		if (read_password_file(cfg, warn, err, errlen) == -1)
+		if (read_password_file("OUTBOUND_EMAIL_PASSWORD_FILE",
+		        cfg->password_file, &cfg->password, warn, err,
+		        errlen) == -1)
 			return -1;
 	}
 	if (cfg->username != NULL && cfg->password == NULL) {
@@ -880,6 +967,8 @@ finish(struct config *cfg, config_warn_fn *warn, char *err, size_t errlen)
 		    "neither");
 		return -1;
 	}
+	if (finish_fallback(cfg, warn, err, errlen) == -1)
+		return -1;
 	if (cfg->retry_max_delay < cfg->retry_delay) {
 		seterr(err, errlen,
 		    "RETRY_MAX_DELAY_SECONDS (%ld) is less "
@@ -1061,6 +1150,11 @@ config_free(struct config *cfg)
 	free(cfg->username);
 	secret_free(cfg->password);
 	free(cfg->password_file);
+	free(cfg->fb_host);
+	free(cfg->fb_ca_file);
+	free(cfg->fb_username);
+	secret_free(cfg->fb_password);
+	free(cfg->fb_password_file);
 	free(cfg->helo_name);
 	free(cfg->admin_address);
 	free(cfg->report_from);

@@ -151,6 +151,7 @@ daemon_start(const char *progname, int argc, char *argv[])
 	/* The configuration holds its own copy, in pages no core dump
 	 * shows; the one the environment passed goes. */
 	secret_wipe_env("OUTBOUND_EMAIL_PASSWORD");
+	secret_wipe_env("FALLBACK_EMAIL_PASSWORD");
 	if (check) {
 		config_print(cfg, stdout);
 		config_free(cfg);

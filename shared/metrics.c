@@ -43,8 +43,9 @@ static struct {
 	time_t last_delivery;
 	uint64_t sessions_ok, session_errors[NKINDS];
 	time_t paused_since;
+	uint64_t relayed[2]; /* primary, fallback */
 } m = {PTHREAD_MUTEX_INITIALIZER, "smtp", 0, 0, 0, {0}, 0, 0, false, {0}, 0, 0,
-    0, {0}, 0};
+    0, {0}, 0, {0, 0}};
 
 void
 metrics_init(const char *frontend)
@@ -109,6 +110,14 @@ metrics_session(const char *kind)
 				break;
 		m.session_errors[i]++;
 	}
+	pthread_mutex_unlock(&m.lock);
+}
+
+void
+metrics_relayed(bool fallback, size_t n)
+{
+	pthread_mutex_lock(&m.lock);
+	m.relayed[fallback ? 1 : 0] += n;
 	pthread_mutex_unlock(&m.lock);
 }
 
@@ -224,6 +233,13 @@ format_sender(FILE *out, time_t paused_since, time_t last_delivery, time_t now)
 		    "arnie_relay_session_errors_total{kind=\"%s\"} %" PRIu64
 		    "\n",
 		    kinds[i], m.session_errors[i]);
+	head(out, "arnie_relay_messages_total", "counter",
+	    "Messages handed to each upstream: the primary, or the fallback "
+	    "(FALLBACK_EMAIL_HOST) while the primary is paused.");
+	fprintf(out,
+	    "arnie_relay_messages_total{relay=\"primary\"} %" PRIu64 "\n"
+	    "arnie_relay_messages_total{relay=\"fallback\"} %" PRIu64 "\n",
+	    m.relayed[0], m.relayed[1]);
 	head(out, "arnie_upstream_up", "gauge",
 	    "0 while the queue is paused after queue-wide trouble, else 1.");
 	fprintf(out, "arnie_upstream_up %d\n", paused_since != 0 ? 0 : 1);

@@ -34,6 +34,8 @@ void metrics_sender(void);
 void metrics_outcome(enum stats_event ev, uint64_t bytes, time_t now);
 /* A relay session: kind NULL when it ran, else reply_trouble_kind(). */
 void metrics_session(const char *kind);
+/* n messages handed to the primary upstream or the fallback. */
+void metrics_relayed(bool fallback, size_t n);
 /* The queue-wide pause: paused since when (0: running). */
 void metrics_upstream(time_t paused_since);
 

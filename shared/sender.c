@@ -116,6 +116,13 @@ struct sender {
 	const struct config *cfg;
 	struct spool *spool;
 	struct relay *relay;
+	/* FALLBACK_EMAIL_HOST: used while the primary has been paused for
+	 * FALLBACK_AFTER_SECONDS, with a pause of its own; NULL: none.
+	 * cur is the one the session in progress goes through. */
+	struct relay *fallback;
+	struct sched_pause fb_pause;
+	struct relay *cur;
+	bool via_fallback;
 	struct report *report;
 	struct sched *sched;
 	struct sched_rate rate;
@@ -202,6 +209,14 @@ sender_new(
 	s->wakefd = s->inotifyfd = s->control_wd = -1;
 	if ((s->relay = relay_new(cfg, err, errlen)) == NULL)
 		goto fail;
+	if (cfg->fb_host != NULL) {
+		struct config view;
+
+		config_fallback_view(cfg, &view);
+		if ((s->fallback = relay_new(&view, err, errlen)) == NULL)
+			goto fail;
+	}
+	s->cur = s->relay;
 	if ((s->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		goto fail;
@@ -213,6 +228,7 @@ sender_new(
 	pthread_mutex_init(&s->noted_lock, NULL);
 	sched_rate_init(&s->rate, cfg->max_send_rate, clock_mono());
 	sched_pause_init(&s->pause, cfg->retry_delay, cfg->retry_max_delay);
+	sched_pause_init(&s->fb_pause, cfg->retry_delay, cfg->retry_max_delay);
 	alert_init(&s->alert, cfg->alert_after, cfg->alert_queue_age);
 	s->max_batch = cfg->max_batch > 0 ? (size_t)cfg->max_batch : 1;
 	atomic_init(&s->stop, false);
@@ -221,6 +237,7 @@ sender_new(
 	return s;
 fail:
 	relay_free(s->relay);
+	relay_free(s->fallback);
 	free(s);
 	return NULL;
 }
@@ -404,7 +421,7 @@ log_rcpt(struct sender *s, const struct envelope *env,
 {
 	log_info("%s: to=<%s>, relay=%s, delay=%.2f, attempts=%u, "
 	         "status=%s (%s)",
-	    env->id, rc->addr, via_relay ? relay_name(s->relay) : "none",
+	    env->id, rc->addr, via_relay ? relay_name(s->cur) : "none",
 	    now - arrival(env), env->attempts, status,
 	    reply != NULL ? reply : "no reply");
 }
@@ -659,6 +676,60 @@ outcome(const struct relay_msg *m, size_t j, struct relay_result *none)
 	return none;
 }
 
+/* ------------------------------------------------------------- routes */
+
+/* The pause of the upstream the session in progress goes through. */
+static struct sched_pause *
+route_pause(struct sender *s)
+{
+	return s->via_fallback ? &s->fb_pause : &s->pause;
+}
+
+/* Has the primary been paused long enough for the fallback to take over? */
+static bool
+fallback_due(const struct sender *s, time_t now)
+{
+	return s->fallback != NULL && s->pause.failures > 0 &&
+	       now - s->pause.since >= s->cfg->fallback_after;
+}
+
+/*
+ * Choose the upstream for the next session and say how many messages it
+ * may take: the primary while it runs, or to probe it when its pause is
+ * over; the fallback, within its own pause, while the primary has been
+ * paused for FALLBACK_AFTER_SECONDS.
+ */
+static size_t
+choose_route(struct sender *s, time_t now)
+{
+	s->via_fallback = false;
+	s->cur = s->relay;
+	if (!fallback_due(s, now) ||
+	    sched_pause_mode(&s->pause, now) != SCHED_PAUSED)
+		return sched_pause_batch(&s->pause, now, s->max_batch);
+	s->via_fallback = true;
+	s->cur = s->fallback;
+	return sched_pause_batch(&s->fb_pause, now, s->max_batch);
+}
+
+/* The fallback's own queue-wide state after a session through it. */
+static void
+update_fallback_pause(
+    struct sender *s, bool trouble, const char *reason, time_t now)
+{
+	long secs;
+
+	if (!trouble) {
+		if (sched_pause_ok(&s->fb_pause))
+			log_info("fallback upstream %s reachable again",
+			    relay_name(s->fallback));
+		return;
+	}
+	secs = sched_pause_fail(&s->fb_pause, now);
+	log_warnx("fallback upstream %s paused for %lds: %s",
+	    relay_name(s->fallback), secs, reason);
+}
+
 /* Apply an attempted message's results to its envelope and the spool.  0
  * when the new state is on disk, -1 when the disk refused it and it is only
  * stashed in memory (see stash()). */
@@ -721,8 +792,8 @@ apply(struct sender *s, struct relay_msg *m, double nowd)
 	/* A queue-wide failure spends no attempt; the pause, decided when
 	 * the session ends, holds the message back beyond this if longer. */
 	if (m->queue_wide)
-		next = sched_pause_mode(&s->pause, now) == SCHED_PAUSED
-		           ? s->pause.until
+		next = sched_pause_mode(route_pause(s), now) == SCHED_PAUSED
+		           ? route_pause(s)->until
 		           : now + s->cfg->retry_delay;
 	else
 		next = now + sched_backoff(env->attempts, s->cfg->retry_delay,
@@ -1096,7 +1167,7 @@ send_batch(struct sender *s)
 	FILE *body;
 	unsigned char known;
 
-	limit = sched_pause_batch(&s->pause, now, s->max_batch);
+	limit = choose_route(s, now);
 	if (limit == 0 || !sched_peek(s->sched, &due, NULL) || due > now)
 		return 0;
 	limit = sched_rate_avail(&s->rate, clock_mono(), limit);
@@ -1121,8 +1192,11 @@ send_batch(struct sender *s)
 
 	reason[0] = '\0';
 	pthread_mutex_unlock(&s->lock);
+	if (s->via_fallback)
+		log_debug("session through the fallback upstream %s",
+		    relay_name(s->fallback));
 	st = relay_send(
-	    s->relay, msgs, n, record_results, &batch, reason, sizeof(reason));
+	    s->cur, msgs, n, record_results, &batch, reason, sizeof(reason));
 	pthread_mutex_lock(&s->lock);
 	if (s->abandoned) {
 		/* sender_stop() returned already; the spool may be closed.
@@ -1144,7 +1218,11 @@ send_batch(struct sender *s)
 		    st == RELAY_TEMPFAIL ? "upstream unavailable"
 		                         : "no message was attempted");
 	metrics_session(trouble ? reply_trouble_kind(reason) : NULL);
-	update_pause(s, trouble, reason, now);
+	metrics_relayed(s->via_fallback, n);
+	if (s->via_fallback)
+		update_fallback_pause(s, trouble, reason, now);
+	else
+		update_pause(s, trouble, reason, now);
 	for (i = 0; i < n; i++) {
 		if (batch.recorded[i])
 			;
@@ -1351,11 +1429,31 @@ next_timeout(struct sender *s)
 	 * here, a running one's limit is a wake-up. */
 	if ((w = relay_idle(s->relay)) >= 0 && w < wait)
 		wait = w;
+	if (s->fallback != NULL && (w = relay_idle(s->fallback)) >= 0 &&
+	    w < wait)
+		wait = w;
 	if (sched_peek(s->sched, &due, NULL)) {
-		if (sched_pause_mode(&s->pause, (time_t)nowd) == SCHED_PAUSED)
-			w = (double)s->pause.until - nowd;
-		else
+		if (sched_pause_mode(&s->pause, (time_t)nowd) != SCHED_PAUSED)
 			w = (double)due - nowd;
+		else if (fallback_due(s, (time_t)nowd))
+			/* The fallback's turn, or the primary's probe. */
+			w = sched_pause_mode(&s->fb_pause, (time_t)nowd) ==
+			            SCHED_PAUSED
+			        ? (double)(s->fb_pause.until < s->pause.until
+			                       ? s->fb_pause.until
+			                       : s->pause.until) -
+			              nowd
+			        : (double)due - nowd;
+		else if (s->fallback != NULL)
+			/* The probe, or the fallback's time, if sooner. */
+			w = (double)(s->pause.since + s->cfg->fallback_after <
+			                     s->pause.until
+			                 ? s->pause.since +
+			                       s->cfg->fallback_after
+			                 : s->pause.until) -
+			    nowd;
+		else
+			w = (double)s->pause.until - nowd;
 		if (w <= 0)
 			w = sched_rate_wait(&s->rate, clock_mono());
 		if (w < wait)
@@ -1482,6 +1580,8 @@ sender_stop(struct sender *s)
 		/* Kill the session; the thread then applies what it had
 		 * reported (relay_abort() takes no lock of ours). */
 		relay_abort(s->relay);
+		if (s->fallback != NULL)
+			relay_abort(s->fallback);
 		done = wait_exit(s, SENDER_ABORT_WAIT);
 	}
 	if (!done)
@@ -1521,6 +1621,7 @@ sender_free(struct sender *s)
 	}
 	hooks_free(s->hooks);
 	relay_free(s->relay);
+	relay_free(s->fallback);
 	report_free(s->report);
 	sched_free(s->sched);
 	sched_free(s->deadlines);
