@@ -841,12 +841,73 @@ out:
 	return rc;
 }
 
+/* One upstream's settings, the primary's or the fallback's. */
+struct upstream_keys {
+	const char *prefix; /* "OUTBOUND_EMAIL", "FALLBACK_EMAIL" */
+	int port;
+	const char *ca_file;
+	char **password; /* read from password_file when it is set */
+	const char *password_file;
+	const char *username;
+};
+
+/* Checked alike, the messages naming the upstream's own keys. */
+static int
+finish_upstream(const struct upstream_keys *u, config_warn_fn *warn, char *err,
+    size_t errlen)
+{
+	const char *p = u->prefix;
+	char key[64];
+	int fd;
+
+	if (u->port == 465) {
+		seterr(err, errlen,
+		    "%s_HOST_PORT: port 465 is implicit TLS (SMTPS), which "
+		    "libesmtp does not support; use port 587 with STARTTLS "
+		    "(%s_USE_TLS=true)",
+		    p, p);
+		return -1;
+	}
+	if (u->ca_file != NULL) {
+		if ((fd = open(u->ca_file, O_RDONLY | O_CLOEXEC)) == -1) {
+			seterr(err, errlen, "%s_CA_FILE: cannot read %s: %s", p,
+			    u->ca_file, strerror(errno));
+			return -1;
+		}
+		close(fd);
+	}
+	if (u->password_file != NULL) {
+		if (*u->password != NULL) {
+			seterr(err, errlen,
+			    "%s_PASSWORD and %s_PASSWORD_FILE are both set; "
+			    "use one of them",
+			    p, p);
+			return -1;
+		}
+		snprintf(key, sizeof(key), "%s_PASSWORD_FILE", p);
+		if (read_password_file(key, u->password_file, u->password, warn,
+		        err, errlen) == -1)
+			return -1;
+	}
+	if ((u->username != NULL) != (*u->password != NULL)) {
+		seterr(err, errlen,
+		    u->username != NULL
+		        ? "%s_USERNAME is set but %s_PASSWORD "
+		          "is not: set both for AUTH, or neither"
+		        : "%s_PASSWORD is set but %s_USERNAME "
+		          "is not: set both for AUTH, or neither",
+		    p, p);
+		return -1;
+	}
+	return 0;
+}
+
 /* The fallback upstream's settings, checked as the primary's are. */
 static int
 finish_fallback(
     struct config *cfg, config_warn_fn *warn, char *err, size_t errlen)
 {
-	int fd;
+	struct upstream_keys fallback;
 
 	if (cfg->fb_host == NULL) {
 		if (cfg->fb_username != NULL || cfg->fb_password != NULL ||
@@ -859,41 +920,14 @@ finish_fallback(
 		}
 		return 0;
 	}
-	if (cfg->fb_port == 465) {
-		seterr(err, errlen,
-		    "FALLBACK_EMAIL_HOST_PORT: port 465 is implicit TLS "
-		    "(SMTPS), which libesmtp does not support; use port 587 "
-		    "with STARTTLS");
+	fallback.prefix = "FALLBACK_EMAIL";
+	fallback.port = cfg->fb_port;
+	fallback.ca_file = cfg->fb_ca_file;
+	fallback.password = &cfg->fb_password;
+	fallback.password_file = cfg->fb_password_file;
+	fallback.username = cfg->fb_username;
+	if (finish_upstream(&fallback, warn, err, errlen) == -1)
 		return -1;
-	}
-	if (cfg->fb_ca_file != NULL) {
-		if ((fd = open(cfg->fb_ca_file, O_RDONLY | O_CLOEXEC)) == -1) {
-			seterr(err, errlen,
-			    "FALLBACK_EMAIL_CA_FILE: cannot read %s: %s",
-			    cfg->fb_ca_file, strerror(errno));
-			return -1;
-		}
-		close(fd);
-	}
-	if (cfg->fb_password_file != NULL) {
-		if (cfg->fb_password != NULL) {
-			seterr(err, errlen,
-			    "FALLBACK_EMAIL_PASSWORD and "
-			    "FALLBACK_EMAIL_PASSWORD_FILE are both set; use "
-			    "one of them");
-			return -1;
-		}
-		if (read_password_file("FALLBACK_EMAIL_PASSWORD_FILE",
-		        cfg->fb_password_file, &cfg->fb_password, warn, err,
-		        errlen) == -1)
-			return -1;
-	}
-	if ((cfg->fb_username == NULL) != (cfg->fb_password == NULL)) {
-		seterr(err, errlen,
-		    "FALLBACK_EMAIL_USERNAME and FALLBACK_EMAIL_PASSWORD go "
-		    "together: set both for AUTH, or neither");
-		return -1;
-	}
 	if (cfg->fb_username != NULL && !cfg->fb_use_tls) {
 		seterr(err, errlen,
 		    "FALLBACK_EMAIL_USERNAME is set but FALLBACK_EMAIL_USE_TLS "
@@ -920,53 +954,17 @@ config_fallback_view(const struct config *cfg, struct config *view)
 static int
 finish(struct config *cfg, config_warn_fn *warn, char *err, size_t errlen)
 {
+	struct upstream_keys primary;
 	char host[256];
-	int fd;
 
-	if (cfg->outbound_port == 465) {
-		seterr(err, errlen,
-		    "OUTBOUND_EMAIL_HOST_PORT: port 465 is "
-		    "implicit TLS (SMTPS), which libesmtp does not support; "
-		    "use port 587 with STARTTLS (OUTBOUND_EMAIL_USE_TLS=true)");
+	primary.prefix = "OUTBOUND_EMAIL";
+	primary.port = cfg->outbound_port;
+	primary.ca_file = cfg->ca_file;
+	primary.password = &cfg->password;
+	primary.password_file = cfg->password_file;
+	primary.username = cfg->username;
+	if (finish_upstream(&primary, warn, err, errlen) == -1)
 		return -1;
-	}
-	if (cfg->ca_file != NULL) {
-		if ((fd = open(cfg->ca_file, O_RDONLY | O_CLOEXEC)) == -1) {
-			seterr(err, errlen,
-			    "OUTBOUND_EMAIL_CA_FILE: cannot "
-			    "read %s: %s",
-			    cfg->ca_file, strerror(errno));
-			return -1;
-		}
-		close(fd);
-	}
-	if (cfg->password_file != NULL) {
-		if (cfg->password != NULL) {
-			seterr(err, errlen,
-			    "OUTBOUND_EMAIL_PASSWORD and "
-			    "OUTBOUND_EMAIL_PASSWORD_FILE are both set; use "
-			    "one of them");
-			return -1;
-		}
-		if (read_password_file("OUTBOUND_EMAIL_PASSWORD_FILE",
-		        cfg->password_file, &cfg->password, warn, err,
-		        errlen) == -1)
-			return -1;
-	}
-	if (cfg->username != NULL && cfg->password == NULL) {
-		seterr(err, errlen,
-		    "OUTBOUND_EMAIL_USERNAME is set but "
-		    "OUTBOUND_EMAIL_PASSWORD is not: set both for AUTH, or "
-		    "neither");
-		return -1;
-	}
-	if (cfg->password != NULL && cfg->username == NULL) {
-		seterr(err, errlen,
-		    "OUTBOUND_EMAIL_PASSWORD is set but "
-		    "OUTBOUND_EMAIL_USERNAME is not: set both for AUTH, or "
-		    "neither");
-		return -1;
-	}
 	if (finish_fallback(cfg, warn, err, errlen) == -1)
 		return -1;
 	if (cfg->retry_max_delay < cfg->retry_delay) {

@@ -20,14 +20,19 @@ class FallbackTest(ArnieTestCase):
                             make_message(test_id))
         self.assertEqual(code, 250)
 
-    def test_fallback_while_the_primary_is_down(self):
+    def start(self, after):
+        """arnie with its primary down and a fallback up."""
         primary = self.upstream()
         primary.stop()
         fallback = self.upstream()
         d = self.arnie(primary.port, FALLBACK_EMAIL_HOST="127.0.0.1",
                        FALLBACK_EMAIL_HOST_PORT=fallback.port,
                        FALLBACK_EMAIL_USE_TLS=False,
-                       FALLBACK_AFTER_SECONDS=1)
+                       FALLBACK_AFTER_SECONDS=after)
+        return d, primary, fallback
+
+    def test_fallback_while_the_primary_is_down(self):
+        d, primary, fallback = self.start(1)
         self.send(d, "fb1")
         self.assertDeliveredOnce(fallback, "fb1")
         self.assertIn("relay=127.0.0.1:%d, delay=" % fallback.port,
@@ -50,13 +55,7 @@ class FallbackTest(ArnieTestCase):
         self.assertEqual(primary.with_test_id("fb1"), [])
 
     def test_not_before_fallback_after(self):
-        primary = self.upstream()
-        primary.stop()
-        fallback = self.upstream()
-        d = self.arnie(primary.port, FALLBACK_EMAIL_HOST="127.0.0.1",
-                       FALLBACK_EMAIL_HOST_PORT=fallback.port,
-                       FALLBACK_EMAIL_USE_TLS=False,
-                       FALLBACK_AFTER_SECONDS=3600)
+        d, primary, fallback = self.start(3600)
         self.send(d, "wait1")
         wait_for(lambda: "queue paused" in d.log_text(), what="a pause")
         # Still the primary's: it comes back and gets the message.
