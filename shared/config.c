@@ -1027,6 +1027,9 @@ config_load(const char *path, config_warn_fn *warn, char *err, size_t errlen)
 		if (file_sets(&ef, "OUTBOUND_EMAIL_PASSWORD"))
 			warn_readable(warn, cfg->path, ef.mode,
 			    "holds OUTBOUND_EMAIL_PASSWORD");
+		else if (file_sets(&ef, "FALLBACK_EMAIL_PASSWORD"))
+			warn_readable(warn, cfg->path, ef.mode,
+			    "holds FALLBACK_EMAIL_PASSWORD");
 	}
 	for (i = 0; i < NKEYS; i++) {
 		kd = &keys[i];

@@ -234,8 +234,9 @@ format_sender(FILE *out, time_t paused_since, time_t last_delivery, time_t now)
 		    "\n",
 		    kinds[i], m.session_errors[i]);
 	head(out, "arnie_relay_messages_total", "counter",
-	    "Messages handed to each upstream: the primary, or the fallback "
-	    "(FALLBACK_EMAIL_HOST) while the primary is paused.");
+	    "Messages handed to each upstream in a session (attempts, probes "
+	    "included): the primary, or the fallback (FALLBACK_EMAIL_HOST) "
+	    "while the primary is paused.");
 	fprintf(out,
 	    "arnie_relay_messages_total{relay=\"primary\"} %" PRIu64 "\n"
 	    "arnie_relay_messages_total{relay=\"fallback\"} %" PRIu64 "\n",

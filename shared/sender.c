@@ -877,6 +877,9 @@ update_pause(struct sender *s, bool trouble, const char *reason, time_t now)
 		/* Also after a pause a flush lifted: the alert is told. */
 		if (s->alert.paused)
 			alert_recovered(s, now - s->alert.since);
+		/* The fallback's backoff belongs to this outage. */
+		if (s->fallback != NULL)
+			sched_pause_ok(&s->fb_pause);
 		if (sched_pause_ok(&s->pause)) {
 			log_info("upstream reachable again after %lds",
 			    (long)(now - since));
@@ -1271,7 +1274,18 @@ static void
 control_flushed(void *arg)
 {
 	struct sender *s = arg;
+	time_t now = now_sec();
 
+	if (s->fallback != NULL && s->pause.failures > 0) {
+		/* The primary probed at once, its outage kept (a reset would
+		 * start FALLBACK_AFTER_SECONDS over); the fallback tried
+		 * again at once too. */
+		s->pause.until = now;
+		sched_pause_ok(&s->fb_pause);
+		log_info("arnie-queue flush: the primary upstream is probed "
+		         "now");
+		return;
+	}
 	if (sched_pause_ok(&s->pause)) {
 		log_info("queue pause lifted by arnie-queue flush");
 		s->pause_reason[0] = '\0';
