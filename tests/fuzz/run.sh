@@ -38,7 +38,7 @@ sources() {
 	spool) echo "$s/spool.c $s/spares.c $s/envelope.c $s/xmalloc.c $s/log.c $s/logjson.c" ;;
 	smtp_parse) echo "$top/standalone/smtp_parse.c $s/xmalloc.c $s/log.c $s/logjson.c" ;;
 	message) echo "$s/message.c $s/timefmt.c $s/xmalloc.c $s/log.c $s/logjson.c" ;;
-	config) echo "$s/config.c $s/dotenv.c $s/xmalloc.c $s/secret.c $s/log.c $s/logjson.c" ;;
+	config) echo "$s/config.c $s/dotenv.c $s/timefmt.c $s/xmalloc.c $s/secret.c $s/log.c $s/logjson.c" ;;
 	wire) echo "$s/wire.c" ;;
 	logjson) echo "$s/logjson.c $s/xmalloc.c $s/log.c" ;;
 	stats) echo "$s/stats.c $s/xmalloc.c $s/log.c $s/logjson.c" ;;
