@@ -118,8 +118,8 @@ spooled(const char *id, size_t *lenp)
 /* What the plain path spools for msg: the Received: field and the
  * completion of the whole message. */
 static char *
-expected(const char *msg, size_t len, const char *id, unsigned opts,
-    size_t *outlen)
+expected(
+    const char *msg, size_t len, const char *id, unsigned opts, size_t *outlen)
 {
 	struct message_fix fix;
 	struct iovec iov[64];
@@ -127,8 +127,8 @@ expected(const char *msg, size_t len, const char *id, unsigned opts,
 	size_t used;
 	int i, n;
 
-	message_fixup(&fix, msg, len, opts, id, "app@example.org", "test",
-	    WHEN);
+	message_fixup(
+	    &fix, msg, len, opts, id, "app@example.org", "test", WHEN);
 	n = message_iov(&fix, msg, len, iov, 64);
 	ck_assert_int_gt(n, -1);
 	out = xmalloc(strlen(RECEIVED) + fix.size + 1);
@@ -183,8 +183,7 @@ static const struct shape shapes[] = {
     {"usual", "Subject: hi\r\nTo: a@b\r\n\r\nbody\r\nmore\r\n", 0},
     {"missing fields added", "Subject: only\r\n\r\nbody\r\n", 0},
     {"bcc dropped",
-        "To: a@b\r\nBcc: hidden@x,\r\n\tother@y\r\nSubject: s\r\n\r\nb\r\n",
-        0},
+        "To: a@b\r\nBcc: hidden@x,\r\n\tother@y\r\nSubject: s\r\n\r\nb\r\n", 0},
     {"bcc kept", "To: a@b\r\nBcc: hidden@x\r\n\r\nb\r\n", MESSAGE_KEEP_BCC},
     {"repeats dropped",
         "Date: 1\r\nDate: 2\r\nReturn-Path: <x>\r\nFrom: a\r\n\r\nb\r\n", 0},
@@ -208,7 +207,10 @@ START_TEST(test_streamed_equals_whole)
 	size_t nb = sizeof(buffers) / sizeof(buffers[0]);
 	const struct shape *sh = &shapes[_i / (nc * nb)];
 	size_t chunk = chunks[(_i / nb) % nc], buffer = buffers[_i % nb];
-	struct intake_opts o = {sh->opts, "test", 0, buffer};
+	struct intake_opts o = {.fix_opts = sh->opts,
+	    .hostname = "test",
+	    .max_size = 0,
+	    .buffer = buffer};
 	struct intake *in;
 	char *msg, *want, *got, id[SPOOL_IDLEN + 1];
 	size_t len, wlen, glen;
@@ -240,13 +242,16 @@ END_TEST
 static char *
 big_body(size_t size)
 {
-	static const char head[] = "Subject: big\r\nBcc: x@y\r\nTo: a@b\r\n\r\n";
+	static const char head[] =
+	    "Subject: big\r\nBcc: x@y\r\nTo: a@b\r\n\r\n";
 	char *m = xmalloc(size + 1);
 	size_t i, at = sizeof(head) - 1;
 
 	memcpy(m, head, at);
 	for (i = 0; at < size - 2; i++, at++)
-		m[at] = i % 77 == 76 ? '\n' : i % 77 == 75 ? '\r' : 'a' + i % 26;
+		m[at] = i % 77 == 76   ? '\n'
+		        : i % 77 == 75 ? '\r'
+		                       : 'a' + i % 26;
 	m[at++] = '\r';
 	m[at++] = '\n';
 	m[at] = '\0';
@@ -257,7 +262,10 @@ big_body(size_t size)
 
 START_TEST(test_too_big_leaves_nothing)
 {
-	struct intake_opts o = {0, "test", 100000, 1024};
+	struct intake_opts o = {.fix_opts = 0,
+	    .hostname = "test",
+	    .max_size = 100000,
+	    .buffer = 1024};
 	char *msg = big_body(200000);
 	struct intake *in = intake_new(spool, new_env(), RECEIVED, &o, WHEN);
 	size_t off;
@@ -282,7 +290,10 @@ END_TEST
 
 START_TEST(test_long_line_leaves_nothing)
 {
-	struct intake_opts o = {0, "test", 0, _i == 0 ? 0 : 64};
+	struct intake_opts o = {.fix_opts = 0,
+	    .hostname = "test",
+	    .max_size = 0,
+	    .buffer = _i == 0 ? 0 : 64};
 	char line[1200], *msg;
 	struct intake *in;
 
@@ -301,9 +312,11 @@ END_TEST
  * memory: refused past INTAKE_HEADER_MAX. */
 START_TEST(test_endless_header)
 {
-	struct intake_opts o = {0, "test", 0, 1024};
+	struct intake_opts o = {
+	    .fix_opts = 0, .hostname = "test", .max_size = 0, .buffer = 1024};
 	struct intake *in = intake_new(spool, new_env(), RECEIVED, &o, WHEN);
-	static const char field[] = "X-Filler: 0123456789012345678901234567\r\n";
+	static const char field[] =
+	    "X-Filler: 0123456789012345678901234567\r\n";
 	size_t sent = 0;
 	bool ok = true;
 
@@ -322,7 +335,8 @@ END_TEST
 /* The spool refuses the draft: the message is refused with the errno. */
 START_TEST(test_write_error)
 {
-	struct intake_opts o = {0, "test", 0, 64};
+	struct intake_opts o = {
+	    .fix_opts = 0, .hostname = "test", .max_size = 0, .buffer = 64};
 	char *inbox = xasprintf("%s/inbox", spooldir);
 	char *msg = big_body(10000);
 	struct intake *in;
@@ -342,7 +356,8 @@ END_TEST
  * the front-end runs where it may wait. */
 START_TEST(test_add_touches_no_disk)
 {
-	struct intake_opts o = {0, "test", 0, 64};
+	struct intake_opts o = {
+	    .fix_opts = 0, .hostname = "test", .max_size = 0, .buffer = 64};
 	char *msg = big_body(10000);
 	struct intake *in = intake_new(spool, new_env(), RECEIVED, &o, WHEN);
 
@@ -365,7 +380,8 @@ END_TEST
 /* Abandoned midway (the client went away): the draft goes. */
 START_TEST(test_abandoned)
 {
-	struct intake_opts o = {0, "test", 0, 64};
+	struct intake_opts o = {
+	    .fix_opts = 0, .hostname = "test", .max_size = 0, .buffer = 64};
 	char *msg = big_body(10000);
 	struct intake *in = feed(msg, 5000, 500, &o);
 
@@ -423,7 +439,10 @@ cq_thread(void *arg)
 
 START_TEST(test_commitq)
 {
-	struct intake_opts o = {MESSAGE_KEEP_BCC, "test", 0, 0};
+	struct intake_opts o = {.fix_opts = MESSAGE_KEEP_BCC,
+	    .hostname = "test",
+	    .max_size = 0,
+	    .buffer = 0};
 	struct envelope *bad = envelope_new();
 	struct cq_job badjob = {0};
 	pthread_t th[CQ_THREADS];
@@ -434,8 +453,8 @@ START_TEST(test_commitq)
 	for (i = 0; i < CQ_THREADS * CQ_PER_THREAD; i++) {
 		snprintf(cq_jobs[i].body, sizeof(cq_jobs[i].body),
 		    "Subject: %d\r\n\r\nmessage %d\r\n", i, i);
-		cq_jobs[i].in = feed(cq_jobs[i].body, strlen(cq_jobs[i].body),
-		    4096, &o);
+		cq_jobs[i].in =
+		    feed(cq_jobs[i].body, strlen(cq_jobs[i].body), 4096, &o);
 		ck_assert_int_eq(intake_end(cq_jobs[i].in), INTAKE_OK);
 		cq_jobs[i].error = -1;
 	}
