@@ -45,6 +45,45 @@ count_files() {
 	find "$1" -maxdepth 1 -type f | wc -l
 }
 
+# wait_for_lines LOG TEXT COUNT TIMEOUT_SECONDS: until LOG has COUNT lines
+# holding TEXT.  One process reading what the log gained: a loop that lists
+# a queue folder of thousands of files takes the CPU being measured.
+wait_for_lines() {
+	/usr/bin/python3 - "$@" <<'PY'
+import sys, time
+log, text, want, secs = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3]), float(sys.argv[4])
+deadline = time.monotonic() + secs
+n, offset, partial = 0, 0, b""
+while n < want:
+    if time.monotonic() > deadline:
+        sys.exit("timeout: %d of %d lines with %r in %s" % (n, want, text, log))
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+    except FileNotFoundError:
+        chunk = b""
+    offset += len(chunk)
+    lines = (partial + chunk).split(b"\n")
+    partial = lines.pop()
+    n += sum(1 for line in lines if text in line)
+    if n < want:
+        time.sleep(0.005)
+PY
+}
+
+# cpu_seconds PID...: user + system CPU seconds of those processes so far.
+cpu_seconds() {
+	for pid in "$@"; do
+		cut -d' ' -f14,15 "/proc/$pid/stat"
+	done | awk -v hz="$(getconf CLK_TCK)" '{ t += $1 + $2 } END { printf "%.3f", t / hz }'
+}
+
+# children PID: the PIDs of PID's child processes.
+children() {
+	cat /proc/"$1"/task/*/children 2>/dev/null
+}
+
 # wait_until_empty DIR TIMEOUT_SECONDS
 wait_until_empty() {
 	end=$(( $(date +%s) + $2 ))
