@@ -51,6 +51,9 @@
 #include "xmalloc.h"
 
 static const int ctl = RELAY_PROTO_FD;
+/* A message's results, sent together when its DONE is (wire_flush()):
+ * the daemon wakes once per message. */
+static struct wire_held *results;
 
 /* Log lines travel to the daemon; nothing else is written anywhere. */
 static void
@@ -278,12 +281,13 @@ send_result(int type, size_t index, const char *rcpt_or_flags[2],
 	snprintf(status, sizeof(status), "%d", (int)res->status);
 	snprintf(code, sizeof(code), "%d", res->code);
 	if (type == RR_RESULT) {
-		if (wire_sendv(ctl, RR_RESULT, -1, idx, rcpt_or_flags[0],
+		if (wire_holdv(results, RR_RESULT, -1, idx, rcpt_or_flags[0],
 		        rcpt_or_flags[1], status, code, res->reply,
 		        NULL) == -1)
 			exit(EX_IOERR);
-	} else if (wire_sendv(ctl, RR_RRESULT, -1, idx, rcpt_or_flags[0],
-	               status, code, res->reply, NULL) == -1)
+	} else if (wire_holdv(results, RR_RRESULT, -1, idx,
+	               rcpt_or_flags[0], status, code, res->reply,
+	               NULL) == -1)
 		exit(EX_IOERR);
 }
 
@@ -338,7 +342,8 @@ report(void *arg, struct session_msg *m)
 		send_result(RR_RRESULT, m->index, which, &m->rcpts[j].result);
 	}
 	snprintf(idx, sizeof(idx), "%zu", m->index);
-	if (wire_sendv(ctl, RR_DONE, -1, idx, NULL) == -1)
+	if (wire_holdv(results, RR_DONE, -1, idx, NULL) == -1 ||
+	    wire_flush(results) == -1)
 		exit(EX_IOERR);
 	unacked = true;
 	unacked_index = m->index;
@@ -368,6 +373,8 @@ main(int argc, char *argv[])
 	if (wire_sendv(ctl, RR_HELLO, -1, RELAY_PROTO_HELLO, NULL) == -1)
 		return EX_IOERR;
 	s = configure();
+	if ((results = wire_held_new(ctl)) == NULL)
+		return EX_OSERR;
 	r = xcalloc(1, sizeof(*r));
 	for (;;) {
 		next(r);

@@ -343,9 +343,9 @@ parse_result(const struct wire_rec *r, size_t i, struct relay_result *res)
 	return 0;
 }
 
-/* Send one message of the batch: MSG with its file, then its RCPTs. */
+/* Hold one message of the batch: MSG with its file, then its RCPTs. */
 static int
-send_message(struct relay *relay, size_t index, const struct relay_msg *m)
+send_message(struct wire_held *out, size_t index, const struct relay_msg *m)
 {
 	const struct envelope *env = m->env;
 	char idx[24], size[24], off[24], nr[24], j_text[24];
@@ -355,7 +355,7 @@ send_message(struct relay *relay, size_t index, const struct relay_msg *m)
 	snprintf(size, sizeof(size), "%" PRIu64, env->size);
 	snprintf(off, sizeof(off), "%lld", (long long)env->body_offset);
 	snprintf(nr, sizeof(nr), "%zu", envelope_pending(env));
-	if (wire_sendv(relay->sock, RR_MSG, fileno(m->body), idx, env->id,
+	if (wire_holdv(out, RR_MSG, fileno(m->body), idx, env->id,
 	        env->sender != NULL ? env->sender : "", size, off, nr,
 	        NULL) == -1)
 		return -1;
@@ -363,31 +363,41 @@ send_message(struct relay *relay, size_t index, const struct relay_msg *m)
 		if (env->rcpts[j].state != RCPT_PENDING)
 			continue;
 		snprintf(j_text, sizeof(j_text), "%zu", j);
-		if (wire_sendv(relay->sock, RR_RCPT, -1, idx, j_text,
+		if (wire_holdv(out, RR_RCPT, -1, idx, j_text,
 		        env->rcpts[j].addr, NULL) == -1)
 			return -1;
 	}
 	return 0;
 }
 
-/* BEGIN, the messages with a pending recipient, GO; c->map filled. */
+/* BEGIN, the messages with a pending recipient, GO; c->map filled.  Sent
+ * in runs (wire_flush()): the relay wakes once per run, not per record. */
 static int
 send_batch(struct relay *relay, struct relay_msg *msgs, size_t n,
     struct collect *c)
 {
+	struct wire_held *out;
 	char count[24];
 	size_t i;
+	int rc = -1;
 
 	for (i = 0; i < n; i++)
 		if (envelope_pending(msgs[i].env) > 0)
 			c->map[c->nsent++] = i;
 	snprintf(count, sizeof(count), "%zu", c->nsent);
-	if (wire_sendv(relay->sock, RR_BEGIN, -1, count, NULL) == -1)
+	if ((out = wire_held_new(relay->sock)) == NULL)
 		return -1;
+	if (wire_holdv(out, RR_BEGIN, -1, count, NULL) == -1)
+		goto done;
 	for (i = 0; i < c->nsent; i++)
-		if (send_message(relay, i, &msgs[c->map[i]]) == -1)
-			return -1;
-	return wire_sendv(relay->sock, RR_GO, -1, NULL);
+		if (send_message(out, i, &msgs[c->map[i]]) == -1)
+			goto done;
+	if (wire_holdv(out, RR_GO, -1, NULL) == -1)
+		goto done;
+	rc = wire_flush(out);
+done:
+	wire_held_free(out);
+	return rc;
 }
 
 static int
@@ -701,7 +711,8 @@ died_idle(const struct collect *c, bool fresh, bool aborted)
 
 enum relay_status
 relay_send(struct relay *relay, struct relay_msg *msgs, size_t n,
-    relay_result_fn *fn, void *arg, char *reason, size_t reasonlen)
+    relay_started_fn *started, relay_result_fn *fn, void *arg, char *reason,
+    size_t reasonlen)
 {
 	struct collect c;
 	char err[RELAY_REPLY_MAX];
@@ -729,12 +740,17 @@ again:
 		goto out;
 	}
 	relay->sessions++;
-	if (send_batch(relay, msgs, n, &c) == -1)
+	if (send_batch(relay, msgs, n, &c) == -1) {
 		snprintf(c.error, sizeof(c.error),
 		    "cannot hand the batch to the relay process: %s",
 		    strerror(errno));
-	else
+	} else {
+		if (started != NULL) {
+			started(arg);
+			started = NULL; /* once, even if the batch is retried */
+		}
 		collect(relay, &c);
+	}
 	if (c.complete && !c.unrecorded)
 		goto out;
 	/* Trouble: this relay is done for; the next session gets another. */

@@ -86,8 +86,19 @@ const char *relay_name(const struct relay *relay);
 typedef int relay_result_fn(void *arg, struct relay_msg *m);
 
 /*
- * Send msgs[0..n) over one connection, calling fn (if not NULL) for each
- * message as its results arrive.  Returns RELAY_OK when the session ran,
+ * Called on relay_send()'s thread once the batch is in the relay's hands,
+ * before any result: while the relay connects and greets the upstream, the
+ * caller may do work that need not come before the session (the sender
+ * makes the last session's changes durable).  Its time counts against the
+ * session's deadline, and the relay waits for it before it ends the first
+ * message.
+ */
+typedef void relay_started_fn(void *arg);
+
+/*
+ * Send msgs[0..n) over one connection, calling started (if not NULL) once
+ * the relay has the batch, and fn (if not NULL) for each message as its
+ * results arrive, both with arg.  Returns RELAY_OK when the session ran,
  * each message then carrying its results (a message with attempted false
  * was not tried and stays as it was), or RELAY_TEMPFAIL for queue-wide
  * trouble (connection refused or timed out, TLS or certificate failure,
@@ -104,8 +115,8 @@ typedef int relay_result_fn(void *arg, struct relay_msg *m);
  * for them.
  */
 enum relay_status relay_send(struct relay *relay, struct relay_msg *msgs,
-    size_t n, relay_result_fn *fn, void *arg, char *reason,
-    size_t reasonlen);
+    size_t n, relay_started_fn *started, relay_result_fn *fn, void *arg,
+    char *reason, size_t reasonlen);
 
 /*
  * Stop the relay program when no session has used it for

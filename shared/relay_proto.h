@@ -25,7 +25,9 @@
  *   daemon -> relay   ACK      index, stop  (recorded; stop: "1" ends
  *                              the session)
  *   The relay reads an ACK before it ends the next message's data and
- *   before it sends another RESULT, so at most one is outstanding.
+ *   before it sends another RESULT, so at most one is outstanding.  A
+ *   message's RESULT, RRESULTs and DONE leave together, as the batch's
+ *   records do (wire_flush()): each side wakes once per run of records.
  *   relay  -> daemon  END      status, reason
  * and at any time:
  *   relay  -> daemon  LOG      priority (syslog's), text

@@ -1097,10 +1097,14 @@ done:
  * Make the state changes of a session durable with one fsync of outbox/
  * (see spool.h): each was visible at once, which is all a restarted daemon
  * needs; a power loss before this fsync can only bring a message back.
+ * When another session follows at once, it is done at that session's start
+ * (batch_started()), while the relay connects; else at once.
  */
 static void
 sync_state(struct sender *s)
 {
+	double start = clock_mono();
+
 	if (s->outcomes_unsynced &&
 	    fsync(spool_dir_fd(s->spool, SPOOL_IN_OUTCOMES)) == -1)
 		log_warn("cannot fsync %s/outcomes", spool_path(s->spool));
@@ -1114,6 +1118,8 @@ sync_state(struct sender *s)
 		log_warn("cannot fsync %s/sent", spool_path(s->spool));
 	if (spool_sync(s->spool) == -1)
 		log_warn("cannot fsync %s", spool_outbox_path(s->spool));
+	log_debug("sessions' changes synced to disk in %.1f ms",
+	    (clock_mono() - start) * 1000);
 }
 
 /* One batch in the relay's hands, for record_results(). */
@@ -1122,6 +1128,19 @@ struct batch {
 	struct relay_msg *msgs;
 	bool *recorded; /* its results are applied */
 };
+
+/* relay_started_fn: the previous session's changes made durable while the
+ * relay connects for this one (see send_batch()). */
+static void
+batch_started(void *arg)
+{
+	struct batch *b = arg;
+
+	pthread_mutex_lock(&b->s->lock);
+	if (!b->s->abandoned)
+		sync_state(b->s);
+	pthread_mutex_unlock(&b->s->lock);
+}
 
 /*
  * relay_result_fn: apply a message's results the moment they arrive, while
@@ -1166,7 +1185,7 @@ send_batch(struct sender *s)
 	double nowd = clock_wall();
 	time_t now = (time_t)nowd, due;
 	size_t limit, n = 0, i;
-	bool attempted = false, trouble;
+	bool attempted = false, trouble = false;
 	FILE *body;
 	unsigned char known;
 
@@ -1198,8 +1217,9 @@ send_batch(struct sender *s)
 	if (s->via_fallback)
 		log_debug("session through the fallback upstream %s",
 		    relay_name(s->fallback));
-	st = relay_send(
-	    s->cur, msgs, n, record_results, &batch, reason, sizeof(reason));
+	log_debug("session of %zu message%s", n, n == 1 ? "" : "s");
+	st = relay_send(s->cur, msgs, n, batch_started, record_results, &batch,
+	    reason, sizeof(reason));
 	pthread_mutex_lock(&s->lock);
 	if (s->abandoned) {
 		/* sender_stop() returned already; the spool may be closed.
@@ -1237,7 +1257,12 @@ send_batch(struct sender *s)
 		relay_msg_clear(&msgs[i]);
 	}
 out:
-	sync_state(s);
+	/* With another session to start at once, its start makes this one's
+	 * changes durable (batch_started()), overlapping the relay's connect;
+	 * otherwise now. */
+	if (trouble || n < limit || !sched_peek(s->sched, &due, NULL) ||
+	    due > now)
+		sync_state(s);
 	for (i = 0; i < n; i++) {
 		if (msgs[i].body != NULL)
 			fclose(msgs[i].body);
@@ -1510,6 +1535,7 @@ sender_main(void *arg)
 {
 	struct sender *s = arg;
 	sigset_t all;
+	int timeout;
 
 	/* Signals belong to the front-end's thread. */
 	sigfillset(&all);
@@ -1537,10 +1563,16 @@ sender_main(void *arg)
 		maybe_write_status(s);
 		if (atomic_load(&s->stop))
 			break;
-		if (!wait_events(s, next_timeout(s)))
+		timeout = next_timeout(s);
+		/* A session that left its changes to the next one's start
+		 * (send_batch()), and none is starting. */
+		if (timeout != 0)
+			sync_state(s);
+		if (!wait_events(s, timeout))
 			return NULL; /* abandoned; lock released */
 		drain(s);
 	}
+	sync_state(s);
 	s->exited = true;
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);

@@ -30,7 +30,8 @@
  * message.  It is visible to every process at once, which is what keeps a
  * restarted daemon from sending again what was delivered; it becomes
  * durable against a power loss at the next spool_sync(), which the sender
- * runs once per session.  Until then a power loss can only bring back the
+ * runs once per session (at its end, or at the start of the next when one
+ * follows at once).  Until then a power loss can only bring back the
  * previous state (a message sent again, never one lost: a final state in
  * failed/ is durable before the queued message goes; sent/ is synced once
  * per session, just before outbox/ (spool_sync_finished()), so a power

@@ -8,11 +8,60 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define HEAD_WORDS 3 /* magic, type, n */
+
+/*
+ * The header of a record of type with fields[0..n) into head (room for
+ * HEAD_WORDS + WIRE_FIELDS_MAX words): its length in octets, or 0 with
+ * errno EMSGSIZE.
+ */
+static size_t
+encode_head(uint32_t *head, uint32_t type, const struct iovec *fields,
+    size_t n)
+{
+	size_t i, total = 0;
+
+	if (n > WIRE_FIELDS_MAX) {
+		errno = EMSGSIZE;
+		return 0;
+	}
+	head[0] = WIRE_MAGIC;
+	head[1] = type;
+	head[2] = (uint32_t)n;
+	for (i = 0; i < n; i++) {
+		head[HEAD_WORDS + i] = (uint32_t)fields[i].iov_len;
+		total += fields[i].iov_len;
+	}
+	if (total > WIRE_MAX) {
+		errno = EMSGSIZE;
+		return 0;
+	}
+	return (HEAD_WORDS + n) * sizeof(uint32_t);
+}
+
+/* mh's control part carries fd (none when negative); cbuf has room for
+ * CMSG_SPACE(sizeof(int)). */
+static void
+attach_fd(struct msghdr *mh, char *cbuf, int fd)
+{
+	struct cmsghdr *cm;
+
+	if (fd < 0)
+		return;
+	memset(cbuf, 0, CMSG_SPACE(sizeof(int)));
+	mh->msg_control = cbuf;
+	mh->msg_controllen = CMSG_SPACE(sizeof(int));
+	cm = CMSG_FIRSTHDR(mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+}
 
 int
 wire_send(int sock, uint32_t type, const struct iovec *fields, size_t n,
@@ -22,59 +71,35 @@ wire_send(int sock, uint32_t type, const struct iovec *fields, size_t n,
 	struct iovec iov[1 + WIRE_FIELDS_MAX];
 	char cbuf[CMSG_SPACE(sizeof(int))];
 	struct msghdr mh;
-	struct cmsghdr *cm;
-	size_t i, total = 0;
+	size_t hlen;
 	ssize_t r;
 
-	if (n > WIRE_FIELDS_MAX) {
-		errno = EMSGSIZE;
+	if ((hlen = encode_head(head, type, fields, n)) == 0)
 		return -1;
-	}
-	head[0] = WIRE_MAGIC;
-	head[1] = type;
-	head[2] = (uint32_t)n;
-	for (i = 0; i < n; i++) {
-		head[HEAD_WORDS + i] = (uint32_t)fields[i].iov_len;
-		total += fields[i].iov_len;
-		iov[1 + i] = fields[i];
-	}
-	if (total > WIRE_MAX) {
-		errno = EMSGSIZE;
-		return -1;
-	}
 	iov[0].iov_base = head;
-	iov[0].iov_len = (HEAD_WORDS + n) * sizeof(uint32_t);
+	iov[0].iov_len = hlen;
+	if (n > 0)
+		memcpy(iov + 1, fields, n * sizeof(*fields));
 	memset(&mh, 0, sizeof(mh));
 	mh.msg_iov = iov;
 	mh.msg_iovlen = 1 + n;
-	if (fd >= 0) {
-		memset(cbuf, 0, sizeof(cbuf));
-		mh.msg_control = cbuf;
-		mh.msg_controllen = sizeof(cbuf);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	}
+	attach_fd(&mh, cbuf, fd);
 	/* MSG_NOSIGNAL: a gone peer is EPIPE, not a signal. */
 	while ((r = sendmsg(sock, &mh, MSG_NOSIGNAL)) == -1 && errno == EINTR)
 		continue;
 	return r == -1 ? -1 : 0;
 }
 
-int
-wire_sendv(int sock, uint32_t type, int fd, ...)
+/* The NULL-terminated C strings of ap as fields: how many, or -1 with
+ * errno EMSGSIZE. */
+static ssize_t
+text_fields(struct iovec *iov, va_list ap)
 {
-	struct iovec iov[WIRE_FIELDS_MAX + 1];
 	const char *s;
 	size_t n = 0;
-	va_list ap;
 
-	va_start(ap, fd);
 	while ((s = va_arg(ap, const char *)) != NULL) {
 		if (n == WIRE_FIELDS_MAX) {
-			va_end(ap);
 			errno = EMSGSIZE;
 			return -1;
 		}
@@ -82,8 +107,140 @@ wire_sendv(int sock, uint32_t type, int fd, ...)
 		iov[n].iov_len = strlen(s);
 		n++;
 	}
+	return (ssize_t)n;
+}
+
+int
+wire_sendv(int sock, uint32_t type, int fd, ...)
+{
+	struct iovec iov[WIRE_FIELDS_MAX];
+	ssize_t n;
+	va_list ap;
+
+	va_start(ap, fd);
+	n = text_fields(iov, ap);
 	va_end(ap);
-	return wire_send(sock, type, iov, n, fd);
+	return n == -1 ? -1 : wire_send(sock, type, iov, (size_t)n, fd);
+}
+
+/* One record waiting in a wire_held: its octets, and a descriptor. */
+struct held_rec {
+	char *buf;
+	size_t len;
+	int fd;
+	char cbuf[CMSG_SPACE(sizeof(int))];
+};
+
+struct wire_held {
+	int sock;
+	size_t n;
+	struct held_rec rec[WIRE_HELD_MAX];
+};
+
+struct wire_held *
+wire_held_new(int sock)
+{
+	struct wire_held *h = calloc(1, sizeof(*h));
+
+	if (h != NULL)
+		h->sock = sock;
+	return h;
+}
+
+void
+wire_held_free(struct wire_held *h)
+{
+	size_t i;
+
+	if (h == NULL)
+		return;
+	for (i = 0; i < h->n; i++) {
+		explicit_bzero(h->rec[i].buf, h->rec[i].len);
+		free(h->rec[i].buf);
+	}
+	free(h);
+}
+
+int
+wire_hold(struct wire_held *h, uint32_t type, const struct iovec *fields,
+    size_t n, int fd)
+{
+	uint32_t head[HEAD_WORDS + WIRE_FIELDS_MAX];
+	struct held_rec *hr;
+	size_t hlen, i, len;
+	char *p;
+
+	if ((hlen = encode_head(head, type, fields, n)) == 0)
+		return -1;
+	if (h->n == WIRE_HELD_MAX && wire_flush(h) == -1)
+		return -1;
+	for (len = hlen, i = 0; i < n; i++)
+		len += fields[i].iov_len;
+	if ((p = malloc(len)) == NULL)
+		return -1;
+	hr = &h->rec[h->n++];
+	hr->buf = p;
+	hr->len = len;
+	hr->fd = fd;
+	memcpy(p, head, hlen);
+	p += hlen;
+	for (i = 0; i < n; i++) {
+		if (fields[i].iov_len > 0)
+			memcpy(p, fields[i].iov_base, fields[i].iov_len);
+		p += fields[i].iov_len;
+	}
+	return 0;
+}
+
+int
+wire_holdv(struct wire_held *h, uint32_t type, int fd, ...)
+{
+	struct iovec iov[WIRE_FIELDS_MAX];
+	ssize_t n;
+	va_list ap;
+
+	va_start(ap, fd);
+	n = text_fields(iov, ap);
+	va_end(ap);
+	return n == -1 ? -1 : wire_hold(h, type, iov, (size_t)n, fd);
+}
+
+int
+wire_flush(struct wire_held *h)
+{
+	struct mmsghdr mm[WIRE_HELD_MAX];
+	struct iovec iov[WIRE_HELD_MAX];
+	size_t i, sent = 0;
+	int r, saved;
+
+	memset(mm, 0, sizeof(mm));
+	for (i = 0; i < h->n; i++) {
+		iov[i].iov_base = h->rec[i].buf;
+		iov[i].iov_len = h->rec[i].len;
+		mm[i].msg_hdr.msg_iov = &iov[i];
+		mm[i].msg_hdr.msg_iovlen = 1;
+		attach_fd(&mm[i].msg_hdr, h->rec[i].cbuf, h->rec[i].fd);
+	}
+	r = 0;
+	while (sent < h->n) {
+		r = sendmmsg(h->sock, mm + sent, (unsigned)(h->n - sent),
+		    MSG_NOSIGNAL);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1)
+			break;
+		sent += (size_t)r;
+	}
+	saved = errno;
+	/* What was not sent is dropped too: the caller's peer is gone or
+	 * the socket broken, and the records cannot be taken back. */
+	for (i = 0; i < h->n; i++) {
+		explicit_bzero(h->rec[i].buf, h->rec[i].len);
+		free(h->rec[i].buf);
+	}
+	h->n = 0;
+	errno = saved;
+	return r == -1 ? -1 : 0;
 }
 
 int
@@ -142,24 +299,31 @@ wire_recv(int sock, struct wire_rec *r, int timeout_ms)
 
 	r->fd = -1;
 	r->n = 0;
-	while ((pr = poll(&pfd, 1, timeout_ms)) == -1 && errno == EINTR)
-		continue;
-	if (pr == -1)
-		return -1;
-	if (pr == 0) {
-		errno = ETIMEDOUT;
-		return -1;
+	/* A record already there is taken without a poll() first: records
+	 * mostly come in runs (a batch, a message's results). */
+	for (;;) {
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		got = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (got != -1)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -1;
+		while ((pr = poll(&pfd, 1, timeout_ms)) == -1 &&
+		       errno == EINTR)
+			continue;
+		if (pr == -1)
+			return -1;
+		if (pr == 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
 	}
-	memset(&mh, 0, sizeof(mh));
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = cbuf;
-	mh.msg_controllen = sizeof(cbuf);
-	while ((got = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) == -1 &&
-	       errno == EINTR)
-		continue;
-	if (got == -1)
-		return -1;
 	for (cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm))
 		if (cm->cmsg_level == SOL_SOCKET &&
 		    cm->cmsg_type == SCM_RIGHTS &&

@@ -63,6 +63,28 @@ int wire_send(int sock, uint32_t type, const struct iovec *fields, size_t n,
 int wire_sendv(int sock, uint32_t type, int fd, ...);
 
 /*
+ * Records held back to leave together: wire_hold() keeps a copy of each,
+ * wire_flush() sends them all with one sendmmsg(), so that the peer wakes
+ * once for a run of records (a message's results, a batch) instead of once
+ * per record.  The order is kept.  A descriptor held with a record must
+ * stay open until the flush.  When WIRE_HELD_MAX records are held, the next
+ * wire_hold() flushes first.  wire_held_new() returns NULL when out of
+ * memory; the others return 0, or -1 with errno as wire_send() (a failed
+ * flush drops what it could not send: the peer is gone).
+ */
+#define WIRE_HELD_MAX 64
+
+struct wire_held;
+
+struct wire_held *wire_held_new(int sock);
+void wire_held_free(struct wire_held *h);
+int wire_hold(struct wire_held *h, uint32_t type, const struct iovec *fields,
+    size_t n, int fd);
+/* wire_hold() with text fields: a NULL-terminated list of C strings. */
+int wire_holdv(struct wire_held *h, uint32_t type, int fd, ...);
+int wire_flush(struct wire_held *h);
+
+/*
  * Receive one record into r, waiting at most timeout_ms (negative: no
  * limit).  1: a record; 0: the peer closed the socket; -1 with errno:
  * ETIMEDOUT, EBADMSG (not a record of this version: see above; a

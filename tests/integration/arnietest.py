@@ -553,6 +553,7 @@ class Arnie:
         self.extra_env = extra_env or {}
         self.proc = None
         self.wrapper = []         # argv prefix, e.g. unshare; must exec
+        self.args = []            # more options, e.g. ["-v"]
         self.preexec = None       # run in the child before exec
         self.logs = []            # one stderr log per start
         self.returncode = None
@@ -570,7 +571,8 @@ class Arnie:
         self.logs.append(log)
         with open(log, "wb") as f:
             self.proc = subprocess.Popen(
-                self.wrapper + [ARNIE_BIN, "-c", self.env_path],
+                self.wrapper + [ARNIE_BIN, "-c", self.env_path] +
+                self.args,
                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                 cwd=self.workdir, preexec_fn=self.preexec,
                 env=clean_env(self.extra_env))

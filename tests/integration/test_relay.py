@@ -189,6 +189,42 @@ class RelayTest(ArnieTestCase):
         self.assertLessEqual(len(set(conns)), 2, conns)
         self.assertGreaterEqual(biggest, 4, conns)
 
+    def test_back_to_back_sessions_sync_at_the_next_start(self):
+        """A full batch with more due makes its changes durable when the
+        next session starts (overlapping the relay's connect); the last
+        session's changes are synced at once, never left pending."""
+        up = self.upstream()
+        d = self.arnie(up.port, start=False, ARNIE_MAX_BATCH="2")
+        d.args = ["-v"]
+        d.start()
+        up.stop()
+        for i in range(7):
+            self.send(d, "b2b%d" % i)
+        up.restart()
+        for i in range(7):
+            self.assertDeliveredOnce(up, "b2b%d" % i)
+
+        def events():
+            out = []
+            for line in d.log_text().splitlines():
+                if "status=sent" in line:
+                    out.append("sent")
+                elif "synced to disk" in line:
+                    out.append("synced")
+                elif ": session of " in line:
+                    out.append("session")
+            return out
+        # Never left pending: a sync follows the last delivery.
+        wait_for(lambda: events()[-1:] == ["synced"],
+                 what="a sync after the last delivery")
+        ev = events()
+        # A session that starts right after a full one syncs before its
+        # first result: session, synced, sent.
+        overlapped = [i for i in range(len(ev) - 2)
+                      if ev[i:i + 3] == ["session", "synced", "sent"] and
+                      "sent" in ev[:i]]
+        self.assertTrue(overlapped, ev)
+
     # ------------------------------------------------------------ outcomes
 
     def test_451_then_250_is_delivered_once(self):

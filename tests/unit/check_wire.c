@@ -301,6 +301,120 @@ START_TEST(test_number)
 }
 END_TEST
 
+/* Held records leave in order, each its own record, one with its
+ * descriptor; nothing leaves before the flush. */
+START_TEST(test_held_records_leave_together_in_order)
+{
+	struct wire_held *h = wire_held_new(sv[0]);
+	struct stat a, b;
+	char name[8];
+	int fd = open("/dev/null", O_RDONLY);
+	int i;
+
+	ck_assert_ptr_nonnull(h);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(wire_holdv(h, 1, -1, "first", NULL), 0);
+	ck_assert_int_eq(wire_holdv(h, 2, fd, "with fd", "2", NULL), 0);
+	for (i = 0; i < 5; i++) {
+		snprintf(name, sizeof(name), "r%d", i);
+		ck_assert_int_eq(wire_holdv(h, 3, -1, name, NULL), 0);
+	}
+	ck_assert_int_eq(wire_recv(sv[1], &rec, 20), -1);
+	ck_assert_int_eq(errno, ETIMEDOUT);
+	ck_assert_int_eq(wire_flush(h), 0);
+	close(fd);
+
+	ck_assert_int_eq(wire_recv(sv[1], &rec, 1000), 1);
+	ck_assert_uint_eq(rec.type, 1);
+	ck_assert_str_eq(wire_text(&rec, 0), "first");
+	ck_assert_int_eq(rec.fd, -1);
+	ck_assert_int_eq(wire_recv(sv[1], &rec, 1000), 1);
+	ck_assert_uint_eq(rec.type, 2);
+	ck_assert_uint_eq(rec.n, 2);
+	ck_assert_str_eq(wire_text(&rec, 1), "2");
+	ck_assert_int_ge(rec.fd, 0);
+	ck_assert_int_eq(stat("/dev/null", &a), 0);
+	ck_assert_int_eq(fstat(rec.fd, &b), 0);
+	ck_assert_uint_eq(a.st_rdev, b.st_rdev);
+	close(rec.fd);
+	for (i = 0; i < 5; i++) {
+		snprintf(name, sizeof(name), "r%d", i);
+		ck_assert_int_eq(wire_recv(sv[1], &rec, 1000), 1);
+		ck_assert_str_eq(wire_text(&rec, 0), name);
+		ck_assert_int_eq(rec.fd, -1);
+	}
+	/* A flush with nothing held sends nothing. */
+	ck_assert_int_eq(wire_flush(h), 0);
+	ck_assert_int_eq(wire_recv(sv[1], &rec, 20), -1);
+	wire_held_free(h);
+}
+END_TEST
+
+/* More than WIRE_HELD_MAX: the oldest leave when the hold is full. */
+START_TEST(test_held_overflow_flushes_first)
+{
+	struct wire_held *h = wire_held_new(sv[0]);
+	char name[16];
+	int i;
+
+	for (i = 0; i < WIRE_HELD_MAX + 3; i++) {
+		snprintf(name, sizeof(name), "%d", i);
+		ck_assert_int_eq(wire_holdv(h, 4, -1, name, NULL), 0);
+	}
+	for (i = 0; i < WIRE_HELD_MAX; i++) {
+		snprintf(name, sizeof(name), "%d", i);
+		ck_assert_int_eq(wire_recv(sv[1], &rec, 1000), 1);
+		ck_assert_str_eq(wire_text(&rec, 0), name);
+	}
+	ck_assert_int_eq(wire_recv(sv[1], &rec, 20), -1);
+	ck_assert_int_eq(wire_flush(h), 0);
+	for (; i < WIRE_HELD_MAX + 3; i++) {
+		snprintf(name, sizeof(name), "%d", i);
+		ck_assert_int_eq(wire_recv(sv[1], &rec, 1000), 1);
+		ck_assert_str_eq(wire_text(&rec, 0), name);
+	}
+	wire_held_free(h);
+}
+END_TEST
+
+/* A record too large is refused when held; a gone peer fails the flush,
+ * and what was held is dropped, not sent later. */
+START_TEST(test_held_errors)
+{
+	struct wire_held *h = wire_held_new(sv[0]);
+	static char big[WIRE_MAX + 2];
+
+	memset(big, 'x', sizeof(big) - 1);
+	ck_assert_int_eq(wire_holdv(h, 1, -1, big, NULL), -1);
+	ck_assert_int_eq(errno, EMSGSIZE);
+	ck_assert_int_eq(wire_holdv(h, 1, -1, "kept", NULL), 0);
+	close(sv[1]);
+	sv[1] = -1;
+	ck_assert_int_eq(wire_flush(h), -1);
+	ck_assert_int_eq(errno, EPIPE);
+	ck_assert_int_eq(wire_flush(h), 0);
+	wire_held_free(h);
+}
+END_TEST
+
+/* Several records already waiting are each received whole (wire_recv()
+ * takes one without waiting when it is there). */
+START_TEST(test_waiting_records_received_one_by_one)
+{
+	int i;
+
+	for (i = 0; i < 3; i++)
+		ck_assert_int_eq(wire_sendv(sv[0], (uint32_t)(10 + i), -1,
+		                     "x", NULL), 0);
+	for (i = 0; i < 3; i++) {
+		ck_assert_int_eq(wire_recv(sv[1], &rec, 0), 1);
+		ck_assert_uint_eq(rec.type, (uint32_t)(10 + i));
+	}
+	ck_assert_int_eq(wire_recv(sv[1], &rec, 0), -1);
+	ck_assert_int_eq(errno, ETIMEDOUT);
+}
+END_TEST
+
 static Suite *
 wire_suite(void)
 {
@@ -322,6 +436,10 @@ wire_suite(void)
 	tcase_add_test(tc, test_text_with_nul_is_not_text);
 	tcase_add_loop_test(
 	    tc, test_number, 0, sizeof(numbers) / sizeof(numbers[0]));
+	tcase_add_test(tc, test_held_records_leave_together_in_order);
+	tcase_add_test(tc, test_held_overflow_flushes_first);
+	tcase_add_test(tc, test_held_errors);
+	tcase_add_test(tc, test_waiting_records_received_one_by_one);
 	suite_add_tcase(s, tc);
 	return s;
 }
