@@ -1035,11 +1035,12 @@ prepare(struct sender *s, const char *id, unsigned known, time_t now,
 	char *why;
 	bool expiry;
 
+	*bodyp = NULL;
 	if ((env = unstash(s, id)) != NULL) {
 		write_stashed(s, env, now);
 		goto done;
 	}
-	if (spool_load_known(s->spool, id, known, &env) == -1) {
+	if (spool_load_open(s->spool, id, known, &env, bodyp) == -1) {
 		if (errno == ENOENT)
 			return 0;
 		if (errno == EBADMSG) {
@@ -1077,19 +1078,13 @@ prepare(struct sender *s, const char *id, unsigned known, time_t now,
 		sched_add(s->sched, id, next_look(env, now));
 		goto done;
 	}
-	if ((*bodyp = spool_open_message(s->spool, env)) == NULL) {
-		if (errno != ENOENT) {
-			log_warn("%s: cannot open queue file, trying again in "
-			         "%ds",
-			    id, SENDER_DISK_RETRY);
-			sched_add(s->sched, id, now + SENDER_DISK_RETRY);
-		}
-		goto done;
-	}
 	*envp = env;
 	return 1;
 done:
 	envelope_free(env);
+	if (*bodyp != NULL)
+		fclose(*bodyp);
+	*bodyp = NULL;
 	return 0;
 }
 

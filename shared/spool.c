@@ -1380,9 +1380,11 @@ spool_load(struct spool *spool, const char *id, struct envelope **envp)
 	return spool_load_known(spool, id, 0, envp);
 }
 
-int
-spool_load_known(
-    struct spool *spool, const char *id, unsigned known, struct envelope **envp)
+/* spool_load_known(), leaving the message file open in *fdp (when not
+ * NULL) after a successful load. */
+static int
+load_known(struct spool *spool, const char *id, unsigned known,
+    struct envelope **envp, int *fdp)
 {
 	bool unfinished = (known & SPOOL_KNOWN_UNFINISHED) != 0;
 	struct stat st;
@@ -1418,10 +1420,43 @@ spool_load_known(
 	}
 	rc = load_current(
 	    spool->outboxfd, fd, id, (known & SPOOL_KNOWN_NO_STATE) != 0, envp);
+	if (rc == 0 && fdp != NULL) {
+		*fdp = fd;
+		return 0;
+	}
 	saved = errno;
 	close(fd);
 	errno = saved;
 	return rc;
+}
+
+int
+spool_load_known(
+    struct spool *spool, const char *id, unsigned known, struct envelope **envp)
+{
+	return load_known(spool, id, known, envp, NULL);
+}
+
+int
+spool_load_open(struct spool *spool, const char *id, unsigned known,
+    struct envelope **envp, FILE **bodyp)
+{
+	int fd, saved;
+
+	*bodyp = NULL;
+	if (load_known(spool, id, known, envp, &fd) == -1)
+		return -1;
+	/* The body where this very file has it (load_current()). */
+	if (lseek(fd, (*envp)->body_offset, SEEK_SET) == -1 ||
+	    (*bodyp = fdopen(fd, "r")) == NULL) {
+		saved = errno;
+		close(fd);
+		envelope_free(*envp);
+		*envp = NULL;
+		errno = saved;
+		return -1;
+	}
+	return 0;
 }
 
 int

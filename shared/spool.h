@@ -179,6 +179,12 @@ int spool_load(struct spool *spool, const char *id, struct envelope **envp);
  * state files). */
 int spool_load_known(struct spool *spool, const char *id, unsigned known,
     struct envelope **envp);
+/* spool_load_known(), and the message from the same open, positioned at
+ * its body as spool_open_message() gives it: one open and one read of the
+ * file for the sender's load of a message it is about to send.  *bodyp is
+ * NULL unless 0 is returned. */
+int spool_load_open(struct spool *spool, const char *id, unsigned known,
+    struct envelope **envp, FILE **bodyp);
 /* Open the message of a loaded envelope, positioned at body_offset. */
 FILE *spool_open_message(struct spool *spool, const struct envelope *env);
 

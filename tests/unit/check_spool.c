@@ -133,11 +133,10 @@ put_file(const char *folder, const char *name, const char *data, size_t len)
 	free(p);
 }
 
-/* The message as read back through spool_open_message(). */
+/* All that is left to read of fp, which is closed. */
 static char *
-read_message(struct spool *spool, const struct envelope *env, size_t *lenp)
+read_rest(FILE *fp, size_t *lenp)
 {
-	FILE *fp = spool_open_message(spool, env);
 	char *buf = NULL;
 	size_t cap = 0, len = 0, n;
 
@@ -155,6 +154,13 @@ read_message(struct spool *spool, const struct envelope *env, size_t *lenp)
 	buf[len] = '\0';
 	*lenp = len;
 	return buf;
+}
+
+/* The message as read back through spool_open_message(). */
+static char *
+read_message(struct spool *spool, const struct envelope *env, size_t *lenp)
+{
+	return read_rest(spool_open_message(spool, env), lenp);
 }
 
 static const char msg_head[] = "Subject: test\r\nFrom: a@example.org\r\n\r\n";
@@ -655,6 +661,58 @@ START_TEST(test_update)
 	ck_assert_int_eq(count("outbox"), 2);
 	free(state);
 	envelope_free(back);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
+/* spool_load_open(): the envelope spool_load() gives (its state file's
+ * once it has one) and the message from the same open, at its body. */
+START_TEST(test_load_open)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 2), *back = NULL;
+	struct envelope *loaded = NULL;
+	char *via_open, *via_load;
+	size_t olen, llen;
+	FILE *body = (FILE *)1;
+	enum spool_folder where;
+	int round;
+
+	commit_sample(spool, env);
+	for (round = 0; round < 2; round++) {
+		ck_assert_int_eq(spool_load_open(spool, env->id, 0, &back,
+		                     &body), 0);
+		ck_assert_int_eq(spool_load(spool, env->id, &loaded), 0);
+		assert_env_eq(loaded, back);
+		ck_assert_int_eq(loaded->body_offset, back->body_offset);
+		via_open = read_rest(body, &olen);
+		via_load = read_message(spool, loaded, &llen);
+		ck_assert_uint_eq(olen, env->size);
+		ck_assert_uint_eq(olen, llen);
+		ck_assert(memcmp(via_open, via_load, olen) == 0);
+		free(via_open);
+		free(via_load);
+		envelope_free(loaded);
+		/* The second round reads a state file beside the message. */
+		back->attempts = 3;
+		back->rcpts[0].state = RCPT_SENT;
+		ck_assert_int_eq(spool_update(spool, back), 0);
+		envelope_free(back);
+		back = NULL;
+	}
+	ck_assert_int_eq(spool_load_open(spool, env->id, 0, &back, &body), 0);
+	ck_assert_uint_eq(back->attempts, 3);
+	ck_assert_uint_eq(envelope_pending(back), 1);
+	fclose(body);
+	envelope_free(back);
+	back = NULL;
+	/* Gone: ENOENT, and nothing is left open. */
+	ck_assert_int_eq(spool_delete(spool, env->id, &where), 0);
+	ck_assert_int_eq(spool_load_open(spool, env->id, 0, &back, &body), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	ck_assert_ptr_null(back);
+	ck_assert_ptr_null(body);
 	envelope_free(env);
 	spool_close(spool);
 }
@@ -1760,6 +1818,7 @@ spool_suite(void)
 	tcase_add_test(tc, test_open_creates_folders);
 	tcase_add_test(tc, test_commit_load);
 	tcase_add_test(tc, test_update);
+	tcase_add_test(tc, test_load_open);
 	tcase_add_test(tc, test_update_big_message_writes_little);
 	tcase_add_test(tc, test_version_1_file);
 	tcase_add_test(tc, test_bad_state_file);
