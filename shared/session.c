@@ -42,6 +42,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -135,6 +136,7 @@ struct run {
 	char first_421[RELAY_REPLY_MAX];
 	char protocol_error[RELAY_REPLY_MAX]; /* a malformed reply, if any */
 	int sock; /* the upstream's socket, -1 until connected */
+	int sock_hint; /* where it most likely is (lowest_free_fd()) */
 	char line[LINE_MAX_MON];
 	size_t linelen;
 	bool line_overflow;
@@ -460,15 +462,31 @@ is_tcp(int fd)
 	       (ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
 }
 
+/* The lowest descriptor free now: the one the upstream's socket most
+ * likely gets (the hint of set_upstream_nodelay()). */
 static int
-set_upstream_nodelay(void)
+lowest_free_fd(void)
+{
+	int fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+
+	if (fd != -1)
+		close(fd);
+	return fd;
+}
+
+/* hint: a descriptor tried first (lowest_free_fd() before the session),
+ * which saves a look at each descriptor of a batch's message files. */
+static int
+set_upstream_nodelay(int hint)
 {
 	struct dirent *de;
 	int one = 1, found = -1, fd;
 	long max;
 	DIR *dir;
 
-	if ((dir = opendir("/proc/self/fd")) != NULL) {
+	if (hint > STDERR_FILENO && is_tcp(hint))
+		found = hint;
+	else if ((dir = opendir("/proc/self/fd")) != NULL) {
 		while ((de = readdir(dir)) != NULL) {
 			fd = atoi(de->d_name);
 			if (fd > STDERR_FILENO && fd != dirfd(dir) && is_tcp(fd))
@@ -580,7 +598,7 @@ event_cb(smtp_session_t session, int event_no, void *arg, ...)
 		break;
 	case SMTP_EV_CONNECT:
 		r->connected = true;
-		r->sock = set_upstream_nodelay();
+		r->sock = set_upstream_nodelay(r->sock_hint);
 		log_debug("relay %s: connected", s->name);
 		break;
 	case SMTP_EV_DISCONNECT:
@@ -1134,6 +1152,7 @@ session_run(struct session *s, struct session_msg *msgs, size_t n,
 		reason[0] = '\0';
 	memset(&r, 0, sizeof(r));
 	r.sock = -1;
+	r.sock_hint = lowest_free_fd();
 	r.s = s;
 	r.msgs = msgs;
 	r.n = n;
