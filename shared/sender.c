@@ -1260,7 +1260,7 @@ out:
 		sync_state(s);
 	for (i = 0; i < n; i++) {
 		if (msgs[i].body != NULL)
-			fclose(msgs[i].body);
+			spool_close_message(s->spool, msgs[i].body);
 		envelope_free(msgs[i].env);
 	}
 	free(batch.recorded);

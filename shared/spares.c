@@ -27,6 +27,9 @@
 
 /* The refill thread's nice value: it uses the CPU the daemon leaves. */
 #define SPARES_NICE 10
+/* Files waiting for the thread to close them, at most; beyond, the caller
+ * closes its own. */
+#define CLOSING_MAX 1024
 
 /* A stack of spare names. */
 struct names {
@@ -45,12 +48,15 @@ struct cooling {
 struct spares {
 	int fd; /* spare/ */
 	pthread_mutex_t lock;
-	pthread_cond_t work; /* below SPARES_LOW, a dirty spare, or stop */
+	pthread_cond_t work; /* below SPARES_LOW, a dirty spare, a file to
+			      * close, or stop */
 	struct names clean; /* empty, ready to take */
 	struct names dirty; /* recycled, still to be emptied (ID.dirty) */
 	struct cooling cooling;
 	unsigned long epoch; /* bumped by spares_sync_begin() */
 	unsigned long takes; /* spares taken so far */
+	FILE **closing; /* files to close (spares_close_later()) */
+	size_t nclosing;
 	bool keeping, stopping;
 	pthread_t thread;
 };
@@ -182,6 +188,9 @@ spares_close(struct spares *sp)
 	pthread_mutex_unlock(&sp->lock);
 	if (sp->keeping)
 		pthread_join(sp->thread, NULL);
+	while (sp->nclosing > 0)
+		fclose(sp->closing[--sp->nclosing]);
+	free(sp->closing);
 	pthread_cond_destroy(&sp->work);
 	pthread_mutex_destroy(&sp->lock);
 	/* Dirty spares left (ID.dirty) are emptied at the next open. */
@@ -378,6 +387,35 @@ clean_one(struct spares *sp)
 		cool(sp, spare);
 }
 
+/* Close one file of sp->closing (called with the lock held, returns with
+ * it). */
+static void
+close_one(struct spares *sp)
+{
+	FILE *fp = sp->closing[--sp->nclosing];
+
+	pthread_mutex_unlock(&sp->lock);
+	fclose(fp);
+	pthread_mutex_lock(&sp->lock);
+}
+
+void
+spares_close_later(struct spares *sp, FILE *fp)
+{
+	pthread_mutex_lock(&sp->lock);
+	if (!sp->keeping || sp->stopping || sp->nclosing == CLOSING_MAX) {
+		pthread_mutex_unlock(&sp->lock);
+		fclose(fp);
+		return;
+	}
+	if (sp->closing == NULL)
+		sp->closing = xreallocarray(NULL, CLOSING_MAX,
+		    sizeof(*sp->closing));
+	sp->closing[sp->nclosing++] = fp;
+	pthread_cond_signal(&sp->work);
+	pthread_mutex_unlock(&sp->lock);
+}
+
 static void *
 refill_main(void *arg)
 {
@@ -390,6 +428,10 @@ refill_main(void *arg)
 	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), SPARES_NICE);
 	pthread_mutex_lock(&sp->lock);
 	while (!sp->stopping) {
+		if (sp->nclosing > 0) {
+			close_one(sp);
+			continue;
+		}
 		if (sp->dirty.n > 0) {
 			clean_one(sp);
 			continue;

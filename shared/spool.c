@@ -1525,6 +1525,15 @@ spool_open_message(struct spool *spool, const struct envelope *env)
 	return spool_open_message_from(spool, SPOOL_IN_OUTBOX, env);
 }
 
+void
+spool_close_message(struct spool *spool, FILE *fp)
+{
+	if (spool->spares != NULL)
+		spares_close_later(spool->spares, fp);
+	else
+		fclose(fp);
+}
+
 FILE *
 spool_open_message_from(
     struct spool *spool, enum spool_folder folder, const struct envelope *env)

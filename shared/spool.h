@@ -187,6 +187,10 @@ int spool_load_open(struct spool *spool, const char *id, unsigned known,
     struct envelope **envp, FILE **bodyp);
 /* Open the message of a loaded envelope, positioned at body_offset. */
 FILE *spool_open_message(struct spool *spool, const struct envelope *env);
+/* Close a message opened by the two above, off the caller's path when the
+ * spool keeps spares (spares_close_later(): the last close of a delivered
+ * message's file is slow). */
+void spool_close_message(struct spool *spool, FILE *fp);
 
 /* Write env's new state: outbox/ID.state, fsynced, renamed over the old
  * one (durable at the next spool_sync()); the message file is untouched. */

@@ -1348,6 +1348,67 @@ START_TEST(test_spares_kept)
 }
 END_TEST
 
+/* Descriptors of this process open on path. */
+static int
+fds_open_on(const char *path)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	char link[300], target[512];
+	ssize_t n;
+	int count = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL) {
+		snprintf(link, sizeof(link), "/proc/self/fd/%s", de->d_name);
+		n = readlink(link, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		if (strcmp(target, path) == 0)
+			count++;
+	}
+	closedir(d);
+	return count;
+}
+
+/* spool_close_message(): closed at once without the spare thread, by it
+ * when it runs, and by spool_close() whatever it had left. */
+START_TEST(test_close_message_later)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	char *path = xasprintf("%s/../closing", spooldir), *real;
+	FILE *fp;
+	int i, waited;
+
+	ck_assert_ptr_nonnull(fp = fopen(path, "w"));
+	fclose(fp);
+	ck_assert_ptr_nonnull(real = realpath(path, NULL));
+	ck_assert_ptr_nonnull(fp = fopen(real, "r"));
+	spool_close_message(spool, fp);
+	ck_assert_int_eq(fds_open_on(real), 0);
+
+	ck_assert_int_eq(spool_keep_spares(spool), 0);
+	for (i = 0; i < 5; i++) {
+		ck_assert_ptr_nonnull(fp = fopen(real, "r"));
+		spool_close_message(spool, fp);
+	}
+	for (waited = 0; fds_open_on(real) > 0 && waited < 10000;
+	     waited += 10)
+		usleep(10000);
+	ck_assert_int_eq(fds_open_on(real), 0);
+
+	for (i = 0; i < 5; i++) {
+		ck_assert_ptr_nonnull(fp = fopen(real, "r"));
+		spool_close_message(spool, fp);
+	}
+	spool_close(spool);
+	ck_assert_int_eq(fds_open_on(real), 0);
+	free(real);
+	free(path);
+}
+END_TEST
+
 /* With the refill thread running, a delivered message's file leaves
  * outbox/ at once and the thread empties it: made spares are plain empty
  * files of mode 0600, linked in whole (O_TMPFILE), and the recycled one
@@ -1833,6 +1894,7 @@ spool_suite(void)
 	tcase_add_test(tc, test_dirty_spare_emptied_at_open);
 	tcase_add_test(tc, test_spares_kept);
 	tcase_add_test(tc, test_recycled_emptied_in_background);
+	tcase_add_test(tc, test_close_message_later);
 	tcase_add_test(tc, test_draft);
 	tcase_add_loop_test(
 	    tc, test_finish, 0, sizeof(finish_cases) / sizeof(finish_cases[0]));
