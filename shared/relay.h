@@ -90,8 +90,9 @@ typedef int relay_result_fn(void *arg, struct relay_msg *m);
  * before any result: while the relay connects and greets the upstream, the
  * caller may do work that need not come before the session (the sender
  * makes the last session's changes durable).  Its time counts against the
- * session's deadline, and the relay waits for it before it ends the first
- * message.
+ * session's deadline; the relay may end the session's first message
+ * meanwhile, and waits for it (through the first ACK) before it ends the
+ * second.
  */
 typedef void relay_started_fn(void *arg);
 

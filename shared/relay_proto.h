@@ -27,7 +27,8 @@
  *   The relay reads an ACK before it ends the next message's data and
  *   before it sends another RESULT, so at most one is outstanding.  A
  *   message's RESULT, RRESULTs and DONE leave together, as the batch's
- *   records do (wire_flush()): each side wakes once per run of records.
+ *   records do (wire_flush(), in runs of up to WIRE_HELD_MAX): each side
+ *   wakes once per run of records.
  *   relay  -> daemon  END      status, reason
  * and at any time:
  *   relay  -> daemon  LOG      priority (syslog's), text

@@ -1083,7 +1083,7 @@ prepare(struct sender *s, const char *id, unsigned known, time_t now,
 done:
 	envelope_free(env);
 	if (*bodyp != NULL)
-		fclose(*bodyp);
+		spool_close_message(s->spool, *bodyp);
 	*bodyp = NULL;
 	return 0;
 }
@@ -1129,6 +1129,8 @@ struct batch {
 static void
 batch_started(void *arg)
 {
+	/* The fsync under s->lock, as at a session's end: only the results
+	 * of this session (and sender_stop()) wait for the lock. */
 	struct batch *b = arg;
 
 	pthread_mutex_lock(&b->s->lock);
@@ -1162,6 +1164,23 @@ record_results(void *arg, struct relay_msg *m)
 	}
 	pthread_mutex_unlock(&s->lock);
 	return rc;
+}
+
+/*
+ * Will another session start at once after this one (of n messages, limit
+ * allowed)?  Then its start makes this one's changes durable
+ * (batch_started()), overlapping the relay's connect with the fsync;
+ * otherwise the caller syncs now.  Only a guess: when no session starts
+ * after all, the main loop syncs before it sleeps.
+ */
+static bool
+next_session_follows(struct sender *s, bool trouble, size_t n, size_t limit,
+    time_t now)
+{
+	time_t due;
+
+	return !trouble && n == limit && sched_peek(s->sched, &due, NULL) &&
+	       due <= now;
 }
 
 /*
@@ -1252,11 +1271,7 @@ send_batch(struct sender *s)
 		relay_msg_clear(&msgs[i]);
 	}
 out:
-	/* With another session to start at once, its start makes this one's
-	 * changes durable (batch_started()), overlapping the relay's connect;
-	 * otherwise now. */
-	if (trouble || n < limit || !sched_peek(s->sched, &due, NULL) ||
-	    due > now)
+	if (!next_session_follows(s, trouble, n, limit, now))
 		sync_state(s);
 	for (i = 0; i < n; i++) {
 		if (msgs[i].body != NULL)
@@ -1625,8 +1640,12 @@ sender_stop(struct sender *s)
 			relay_abort(s->fallback);
 		done = wait_exit(s, SENDER_ABORT_WAIT);
 	}
-	if (!done)
+	if (!done) {
+		/* The changes of a session whose sync the stuck one was to
+		 * do at its start (send_batch()). */
+		sync_state(s);
 		s->abandoned = true;
+	}
 	pthread_mutex_unlock(&s->lock);
 	if (done)
 		pthread_join(s->thread, NULL);

@@ -454,10 +454,13 @@ static bool
 is_tcp(int fd)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
+	socklen_t len = sizeof(ss), tlen = sizeof(int);
 	struct stat sb;
+	int type;
 
 	return fstat(fd, &sb) == 0 && S_ISSOCK(sb.st_mode) &&
+	       getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 &&
+	       type == SOCK_STREAM &&
 	       getsockname(fd, (struct sockaddr *)&ss, &len) == 0 &&
 	       (ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
 }

@@ -28,8 +28,8 @@
 /* The refill thread's nice value: it uses the CPU the daemon leaves. */
 #define SPARES_NICE 10
 /* Files waiting for the thread to close them, at most; beyond, the caller
- * closes its own. */
-#define CLOSING_MAX 1024
+ * closes its own.  Each holds a descriptor: a few batches' worth. */
+#define CLOSING_MAX 256
 
 /* A stack of spare names. */
 struct names {
@@ -444,7 +444,7 @@ refill_main(void *arg)
 			continue;
 		}
 		while (!sp->stopping && sp->dirty.n == 0 &&
-		    sp->clean.n < SPARES_HIGH) {
+		    sp->nclosing == 0 && sp->clean.n < SPARES_HIGH) {
 			pthread_mutex_unlock(&sp->lock);
 			spool_new_id(NULL, spare);
 			rc = create_spare(sp, spare);

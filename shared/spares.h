@@ -78,6 +78,8 @@ int spares_recycle_later(struct spares *sp, int dirfd, const char *name);
  * frees its inode and blocks, about 80 us each here: with the pool full
  * (SPARES_MAX), delivered files are unlinked, and closing a batch's
  * hundred on the sender's path took 7-9 ms between two relay sessions.
+ * The thread closes files before it makes or empties spares; at most 256
+ * wait (each holds a descriptor), beyond that fp is closed at once.
  */
 void spares_close_later(struct spares *sp, FILE *fp);
 

@@ -44,18 +44,24 @@ encode_head(uint32_t *head, uint32_t type, const struct iovec *fields,
 	return (HEAD_WORDS + n) * sizeof(uint32_t);
 }
 
-/* mh's control part carries fd (none when negative); cbuf has room for
- * CMSG_SPACE(sizeof(int)). */
+/* Room for one descriptor's control message, aligned as a cmsghdr must
+ * be (a char array alone need not be). */
+union fd_cmsg {
+	char buf[CMSG_SPACE(sizeof(int))];
+	struct cmsghdr align;
+};
+
+/* mh's control part carries fd (none when negative), in cbuf. */
 static void
-attach_fd(struct msghdr *mh, char *cbuf, int fd)
+attach_fd(struct msghdr *mh, union fd_cmsg *cbuf, int fd)
 {
 	struct cmsghdr *cm;
 
 	if (fd < 0)
 		return;
-	memset(cbuf, 0, CMSG_SPACE(sizeof(int)));
-	mh->msg_control = cbuf;
-	mh->msg_controllen = CMSG_SPACE(sizeof(int));
+	memset(cbuf, 0, sizeof(*cbuf));
+	mh->msg_control = cbuf->buf;
+	mh->msg_controllen = sizeof(cbuf->buf);
 	cm = CMSG_FIRSTHDR(mh);
 	cm->cmsg_level = SOL_SOCKET;
 	cm->cmsg_type = SCM_RIGHTS;
@@ -69,7 +75,7 @@ wire_send(int sock, uint32_t type, const struct iovec *fields, size_t n,
 {
 	uint32_t head[HEAD_WORDS + WIRE_FIELDS_MAX];
 	struct iovec iov[1 + WIRE_FIELDS_MAX];
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	union fd_cmsg cbuf;
 	struct msghdr mh;
 	size_t hlen;
 	ssize_t r;
@@ -83,7 +89,7 @@ wire_send(int sock, uint32_t type, const struct iovec *fields, size_t n,
 	memset(&mh, 0, sizeof(mh));
 	mh.msg_iov = iov;
 	mh.msg_iovlen = 1 + n;
-	attach_fd(&mh, cbuf, fd);
+	attach_fd(&mh, &cbuf, fd);
 	/* MSG_NOSIGNAL: a gone peer is EPIPE, not a signal. */
 	while ((r = sendmsg(sock, &mh, MSG_NOSIGNAL)) == -1 && errno == EINTR)
 		continue;
@@ -128,7 +134,7 @@ struct held_rec {
 	char *buf;
 	size_t len;
 	int fd;
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	union fd_cmsg cbuf;
 };
 
 struct wire_held {
@@ -219,7 +225,7 @@ wire_flush(struct wire_held *h)
 		iov[i].iov_len = h->rec[i].len;
 		mm[i].msg_hdr.msg_iov = &iov[i];
 		mm[i].msg_hdr.msg_iovlen = 1;
-		attach_fd(&mm[i].msg_hdr, h->rec[i].cbuf, h->rec[i].fd);
+		attach_fd(&mm[i].msg_hdr, &h->rec[i].cbuf, h->rec[i].fd);
 	}
 	r = 0;
 	while (sent < h->n) {
@@ -289,7 +295,7 @@ int
 wire_recv(int sock, struct wire_rec *r, int timeout_ms)
 {
 	char raw[WIRE_MAX + (HEAD_WORDS + WIRE_FIELDS_MAX) * sizeof(uint32_t)];
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	union fd_cmsg cbuf;
 	struct iovec iov = {raw, sizeof(raw)};
 	struct pollfd pfd = {sock, POLLIN, 0};
 	struct msghdr mh;
@@ -305,8 +311,8 @@ wire_recv(int sock, struct wire_rec *r, int timeout_ms)
 		memset(&mh, 0, sizeof(mh));
 		mh.msg_iov = &iov;
 		mh.msg_iovlen = 1;
-		mh.msg_control = cbuf;
-		mh.msg_controllen = sizeof(cbuf);
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = sizeof(cbuf.buf);
 		got = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 		if (got != -1)
 			break;

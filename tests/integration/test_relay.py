@@ -189,41 +189,64 @@ class RelayTest(ArnieTestCase):
         self.assertLessEqual(len(set(conns)), 2, conns)
         self.assertGreaterEqual(biggest, 4, conns)
 
+    @staticmethod
+    def sync_events(d):
+        """The daemon's debug log as a list of "session" (one starts),
+        "synced" (the spool's changes made durable) and "sent"."""
+        out = []
+        for line in d.log_text().splitlines():
+            if "status=sent" in line:
+                out.append("sent")
+            elif "synced to disk" in line:
+                out.append("synced")
+            elif ": session of " in line:
+                out.append("session")
+        return out
+
+    def queued_while_down(self, prefix, count, **overrides):
+        """An upstream, and a verbose arnie with count messages queued
+        while that upstream was down; the upstream is up again."""
+        up = self.upstream()
+        d = self.arnie(up.port, start=False, **overrides)
+        d.args = ["-v"]
+        up.stop()
+        d.start()
+        for i in range(count):
+            self.send(d, "%s%d" % (prefix, i))
+        return up, d
+
     def test_back_to_back_sessions_sync_at_the_next_start(self):
         """A full batch with more due makes its changes durable when the
-        next session starts (overlapping the relay's connect); the last
-        session's changes are synced at once, never left pending."""
-        up = self.upstream()
-        d = self.arnie(up.port, start=False, ARNIE_MAX_BATCH="2")
-        d.args = ["-v"]
-        d.start()
-        up.stop()
-        for i in range(7):
-            self.send(d, "b2b%d" % i)
+        next session starts, overlapping the relay's connect."""
+        up, d = self.queued_while_down("b2b", 7, ARNIE_MAX_BATCH="2")
         up.restart()
         for i in range(7):
             self.assertDeliveredOnce(up, "b2b%d" % i)
-
-        def events():
-            out = []
-            for line in d.log_text().splitlines():
-                if "status=sent" in line:
-                    out.append("sent")
-                elif "synced to disk" in line:
-                    out.append("synced")
-                elif ": session of " in line:
-                    out.append("session")
-            return out
-        # Never left pending: a sync follows the last delivery.
-        wait_for(lambda: events()[-1:] == ["synced"],
-                 what="a sync after the last delivery")
-        ev = events()
+        ev = self.sync_events(d)
         # A session that starts right after a full one syncs before its
         # first result: session, synced, sent.
         overlapped = [i for i in range(len(ev) - 2)
                       if ev[i:i + 3] == ["session", "synced", "sent"] and
                       "sent" in ev[:i]]
         self.assertTrue(overlapped, ev)
+
+    def test_deferred_sync_is_done_when_no_session_follows(self):
+        """A full session (here one message: MAX_SEND_RATE allows one per
+        20 s) with more due leaves its sync to the next session's start;
+        when that session cannot start yet, the sender syncs before it
+        waits, not 20 s later."""
+        up, d = self.queued_while_down("rate", 3, MAX_SEND_RATE="0.05")
+        # Restarted with the upstream up: the rate's one token goes to
+        # the first session, not to a probe of the closed port.
+        d.stop()
+        up.restart()
+        d.start()
+        wait_for(lambda: "sent" in self.sync_events(d), timeout=10,
+                 what="a first delivery")
+        wait_for(lambda: self.sync_events(d)[-1:] == ["synced"], timeout=5,
+                 what="a sync after it, before the next session")
+        ev = self.sync_events(d)
+        self.assertEqual(ev.count("sent"), 1, ev)
 
     # ------------------------------------------------------------ outcomes
 

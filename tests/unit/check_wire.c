@@ -397,8 +397,8 @@ START_TEST(test_held_errors)
 }
 END_TEST
 
-/* Several records already waiting are each received whole (wire_recv()
- * takes one without waiting when it is there). */
+/* Several records already waiting are each received whole and in order,
+ * with no time to wait for them. */
 START_TEST(test_waiting_records_received_one_by_one)
 {
 	int i;
