@@ -66,9 +66,16 @@ commit_round(struct commitq *q, struct job *jobs)
 	int err;
 
 	for (j = jobs; j != NULL; j = j->next) {
-		if (j->flush)
+		if (j->flush) {
 			intake_flush(j->in); /* its errors are the intake's */
-		else if (intake_commit(j->in) == 0)
+			continue;
+		}
+		/* Before the rename, whose inotify event may wake the sender
+		 * first; a message that is not queued after all (an error, a
+		 * duplicate) is one the sender will not find. */
+		env = intake_envelope(j->in);
+		sender_note_commit(q->sender, env->id, env->expires);
+		if (intake_commit(j->in) == 0)
 			any = true;
 		else
 			j->error = errno != 0 ? errno : EIO;
@@ -94,14 +101,8 @@ commit_round(struct commitq *q, struct job *jobs)
 	for (j = jobs; j != NULL; j = j->next) {
 		if (j->flush)
 			continue;
-		if (j->error == 0) {
+		if (j->error == 0)
 			intake_committed(j->in);
-			env = intake_envelope(j->in);
-			if (env->expires != 0 &&
-			    intake_duplicate_of(j->in) == NULL)
-				sender_note_deadline(
-				    q->sender, env->id, env->expires);
-		}
 		metrics_commit(j->error == 0, intake_envelope(j->in)->size,
 		    clock_mono() - j->submitted);
 	}

@@ -285,6 +285,20 @@ sched_contains(const struct sched *s, const char *id)
 	return found;
 }
 
+int
+sched_due(const struct sched *s, const char *id, time_t *due)
+{
+	size_t i;
+	bool found;
+
+	if (strlen(id) > SCHED_IDMAX)
+		return 0;
+	i = table_find(s, id, &found);
+	if (found)
+		*due = s->heap[s->table[i] - 1].due;
+	return found ? 1 : 0;
+}
+
 size_t
 sched_size(const struct sched *s)
 {

@@ -54,6 +54,8 @@ int sched_add_tagged(
 /* Returns 1 if id was present and is removed, 0 if it was absent. */
 int sched_remove(struct sched *s, const char *id);
 bool sched_contains(const struct sched *s, const char *id);
+/* 1 and *due set if id is present, else 0. */
+int sched_due(const struct sched *s, const char *id, time_t *due);
 size_t sched_size(const struct sched *s);
 /* Earliest entry: 1 and *due (and id, when not NULL; SCHED_IDMAX + 1
  * octets) set, or 0 when empty. */

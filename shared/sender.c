@@ -84,10 +84,11 @@
  * after killing it. */
 #define SENDER_STOP_WAIT 3
 #define SENDER_ABORT_WAIT 2
-/* The heap's due time for a message known to be due at once: found by a
- * scan or inotify (its envelope not read yet), or sent back untouched by a
- * batch that did not reach it.  Such messages sort before everything else
- * and among themselves by ID, so the queue stays FIFO through pauses. */
+/* The heap's due time for a message whose envelope this process has not
+ * read: found by a scan or inotify, or named by arnie-queue.  Such
+ * messages sort before everything else and among themselves by ID; those
+ * read sort by their next attempt (due_time()), so the queue stays FIFO
+ * through pauses. */
 #define DUE_NOW ((time_t)0)
 /* Wake up at least this often even with nothing due, so that a wall clock
  * stepped backwards cannot leave the queue asleep for long. */
@@ -142,11 +143,10 @@ struct sender {
 	time_t next_dedup_prune; /* of dedup/ (DEDUP_WINDOW_SECONDS) */
 	/* Deadlines (envelope.h's expires), so that a message leaves the
 	 * queue on time even while the queue is paused: those learnt from
-	 * loads, and the messages not loaded yet. */
+	 * loads.  The messages not loaded yet are those sched holds as
+	 * DUE_NOW. */
 	struct sched *deadlines;
-	spool_id *unlearned;
-	size_t nunlearned, capunlearned;
-	/* Deadlines of this process's commits (sender_note_deadline()),
+	/* This process's commits and their deadlines (sender_note_commit()),
 	 * from other threads: guarded by noted_lock. */
 	pthread_mutex_t noted_lock;
 	struct sched *noted;
@@ -257,25 +257,12 @@ sender_wake(struct sender *s)
 /* --------------------------------------------------------------- queue */
 
 /* What the scan knew of the message goes with it to its first load. */
-/* A message whose envelope this process has not read yet. */
-static void
-unlearned_add(struct sender *s, const char *id)
-{
-	if (s->nunlearned == s->capunlearned) {
-		s->capunlearned = s->capunlearned ? 2 * s->capunlearned : 64;
-		s->unlearned = xreallocarray(
-		    s->unlearned, s->capunlearned, sizeof(*s->unlearned));
-	}
-	snprintf(s->unlearned[s->nunlearned++], sizeof(spool_id), "%s", id);
-}
-
 static void
 scan_one(const char *id, unsigned known, void *arg)
 {
 	struct sender *s = arg;
 
-	if (sched_add_tagged(s->sched, id, DUE_NOW, (unsigned char)known) == 1)
-		unlearned_add(s, id);
+	sched_add_tagged(s->sched, id, DUE_NOW, (unsigned char)known);
 }
 
 /* A rescan: the IDs only (inotify lost events, or there is none). */
@@ -401,10 +388,8 @@ drain(struct sender *s)
 				rescan = s->control_due = true;
 			else if (ev->wd == s->control_wd)
 				s->control_due = true;
-			else if (ev->len > 0 && spool_is_id(ev->name) &&
-			         sched_add_new(s->sched, ev->name, DUE_NOW) ==
-			             1)
-				unlearned_add(s, ev->name);
+			else if (ev->len > 0 && spool_is_id(ev->name))
+				sched_add_new(s->sched, ev->name, DUE_NOW);
 		}
 	}
 	/* Events were lost: the directory is the truth. */
@@ -482,11 +467,13 @@ unstash(struct sender *s, const char *id)
 }
 
 /* When to look at env again: its next attempt, or its deadline if that
- * comes first, so that it leaves the queue on time. */
+ * comes first, so that it leaves the queue on time.  A message due
+ * already keeps the time it became due, which orders due messages; never
+ * DUE_NOW, which would mean "not read". */
 static time_t
-next_look(const struct envelope *env, time_t now)
+due_time(const struct envelope *env)
 {
-	time_t t = env->next_attempt > now ? env->next_attempt : now;
+	time_t t = env->next_attempt > DUE_NOW ? env->next_attempt : DUE_NOW + 1;
 
 	return env->expires != 0 && env->expires < t ? env->expires : t;
 }
@@ -509,7 +496,7 @@ requeue(struct sender *s, struct envelope *env, time_t now)
 		return -1;
 	}
 	s->unsynced = true;
-	sched_add(s->sched, env->id, next_look(env, now));
+	sched_add(s->sched, env->id, due_time(env));
 	return 0;
 }
 
@@ -964,7 +951,7 @@ expire_one(struct sender *s, const char *id, double nowd)
 }
 
 void
-sender_note_deadline(struct sender *s, const char *id, time_t expires)
+sender_note_commit(struct sender *s, const char *id, time_t expires)
 {
 	if (s == NULL)
 		return;
@@ -974,53 +961,88 @@ sender_note_deadline(struct sender *s, const char *id, time_t expires)
 	pthread_mutex_unlock(&s->noted_lock);
 }
 
+/* A message not loaded yet, loaded to learn its deadline while the queue
+ * is paused; it goes back in the queue for its next attempt, now known
+ * (no longer DUE_NOW). */
 static void
-forget_unlearned(struct sender *s)
+learn_one(struct sender *s, const char *id, unsigned known, time_t now)
 {
-	free(s->unlearned);
-	s->unlearned = NULL;
-	s->nunlearned = s->capunlearned = 0;
+	struct envelope *env;
+
+	if (spool_load_known(s->spool, id, known, &env) == -1) {
+		/* Gone: nothing to learn.  Unreadable: prepare() says why
+		 * when its turn comes. */
+		if (errno != ENOENT)
+			sched_add(s->sched, id, now);
+		return;
+	}
+	note_deadline(s, env);
+	sched_add(s->sched, id, due_time(env));
+	envelope_free(env);
+}
+
+/*
+ * What this process's commits noted, taken over: their deadlines, and that
+ * they are due (since their ID's time), which spares reading them.  One
+ * not in the queue yet (its inotify event not read) goes in now if the
+ * queue is paused; running, it may have been sent already, and is left to
+ * the event (and read as any other).
+ */
+static void
+take_noted(struct sender *s, time_t now)
+{
+	char id[SCHED_IDMAX + 1];
+	time_t expires, due, since;
+	bool paused = sched_pause_mode(&s->pause, now) != SCHED_RUN;
+
+	pthread_mutex_lock(&s->noted_lock);
+	while (sched_peek(s->noted, &expires, id)) {
+		sched_remove(s->noted, id);
+		if (expires != 0)
+			sched_add(s->deadlines, id, expires);
+		since = spool_id_time(id);
+		if (since <= DUE_NOW)
+			since = DUE_NOW + 1;
+		if (sched_due(s->sched, id, &due) ? due == DUE_NOW : paused)
+			sched_add(s->sched, id, since);
+	}
+	pthread_mutex_unlock(&s->noted_lock);
+}
+
+/* True while the queue is paused and messages are left whose deadlines
+ * are not known yet. */
+static bool
+learning(struct sender *s, time_t now)
+{
+	time_t due;
+
+	return sched_pause_mode(&s->pause, now) != SCHED_RUN &&
+	    sched_peek(s->sched, &due, NULL) && due == DUE_NOW;
 }
 
 /* Every message whose deadline has come leaves the queue; while the
  * queue is paused, some not read yet are read to learn their deadlines
- * (the paused queue reads nothing else). */
+ * (the paused queue reads nothing else; running, every message found is
+ * loaded to be sent). */
 static void
 keep_deadlines(struct sender *s)
 {
 	char id[SCHED_IDMAX + 1];
 	double nowd = clock_wall();
-	struct envelope *env;
-	time_t due;
+	time_t now = (time_t)nowd;
+	unsigned char known;
 	size_t i;
 
-	/* What this process's commits noted, taken over. */
-	pthread_mutex_lock(&s->noted_lock);
-	while (sched_peek(s->noted, &due, id)) {
-		sched_remove(s->noted, id);
-		sched_add(s->deadlines, id, due);
-	}
-	pthread_mutex_unlock(&s->noted_lock);
-	while (sched_pop_due(s->deadlines, (time_t)nowd, id))
+	take_noted(s, now);
+	while (sched_pop_due(s->deadlines, now, id))
 		expire_one(s, id, nowd);
-	if (sched_pause_mode(&s->pause, (time_t)nowd) == SCHED_RUN) {
-		/* Running, every message found is loaded to be sent: once
-		 * none is left unread (DUE_NOW), there is nothing to learn. */
-		if (s->nunlearned > 0 &&
-		    (!sched_peek(s->sched, &due, NULL) || due != DUE_NOW))
-			forget_unlearned(s);
-		return;
+	for (i = 0; i < LEARN_SLICE && learning(s, now); i++) {
+		sched_pop_due_tagged(s->sched, DUE_NOW, id, &known);
+		learn_one(s, id, known, now);
 	}
-	for (i = 0; i < LEARN_SLICE && s->nunlearned > 0; i++) {
-		s->nunlearned--;
-		if (spool_load(s->spool, s->unlearned[s->nunlearned], &env) ==
-		    0) {
-			note_deadline(s, env);
-			envelope_free(env);
-		}
-	}
-	if (s->nunlearned == 0)
-		forget_unlearned(s);
+	if (i > 0)
+		log_debug("read %zu queued envelope%s for their deadlines", i,
+		    i == 1 ? "" : "s");
 }
 
 /*
@@ -1075,7 +1097,7 @@ prepare(struct sender *s, const char *id, unsigned known, time_t now,
 	}
 	free(why);
 	if (env->next_attempt > now) {
-		sched_add(s->sched, id, next_look(env, now));
+		sched_add(s->sched, id, due_time(env));
 		goto done;
 	}
 	*envp = env;
@@ -1267,7 +1289,8 @@ send_batch(struct sender *s)
 			apply(s, &msgs[i], nowd);
 		else
 			/* Untouched on disk; the pause gates it. */
-			sched_add(s->sched, msgs[i].env->id, DUE_NOW);
+			sched_add(s->sched, msgs[i].env->id,
+			    due_time(msgs[i].env));
 		relay_msg_clear(&msgs[i]);
 	}
 out:
@@ -1471,8 +1494,7 @@ next_timeout(struct sender *s)
 	    (w = (double)due - nowd) < wait)
 		wait = w;
 	/* Deadlines still to learn while paused: the next slice at once. */
-	if (s->nunlearned > 0 &&
-	    sched_pause_mode(&s->pause, (time_t)nowd) != SCHED_RUN)
+	if (learning(s, (time_t)nowd))
 		wait = 0;
 	/* The relay program's idle limit (relay.h): an idle one is stopped
 	 * here, a running one's limit is a wake-up. */
@@ -1687,7 +1709,6 @@ sender_free(struct sender *s)
 	sched_free(s->deadlines);
 	sched_free(s->noted);
 	pthread_mutex_destroy(&s->noted_lock);
-	free(s->unlearned);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
 	free(s);

@@ -35,10 +35,10 @@ int sender_start(struct sender *sender);
 /* A message was committed: look at outbox/ now.  Thread-safe and
  * async-signal-safe. */
 void sender_wake(struct sender *sender);
-/* A message committed by this process has a deadline (envelope.h's
- * expires): the sender need not read it to learn it.  Thread-safe. */
-void sender_note_deadline(
-    struct sender *sender, const char *id, time_t expires);
+/* A message committed by this process, due at once, with its deadline
+ * (envelope.h's expires, 0: none): the sender need not read it to learn
+ * either.  Thread-safe. */
+void sender_note_commit(struct sender *sender, const char *id, time_t expires);
 /* Stop: finish or abandon the current transfer safely, join the thread.
  * Returns within a few seconds. */
 void sender_stop(struct sender *sender);

@@ -4,7 +4,10 @@ failed/ with reason "expired", is logged status=expired and counted; the
 X-Arnie-* fields never reach the upstream; a bad duration gets 554."""
 
 import json
+import os
+import re
 import smtplib
+import time
 
 import arnietest
 from arnietest import (ArnieTestCase, free_port, make_message, smtp_send,
@@ -98,6 +101,51 @@ class ExpiryTest(ArnieTestCase):
         self.assertEqual(d.spool.envelopes("failed")[0].get("message-id"),
                          "<restart@test.invalid>")
         self.assertEqual(d.spool.count("outbox"), 1)
+
+    def test_the_paused_queue_reads_an_envelope_once(self):
+        """While the upstream is down, the sender reads an envelope once:
+        those it loaded at start-up are not read again to learn their
+        deadlines, nor those this process accepts (it knows them); one
+        another process queues is, and expires."""
+        up = self.upstream()
+        up.stop()
+        d = self.arnie(up.port, start=False)
+        d.args = ["-v"]
+        outbox = d.spool.path("outbox")
+        os.makedirs(outbox, exist_ok=True)
+        tomorrow = int(time.time()) + 86400
+        for i in range(20):
+            self.drop(outbox, "waiting%d" % i, next_attempt=tomorrow)
+        d.start()
+        self.send(d, "first")
+        wait_for(lambda: "queue paused" in d.log_text(),
+                 what="the queue paused")
+        for i in range(5):
+            self.send(d, "while-paused%d" % i, "X-Arnie-Expire-After: 1h")
+        dropped = self.drop(outbox, "dropped",
+                            expires=int(time.time()) + 2)
+        wait_for(lambda: d.spool.list("failed") == [dropped], timeout=15,
+                 what="the dropped message expired")
+        read = re.findall(r"read (\d+) queued envelopes? for their "
+                          r"deadlines", d.log_text())
+        self.assertEqual(sum(int(n) for n in read), 1, read)
+        self.assertEqual(d.spool.count("outbox"), 26)
+
+    @staticmethod
+    def drop(outbox, test_id, next_attempt=0, expires=None):
+        """A queue file written by another process; its ID."""
+        msg_id = arnietest.new_spool_id(pid=len(os.listdir(outbox)) + 1)
+        data = arnietest.format_spool_file(
+            msg_id, FROM, [RCPT], make_message(test_id),
+            next_attempt=next_attempt)
+        if expires is not None:
+            data = data.replace(b"\nattempts:", b"\nexpires: %d\nattempts:"
+                                % expires, 1)
+        tmp = os.path.join(os.path.dirname(outbox), "drop.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.rename(tmp, os.path.join(outbox, msg_id))
+        return msg_id
 
     def test_a_bad_duration_is_refused(self):
         d = self.arnie(free_port())

@@ -103,6 +103,12 @@ START_TEST(test_dedupe_update)
 	ck_assert_int_eq(sched_add_new(s, "C", 5), 1);
 	ck_assert(sched_contains(s, "C"));
 	ck_assert(!sched_contains(s, "D"));
+	/* sched_due() tells any entry's time, not only the earliest's. */
+	ck_assert_int_eq(sched_due(s, "B", &due), 1);
+	ck_assert_int_eq(due, 200);
+	due = -1;
+	ck_assert_int_eq(sched_due(s, "D", &due), 0);
+	ck_assert_int_eq(due, -1);
 	ck_assert_uint_eq(sched_size(s), 3);
 	sched_free(s);
 }
