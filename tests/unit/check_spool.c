@@ -718,6 +718,40 @@ START_TEST(test_load_open)
 }
 END_TEST
 
+/* Loads leave the files' atime alone (O_NOATIME): with relatime, reading a
+ * file whose atime is older than its mtime would set it and dirty its
+ * inode. */
+START_TEST(test_load_leaves_atime)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env = sample_env("a@example.org", 1), *back = NULL;
+	struct timespec times[2];
+	struct stat before, after;
+	FILE *body = NULL;
+	size_t len;
+	int dirfd;
+
+	commit_sample(spool, env);
+	dirfd = spool_dir_fd(spool, SPOOL_IN_OUTBOX);
+	ck_assert_int_eq(fstatat(dirfd, env->id, &before, 0), 0);
+	times[0].tv_sec = before.st_mtime - 3600; /* a relatime update due */
+	times[0].tv_nsec = 0;
+	times[1].tv_sec = 0;
+	times[1].tv_nsec = UTIME_OMIT;
+	ck_assert_int_eq(utimensat(dirfd, env->id, times, 0), 0);
+	ck_assert_int_eq(spool_load_open(spool, env->id, 0, &back, &body), 0);
+	free(read_rest(body, &len));
+	envelope_free(back);
+	back = NULL;
+	ck_assert_int_eq(spool_load(spool, env->id, &back), 0);
+	ck_assert_int_eq(fstatat(dirfd, env->id, &after, 0), 0);
+	ck_assert_int_eq(after.st_atime, times[0].tv_sec);
+	envelope_free(back);
+	envelope_free(env);
+	spool_close(spool);
+}
+END_TEST
+
 /* A deferral of a big message writes its envelope, not its message. */
 START_TEST(test_update_big_message_writes_little)
 {
@@ -1880,6 +1914,7 @@ spool_suite(void)
 	tcase_add_test(tc, test_commit_load);
 	tcase_add_test(tc, test_update);
 	tcase_add_test(tc, test_load_open);
+	tcase_add_test(tc, test_load_leaves_atime);
 	tcase_add_test(tc, test_update_big_message_writes_little);
 	tcase_add_test(tc, test_version_1_file);
 	tcase_add_test(tc, test_bad_state_file);
