@@ -977,7 +977,10 @@ learn_one(struct sender *s, const char *id, unsigned known, time_t now)
 		return;
 	}
 	note_deadline(s, env);
-	sched_add(s->sched, id, due_time(env));
+	/* Every recipient done (a move cut short): prepare() finishes it
+	 * at its first chance, whatever its next attempt. */
+	sched_add(s->sched, id,
+	    envelope_pending(env) > 0 ? due_time(env) : DUE_NOW + 1);
 	envelope_free(env);
 }
 

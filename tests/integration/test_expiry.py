@@ -131,13 +131,33 @@ class ExpiryTest(ArnieTestCase):
         self.assertEqual(sum(int(n) for n in read), 1, read)
         self.assertEqual(d.spool.count("outbox"), 26)
 
+    def test_a_finished_message_read_while_paused_is_not_kept(self):
+        """A queued message with every recipient done (a move cut short
+        by a crash), read while the queue is paused, leaves outbox/ at the
+        next probe, not at the next attempt its file names."""
+        up = self.upstream()
+        up.stop()
+        d = self.arnie(up.port, SAVE_SENT_MAIL="true")
+        self.send(d, "first")
+        wait_for(lambda: "queue paused" in d.log_text(),
+                 what="the queue paused")
+        done = self.drop(d.spool.path("outbox"), "done",
+                         next_attempt=int(time.time()) + 86400,
+                         rcpt_state="sent")
+        wait_for(lambda: d.spool.list("sent") == [done], timeout=10,
+                 what="the finished message in sent/")
+        self.assertEqual(d.spool.count("outbox"), 1)
+
     @staticmethod
-    def drop(outbox, test_id, next_attempt=0, expires=None):
+    def drop(outbox, test_id, next_attempt=0, expires=None,
+             rcpt_state="pending"):
         """A queue file written by another process; its ID."""
         msg_id = arnietest.new_spool_id(pid=len(os.listdir(outbox)) + 1)
         data = arnietest.format_spool_file(
             msg_id, FROM, [RCPT], make_message(test_id),
             next_attempt=next_attempt)
+        data = data.replace(b"rcpt: pending", b"rcpt: " + rcpt_state.encode(),
+                            1)
         if expires is not None:
             data = data.replace(b"\nattempts:", b"\nexpires: %d\nattempts:"
                                 % expires, 1)
