@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -54,6 +55,7 @@
 
 struct relay {
 	char *program;
+	int nice; /* the relay program's: the front-end's + RELAY_NICE */
 	char *name; /* "host:port" */
 	char *host;
 	int port;
@@ -211,13 +213,16 @@ next(struct relay *relay, struct wire_rec *r, double deadline)
 
 /* The child, between fork() and exec(): async-signal-safe calls only. */
 static void __attribute__((noreturn))
-exec_relay(const char *program, int sock, pid_t parent)
+exec_relay(const char *program, int sock, pid_t parent, int nice)
 {
 	char *const argv[] = {(char *)"arnie-relay", NULL};
 
 	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(1);
+	/* The same whichever thread starts it (the sender thread runs at
+	 * this value already; the first relay is started at start-up). */
+	(void)setpriority(PRIO_PROCESS, 0, nice);
 	/* dup2() leaves the copy without close-on-exec; a socket that is
 	 * descriptor 3 already needs the flag cleared by hand. */
 	if (sock == RELAY_PROTO_FD ? fcntl(sock, F_SETFD, 0) == -1
@@ -296,7 +301,7 @@ start_relay(struct relay *relay, char *err, size_t errlen)
 		return -1;
 	}
 	if ((pid = fork()) == 0)
-		exec_relay(relay->program, sv[1], parent);
+		exec_relay(relay->program, sv[1], parent, relay->nice);
 	close(sv[1]);
 	if (pid == -1) {
 		snprintf(err, errlen, "fork: %s", strerror(errno));
@@ -880,6 +885,8 @@ relay_new(const struct config *cfg, char *err, size_t errlen)
 	relay->max_idle = cfg->relay_idle;
 	relay->last_used = clock_mono();
 	relay->sock = -1;
+	/* relay_new() runs on the front-end's thread. */
+	relay->nice = getpriority(PRIO_PROCESS, 0) + RELAY_NICE;
 	pthread_mutex_init(&relay->lock, NULL);
 	/* Started now, so that settings it cannot use (a CA file that does
 	 * not load) stop the daemon at start-up, not at the first mail. */

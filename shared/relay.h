@@ -45,6 +45,10 @@ struct envelope;
 
 /* A relay process serves at most this many sessions. */
 #define RELAY_MAX_SESSIONS 100
+/* How much nicer than the front-end relaying runs: the sender thread and
+ * the relay program (accepting mail, which the application waits for,
+ * comes first). */
+#define RELAY_NICE 10
 
 /* One message of a batch.  The caller sets env and body; relay_send() fills
  * the rest. */

@@ -23,6 +23,12 @@ from arnietest import (ArnieTestCase, free_port, make_message, smtp_send,
 FROM = "app@example.com"
 
 
+def nice_of(pid, tid=None):
+    """The nice value of a thread of pid (its main thread by default)."""
+    with open("/proc/%d/task/%d/stat" % (pid, tid or pid)) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
 def children(pid):
     """The child processes of pid, every thread's."""
     kids = []
@@ -96,6 +102,22 @@ class RelayProgramTest(ArnieTestCase):
         with open("/proc/%d/environ" % pid, "rb") as f:
             environ = f.read()
         self.assertNotIn(b"OUTBOUND_EMAIL", environ)
+
+    def test_relaying_gives_way_to_intake(self):
+        """The sender thread, and what it starts (the relay program, the
+        hooks' thread), run 10 nicer than the front-end and the commit
+        writer: accepting mail, which the application waits for, comes
+        first."""
+        up = self.upstream()
+        d = self.arnie(up.port)
+        self.send(d, "nicer")
+        self.assertDeliveredOnce(up, "nicer")
+        front = nice_of(d.pid)
+        threads = [nice_of(d.pid, int(t))
+                   for t in os.listdir("/proc/%d/task" % d.pid)]
+        self.assertEqual(set(threads), {front, front + 10}, threads)
+        self.assertGreaterEqual(threads.count(front), 2, threads)
+        self.assertEqual(nice_of(self.relay_pid(d)), front + 10)
 
     def gdb_calls(self, pid, *exprs):
         """Evaluate exprs in the running process pid with gdb; the
