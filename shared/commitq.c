@@ -71,14 +71,16 @@ commit_round(struct commitq *q, struct job *jobs)
 			continue;
 		}
 		/* Before the rename, whose inotify event may wake the sender
-		 * first; a message that is not queued after all (an error, a
-		 * duplicate) is one the sender will not find. */
+		 * first; withdrawn below if the message is not queued after
+		 * all (an error, a duplicate). */
 		env = intake_envelope(j->in);
 		sender_note_commit(q->sender, env->id, env->expires);
 		if (intake_commit(j->in) == 0)
 			any = true;
-		else
+		else {
 			j->error = errno != 0 ? errno : EIO;
+			sender_withdraw_commit(q->sender, env->id);
+		}
 	}
 	/* One directory fsync makes every rename of the round durable. */
 	if (any && spool_sync(q->spool) == -1) {
@@ -94,6 +96,8 @@ commit_round(struct commitq *q, struct job *jobs)
 			if (spool_discard(q->spool, id) == -1 &&
 			    errno != ENOENT)
 				log_warn("%s: cannot remove from outbox/", id);
+			else
+				sender_withdraw_commit(q->sender, id);
 			j->error = err;
 		}
 		any = false;
@@ -103,6 +107,9 @@ commit_round(struct commitq *q, struct job *jobs)
 			continue;
 		if (j->error == 0)
 			intake_committed(j->in);
+		if (j->error == 0 && intake_duplicate_of(j->in) != NULL)
+			sender_withdraw_commit(
+			    q->sender, intake_envelope(j->in)->id);
 		metrics_commit(j->error == 0, intake_envelope(j->in)->size,
 		    clock_mono() - j->submitted);
 	}

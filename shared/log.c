@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -28,6 +29,8 @@
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static const char *log_progname = "arnie";
 static char *log_path;
+/* Set before the daemon's threads start; log_reopen() changes the file
+ * behind it, never the number, so that writers need no lock. */
 static int log_fd = STDERR_FILENO;
 static int log_verbose;
 static int log_journal;
@@ -116,18 +119,19 @@ int
 log_reopen(void)
 {
 	bool created;
-	int fd, old;
+	int fd, rc, saved;
 
 	if (log_path == NULL)
 		return 0;
 	if ((fd = open_log_file(log_path, &created)) == -1)
 		return -1;
-	pthread_mutex_lock(&log_lock);
-	old = log_fd;
-	log_fd = fd;
-	pthread_mutex_unlock(&log_lock);
-	close(old);
-	return 0;
+	/* dup2() swaps the file atomically: a line being written goes to
+	 * the old file or the new one, whole. */
+	rc = dup2(fd, log_fd) == -1 ? -1 : 0;
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
 }
 
 int
@@ -183,9 +187,17 @@ log_set_sink(log_sink_fn *sink)
 	log_sink = sink;
 }
 
+/* One write(2) per line.  Appends to a file (O_APPEND) and writes of up
+ * to PIPE_BUF octets to a pipe do not interleave, so those take no lock:
+ * one would let the nicer sender thread, preempted while holding it, hold
+ * up the front-end.  Only a longer line (JSON) to a pipe could. */
 static void
 write_line(const char *line, size_t n)
 {
+	if (n <= PIPE_BUF) {
+		(void)!write(log_fd, line, n);
+		return;
+	}
 	pthread_mutex_lock(&log_lock);
 	(void)!write(log_fd, line, n);
 	pthread_mutex_unlock(&log_lock);

@@ -85,6 +85,8 @@
  * after killing it. */
 #define SENDER_STOP_WAIT 3
 #define SENDER_ABORT_WAIT 2
+/* In the noted set: a commit withdrawn (sender_withdraw_commit()). */
+#define NOTE_WITHDRAWN ((time_t)-1)
 /* The heap's due time for a message whose envelope this process has not
  * read: found by a scan or inotify, or named by arnie-queue.  Such
  * messages sort before everything else and among themselves by ID; those
@@ -966,6 +968,17 @@ sender_note_commit(struct sender *s, const char *id, time_t expires)
 	pthread_mutex_unlock(&s->noted_lock);
 }
 
+void
+sender_withdraw_commit(struct sender *s, const char *id)
+{
+	if (s == NULL)
+		return;
+	pthread_mutex_lock(&s->noted_lock);
+	if (s->noting)
+		sched_add(s->noted, id, NOTE_WITHDRAWN);
+	pthread_mutex_unlock(&s->noted_lock);
+}
+
 /* A message not loaded yet, loaded to learn its deadline while the queue
  * is paused; it goes back in the queue for its next attempt, now known
  * (no longer DUE_NOW). */
@@ -992,9 +1005,9 @@ learn_one(struct sender *s, const char *id, unsigned known, time_t now)
 /*
  * What this process's commits noted, taken over: their deadlines, and that
  * they are due (since their ID's time), which spares reading them.  One
- * not in the queue yet (its inotify event not read) goes in now if the
- * queue is paused; running, it may have been sent already, and is left to
- * the event (and read as any other).
+ * not in the queue yet (renamed into outbox/ after the note) goes in now
+ * if the queue is paused; running, it is left to its inotify event, as it
+ * is read to be sent anyway.  A withdrawn one leaves the queue.
  */
 static void
 take_noted(struct sender *s, time_t now)
@@ -1011,9 +1024,18 @@ take_noted(struct sender *s, time_t now)
 	s->taken = noted;
 	while (sched_peek(noted, &expires, id)) {
 		sched_remove(noted, id);
+		if (expires == NOTE_WITHDRAWN) {
+			sched_remove(s->sched, id);
+			sched_remove(s->deadlines, id);
+			continue;
+		}
 		if (expires != 0)
 			sched_add(s->deadlines, id, expires);
+		/* An ID runs ahead of the clock after the clock steps
+		 * back (spool_new_id() keeps IDs rising). */
 		since = spool_id_time(id);
+		if (since > now)
+			since = now;
 		if (since <= DUE_NOW)
 			since = DUE_NOW + 1;
 		if (sched_due(s->sched, id, &due) ? due == DUE_NOW : paused)

@@ -35,10 +35,13 @@ int sender_start(struct sender *sender);
 /* A message was committed: look at outbox/ now.  Thread-safe and
  * async-signal-safe. */
 void sender_wake(struct sender *sender);
-/* A message committed by this process, due at once, with its deadline
- * (envelope.h's expires, 0: none): the sender need not read it to learn
- * either.  Thread-safe. */
+/* A message this process is about to queue (called before the rename into
+ * outbox/), due at once, with its deadline (envelope.h's expires, 0: none):
+ * the sender need not read it to learn either.  Thread-safe. */
 void sender_note_commit(struct sender *sender, const char *id, time_t expires);
+/* A noted message that was not queued after all (an error, a duplicate):
+ * the sender forgets it.  Thread-safe. */
+void sender_withdraw_commit(struct sender *sender, const char *id);
 /* Stop: finish or abandon the current transfer safely, join the thread.
  * Returns within a few seconds. */
 void sender_stop(struct sender *sender);

@@ -27,6 +27,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -440,17 +441,22 @@ write_state(
  * of a file written since its last read sets its atime, which dirties
  * its inode for write-back; the sender's start-up load of a big queue
  * would dirty every inode of it while intake fsyncs.  Only the file's
- * owner (or CAP_FOWNER) may ask: anyone else reads it the usual way.
+ * owner (or CAP_FOWNER) may ask: a process refused once (it reads another
+ * user's files) reads the usual way from then on.
  */
 static int
 open_to_read(int dirfd, const char *name)
 {
+	static atomic_bool refused;
 	int fd;
 
-	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOATIME);
-	if (fd == -1 && errno == EPERM)
-		fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-	return fd;
+	if (!atomic_load_explicit(&refused, memory_order_relaxed)) {
+		fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOATIME);
+		if (fd != -1 || errno != EPERM)
+			return fd;
+		atomic_store_explicit(&refused, true, memory_order_relaxed);
+	}
+	return openat(dirfd, name, O_RDONLY | O_CLOEXEC);
 }
 
 /* Read dirfd/ID.state: 1 with *envp, 0 when there is none, -1 with errno

@@ -113,11 +113,13 @@ class RelayProgramTest(ArnieTestCase):
         self.send(d, "nicer")
         self.assertDeliveredOnce(up, "nicer")
         front = nice_of(d.pid)
+        nicer = min(front + 10, 19)
         threads = [nice_of(d.pid, int(t))
                    for t in os.listdir("/proc/%d/task" % d.pid)]
-        self.assertEqual(set(threads), {front, front + 10}, threads)
+        # The front-end and the commit writer; the sender at least.
         self.assertGreaterEqual(threads.count(front), 2, threads)
-        self.assertEqual(nice_of(self.relay_pid(d)), front + 10)
+        self.assertGreaterEqual(threads.count(nicer), 1, threads)
+        self.assertEqual(nice_of(self.relay_pid(d)), nicer)
 
     def gdb_calls(self, pid, *exprs):
         """Evaluate exprs in the running process pid with gdb; the
