@@ -957,26 +957,29 @@ expire_one(struct sender *s, const char *id, double nowd)
 	envelope_free(env);
 }
 
-void
-sender_note_commit(struct sender *s, const char *id, time_t expires)
+/* What a commit tells the sender, for take_noted(): a deadline (0: none),
+ * or NOTE_WITHDRAWN. */
+static void
+note(struct sender *s, const char *id, time_t what)
 {
 	if (s == NULL)
 		return;
 	pthread_mutex_lock(&s->noted_lock);
 	if (s->noting)
-		sched_add(s->noted, id, expires);
+		sched_add(s->noted, id, what);
 	pthread_mutex_unlock(&s->noted_lock);
+}
+
+void
+sender_note_commit(struct sender *s, const char *id, time_t expires)
+{
+	note(s, id, expires);
 }
 
 void
 sender_withdraw_commit(struct sender *s, const char *id)
 {
-	if (s == NULL)
-		return;
-	pthread_mutex_lock(&s->noted_lock);
-	if (s->noting)
-		sched_add(s->noted, id, NOTE_WITHDRAWN);
-	pthread_mutex_unlock(&s->noted_lock);
+	note(s, id, NOTE_WITHDRAWN);
 }
 
 /* A message not loaded yet, loaded to learn its deadline while the queue
