@@ -253,8 +253,11 @@ class DiskTest(DataClientMixin, ArnieTestCase):
         wait_for(lambda: "results cannot be recorded" in d.log_text(),
                  what="the session to stop")
         # One message was tried, its deferral could not be written, and
-        # the session stopped there: the others were not touched.
-        self.assertEqual(len({a[1] for a in up.rcpt_log}), 1, up.rcpt_log)
+        # the session stopped there.  The relay may have begun the next
+        # message's envelope (it waits for the record only before it ends
+        # a message's data: relay_proto.h); the others were not touched.
+        tried = [a[1] for a in up.rcpt_log]
+        self.assertIn(tried, (rcpts[:1], rcpts[:2]), up.rcpt_log)
         os.unlink(filler)
         for i in range(5):
             self.assertDeliveredOnce(up, "full%d" % i)
