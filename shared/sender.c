@@ -480,7 +480,8 @@ unstash(struct sender *s, const char *id)
 static time_t
 due_time(const struct envelope *env)
 {
-	time_t t = env->next_attempt > DUE_NOW ? env->next_attempt : DUE_NOW + 1;
+	time_t t = env->next_attempt > DUE_NOW ? env->next_attempt
+	                                       : DUE_NOW + 1;
 
 	return env->expires != 0 && env->expires < t ? env->expires : t;
 }

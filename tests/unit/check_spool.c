@@ -746,8 +746,9 @@ START_TEST(test_load_leaves_atime)
 	close(fd);
 	ck_assert_int_eq(fstatat(dirfd, env->id, &after, 0), 0);
 	if (after.st_atime == times[0].tv_sec) {
-		fprintf(stderr, "test_load_leaves_atime: this file system "
-		                "does not update atimes (noatime): not checked\n");
+		fprintf(stderr, "test_load_leaves_atime: this file "
+		                "system does not update atimes (noatime): "
+		                "not checked\n");
 		goto out;
 	}
 	ck_assert_int_eq(utimensat(dirfd, env->id, times, 0), 0);
