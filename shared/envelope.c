@@ -53,6 +53,14 @@ envelope_pending(const struct envelope *env)
 	return n;
 }
 
+time_t
+envelope_next_look(const struct envelope *env)
+{
+	if (env->expires != 0 && env->expires < env->next_attempt)
+		return env->expires;
+	return env->next_attempt;
+}
+
 void
 envelope_set_reply(char **slot, const char *reply)
 {

@@ -57,6 +57,9 @@ struct envelope *envelope_new(void);
 void envelope_add_rcpt(struct envelope *env, const char *addr);
 /* Number of recipients still RCPT_PENDING. */
 size_t envelope_pending(const struct envelope *env);
+/* When the message is next worth a look: its next attempt, or its
+ * deadline (expires) if that comes first. */
+time_t envelope_next_look(const struct envelope *env);
 void envelope_set_reply(char **slot, const char *reply);
 void envelope_free(struct envelope *env);
 

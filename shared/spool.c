@@ -399,10 +399,30 @@ unlink_state(struct spool *spool, int dirfd, const char *id)
 }
 
 /*
+ * A queued message's state file is dated when the message is next worth a
+ * look (envelope_next_look()) when that is still to come, as Postfix
+ * dates its deferred queue files: the start-up scan then knows, from one
+ * fstatat(), which messages it need not read yet (spool_scan_known()).
+ * A time already past keeps the write's own: such a message is read at
+ * once anyway.
+ */
+static int
+date_next_look(int fd, const struct envelope *env)
+{
+	struct timespec times[2] = {
+	    {.tv_nsec = UTIME_OMIT}, {.tv_sec = envelope_next_look(env)}};
+
+	if (times[1].tv_sec <= time(NULL))
+		return 0;
+	return futimens(fd, times);
+}
+
+/*
  * Write env as tofd/ID.state: a fresh file in inbox/ (named by a fresh ID,
  * which carries our PID, so that another process's cleanup leaves it
- * alone), fsynced, then renamed over the old state.  Never the message:
- * a state change costs its envelope, whatever the message's size.
+ * alone), dated (date_next_look()) when it is a queued message's,
+ * fsynced, then renamed over the old state.  Never the message: a state
+ * change costs its envelope, whatever the message's size.
  */
 static int
 write_state(
@@ -421,7 +441,9 @@ write_state(
 	if ((fd = new_file(spool, spool->inboxfd, tmp)) == -1)
 		return -1;
 	hdr = envelope_format(env, &hlen);
-	if (write_all(fd, hdr, hlen) == -1 || (durable && fsync(fd) == -1) ||
+	if (write_all(fd, hdr, hlen) == -1 ||
+	    (tofd == spool->outboxfd && date_next_look(fd, env) == -1) ||
+	    (durable && fsync(fd) == -1) ||
 	    close_checked(&fd) == -1 ||
 	    renameat(spool->inboxfd, tmp, tofd, name) == -1) {
 		saved = errno;
@@ -1206,11 +1228,28 @@ spool_list(
 	return 0;
 }
 
+/* When a message with a state file need not be read before: the file's
+ * date (date_next_look()) if still to come, else 0. */
+static time_t
+not_before(int dirfd, const char *id, time_t now)
+{
+	char name[STATE_NAME_MAX];
+	struct stat st;
+
+	state_name(id, name);
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
+	    st.st_mtime <= now)
+		return 0;
+	return st.st_mtime;
+}
+
 int
-spool_scan_known(struct spool *spool, spool_scan_fn *fn, void *arg)
+spool_scan_known(struct spool *spool, spool_scan_known_fn *fn, void *arg)
 {
 	struct idset ids = {0}, states = {0}, finished = {0};
 	unsigned knowable;
+	time_t now = time(NULL);
+	const char *id;
 	size_t i;
 	int rc = 0, saved;
 
@@ -1231,9 +1270,13 @@ spool_scan_known(struct spool *spool, spool_scan_fn *fn, void *arg)
 		qsort(states.v, states.n, sizeof(*states.v), compare_id);
 	if (finished.n > 1)
 		qsort(finished.v, finished.n, sizeof(*finished.v), compare_id);
-	for (i = 0; i < ids.n; i++)
-		fn(ids.v[i], known_of(ids.v[i], knowable, &states, &finished),
+	for (i = 0; i < ids.n; i++) {
+		id = ids.v[i];
+		fn(id, known_of(id, knowable, &states, &finished),
+		    idset_has(&states, id) ? not_before(spool->outboxfd, id, now)
+		                           : 0,
 		    arg);
+	}
 	free(ids.v);
 	free(states.v);
 	free(finished.v);

@@ -161,10 +161,17 @@ typedef void spool_scan_fn(const char *id, unsigned known, void *arg);
  * 0.  On a read error (-1, errno set) the messages read so far were
  * given. */
 int spool_scan(struct spool *spool, spool_scan_fn *fn, void *arg);
-/* spool_scan(), knowing more (SPOOL_KNOWN_*) at the price of reading
- * sent/ and failed/ too (when outbox/ holds messages): for the sender's
- * start-up scan, not for every rescan. */
-int spool_scan_known(struct spool *spool, spool_scan_fn *fn, void *arg);
+/* What the start-up scan saw: SPOOL_KNOWN_*, and the time before which
+ * the message is not worth reading (its state file's date, set by
+ * spool_update() and spool_reschedule() to the envelope's
+ * envelope_next_look()), or 0 when it is worth reading now. */
+typedef void spool_scan_known_fn(
+    const char *id, unsigned known, time_t not_before, void *arg);
+/* spool_scan(), knowing more at the price of reading sent/ and failed/
+ * too (when outbox/ holds messages) and of one fstatat() per state file:
+ * for the sender's start-up scan, not for every rescan.  The dates are
+ * only as fresh as the scan, as SPOOL_KNOWN_* are. */
+int spool_scan_known(struct spool *spool, spool_scan_known_fn *fn, void *arg);
 
 /* Read outbox/ID's envelope as it stands (its state file if it has one).
  * errno ENOENT: gone; EBADMSG: the message file or its state does not parse

@@ -131,6 +131,36 @@ class ExpiryTest(ArnieTestCase):
         self.assertEqual(sum(int(n) for n in read), 1, read)
         self.assertEqual(d.spool.count("outbox"), 26)
 
+    def test_a_dated_deferral_expires_on_time_while_paused(self):
+        """A deferred message the start-up leaves unread until its
+        state's date (its deadline, before its next attempt) is read then
+        and expires, though the queue is paused; those dated tomorrow are
+        never read."""
+        up = self.upstream()
+        up.stop()
+        d = self.arnie(up.port, start=False, RETRY_DELAY_SECONDS=60,
+                       RETRY_MAX_DELAY_SECONDS=60)
+        d.args = ["-v"]
+        outbox = d.spool.path("outbox")
+        os.makedirs(outbox, exist_ok=True)
+        tomorrow = int(time.time()) + 86400
+        for i in range(20):
+            self.drop(outbox, "waiting%d" % i, next_attempt=tomorrow,
+                      dated=True)
+        dated = self.drop(outbox, "dated", next_attempt=tomorrow,
+                          expires=int(time.time()) + 6, dated=True)
+        d.start()
+        self.send(d, "first")
+        wait_for(lambda: "queue paused" in d.log_text(),
+                 what="the queue paused")
+        wait_for(lambda: d.spool.list("failed") == [dated], timeout=20,
+                 what="the dated message expired")
+        self.assertRegex(d.log_text(), dated + ": .*status=expired")
+        read = re.findall(r"read (\d+) queued envelopes? for their "
+                          r"deadlines", d.log_text())
+        self.assertEqual(sum(int(n) for n in read), 1, read)
+        self.assertEqual(d.spool.count("outbox"), 21)
+
     def test_a_finished_message_read_while_paused_is_not_kept(self):
         """A queued message with every recipient done (a move cut short
         by a crash), read while the queue is paused, leaves outbox/ at the
@@ -150,8 +180,10 @@ class ExpiryTest(ArnieTestCase):
 
     @staticmethod
     def drop(outbox, test_id, next_attempt=0, expires=None,
-             rcpt_state="pending"):
-        """A queue file written by another process; its ID."""
+             rcpt_state="pending", dated=False):
+        """A queue file written by another process; its ID.  dated: as
+        Arnie leaves a deferred message, the envelope in a state file
+        dated when the message is next worth a look."""
         msg_id = arnietest.new_spool_id(pid=len(os.listdir(outbox)) + 1)
         data = arnietest.format_spool_file(
             msg_id, FROM, [RCPT], make_message(test_id),
@@ -162,6 +194,13 @@ class ExpiryTest(ArnieTestCase):
             data = data.replace(b"\nattempts:", b"\nexpires: %d\nattempts:"
                                 % expires, 1)
         tmp = os.path.join(os.path.dirname(outbox), "drop.tmp")
+        if dated:
+            head = data[:data.index(b"\n\n") + 2]
+            with open(tmp, "wb") as f:
+                f.write(head.replace(b"arnie-spool 1", b"arnie-spool 2", 1))
+            date = min(next_attempt, expires or next_attempt)
+            os.utime(tmp, (date, date))
+            os.rename(tmp, os.path.join(outbox, msg_id + ".state"))
         with open(tmp, "wb") as f:
             f.write(data)
         os.rename(tmp, os.path.join(outbox, msg_id))

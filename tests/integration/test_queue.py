@@ -206,6 +206,40 @@ class QueueTest(ArnieTestCase):
         self.assertDeliveredOnce(up, "after-corrupt")
         self.assertEqual(up.with_test_id("trunc", False), [])
 
+    def test_a_deferral_is_dated_and_left_unread_until_then(self):
+        """A deferred message's state file is dated at its next attempt;
+        the start-up scan trusts the date and does not read the file
+        before it (shown by a state edited to say "due now" while keeping
+        its date); arnie-queue retry reads it at once."""
+        up = self.upstream()
+        up.script_rcpt("slow@example.org", ["451 4.7.1 Greylisted"])
+        d = self.arnie(up.port, RETRY_DELAY_SECONDS=300,
+                       RETRY_MAX_DELAY_SECONDS=600)
+        self.send(d, "grey", rcpts=("slow@example.org",))
+        wait_for(lambda: any(e.attempts == 1
+                             for e in d.spool.envelopes("outbox")),
+                 what="a deferral")
+        msg = d.spool.list("outbox")[0]
+        state = d.spool.path("outbox", msg + ".state")
+        with open(state, "rb") as f:
+            text = f.read()
+        due = int(re.search(rb"\nnext-attempt: (\d+)\n", text).group(1))
+        self.assertGreater(due, time.time() + 200)
+        self.assertEqual(int(os.stat(state).st_mtime), due)
+        self.assertEqual(d.stop(), 0)
+        with open(state, "wb") as f:
+            f.write(re.sub(rb"\nnext-attempt: \d+\n", b"\nnext-attempt: 0\n",
+                           text))
+        os.utime(state, (due, due))
+        d.start()
+        # Read at start-up, it would go first (it says "due now").
+        self.send(d, "after")
+        self.assertDeliveredOnce(up, "after")
+        self.assertEqual(up.with_test_id("grey"), [])
+        r = self.run_queue(d, "retry", msg)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertDeliveredOnce(up, "grey")
+
     def test_file_renamed_into_outbox_is_sent_promptly(self):
         up = self.upstream()
         self.arnie(up.port)

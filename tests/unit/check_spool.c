@@ -1255,15 +1255,21 @@ START_TEST(test_draft)
 }
 END_TEST
 
-static ino_t
-inode_of(const char *folder, const char *name)
+static struct stat
+stat_of(const char *folder, const char *name)
 {
 	char *p = sub(folder, name);
 	struct stat st;
 
 	ck_assert_int_eq(stat(p, &st), 0);
 	free(p);
-	return st.st_ino;
+	return st;
+}
+
+static ino_t
+inode_of(const char *folder, const char *name)
+{
+	return stat_of(folder, name).st_ino;
 }
 
 /* The name of the one file in folder. */
@@ -1532,11 +1538,12 @@ count_fn(const char *id, unsigned known, void *arg)
 struct known_of {
 	const char *ids[3];
 	unsigned known[3];
+	time_t not_before[3];
 	int seen[3];
 };
 
 static void
-known_fn(const char *id, unsigned known, void *arg)
+known_at_fn(const char *id, unsigned known, time_t not_before, void *arg)
 {
 	struct known_of *k = arg;
 	int i;
@@ -1544,9 +1551,82 @@ known_fn(const char *id, unsigned known, void *arg)
 	for (i = 0; i < 3; i++)
 		if (strcmp(id, k->ids[i]) == 0) {
 			k->known[i] = known;
+			k->not_before[i] = not_before;
 			k->seen[i]++;
 		}
 }
+
+/* Three messages committed, their IDs in k. */
+static void
+queue_three(struct spool *spool, struct envelope *env[3], struct known_of *k)
+{
+	int i;
+
+	memset(k, 0, sizeof(*k));
+	for (i = 0; i < 3; i++) {
+		env[i] = sample_env("a@example.org", 1);
+		commit_sample(spool, env[i]);
+		k->ids[i] = env[i]->id;
+	}
+}
+
+static void
+known_fn(const char *id, unsigned known, void *arg)
+{
+	known_at_fn(id, known, 0, arg);
+}
+
+/* A queued message's state is dated when the message is next worth a
+ * look, if that is to come, and the start-up scan says so without
+ * reading it; a final state keeps the date it was written. */
+START_TEST(test_a_deferral_dates_its_state)
+{
+	struct spool *spool = spool_open(spooldir, false);
+	struct envelope *env[3];
+	struct known_of k;
+	char name[SPOOL_IDLEN + 16], *path;
+	time_t now = time(NULL);
+	int i;
+
+	queue_three(spool, env, &k);
+	/* 0: deferred for an hour; 1: the same, but its deadline comes
+	 * first; 2: due again already (a partial success). */
+	env[0]->next_attempt = now + 3600;
+	env[1]->next_attempt = now + 3600;
+	env[1]->expires = now + 600;
+	env[2]->next_attempt = now - 10;
+	for (i = 0; i < 3; i++)
+		ck_assert_int_eq(spool_update(spool, env[i]), 0);
+	snprintf(name, sizeof(name), "%s.state", env[0]->id);
+	ck_assert_int_eq(stat_of("outbox", name).st_mtime, now + 3600);
+	snprintf(name, sizeof(name), "%s.state", env[2]->id);
+	ck_assert_int_ge(stat_of("outbox", name).st_mtime, now);
+	ck_assert_int_eq(spool_scan_known(spool, known_at_fn, &k), 0);
+	for (i = 0; i < 3; i++) {
+		ck_assert_int_eq(k.seen[i], 1);
+		ck_assert_uint_eq(k.known[i], SPOOL_KNOWN_UNFINISHED);
+	}
+	ck_assert_int_eq(k.not_before[0], now + 3600);
+	ck_assert_int_eq(k.not_before[1], now + 600);
+	ck_assert_int_eq(k.not_before[2], 0);
+	/* Given up on: failed/'s state says when, as reports read it. */
+	ck_assert_int_eq(spool_finish(spool, env[0], SPOOL_FAILED), 0);
+	snprintf(name, sizeof(name), "%s.state", env[0]->id);
+	ck_assert_int_le(stat_of("failed", name).st_mtime, time(NULL));
+	/* Touched by hand (or written before dates): read now. */
+	snprintf(name, sizeof(name), "%s.state", env[1]->id);
+	path = sub("outbox", name);
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, NULL, 0), 0);
+	free(path);
+	memset(k.seen, 0, sizeof(k.seen));
+	ck_assert_int_eq(spool_scan_known(spool, known_at_fn, &k), 0);
+	ck_assert_int_eq(k.seen[1], 1);
+	ck_assert_int_eq(k.not_before[1], 0);
+	for (i = 0; i < 3; i++)
+		envelope_free(env[i]);
+	spool_close(spool);
+}
+END_TEST
 
 /* A file of folder/ as if last changed `age` seconds ago. */
 static void
@@ -1616,12 +1696,7 @@ START_TEST(test_scan_knows_states_and_finished_copies)
 	char name[SPOOL_IDLEN + 16];
 	int i;
 
-	memset(&k, 0, sizeof(k));
-	for (i = 0; i < 3; i++) {
-		env[i] = sample_env("a@example.org", 1);
-		commit_sample(spool, env[i]);
-		k.ids[i] = env[i]->id;
-	}
+	queue_three(spool, env, &k);
 	/* 1 was deferred: it has a state.  2's move to sent/ was cut short
 	 * by a crash: its final state is there, the message still queued. */
 	env[1]->attempts = 3;
@@ -1634,7 +1709,7 @@ START_TEST(test_scan_knows_states_and_finished_copies)
 		ck_assert_uint_eq(k.known[i], 0);
 		k.seen[i] = 0;
 	}
-	ck_assert_int_eq(spool_scan_known(spool, known_fn, &k), 0);
+	ck_assert_int_eq(spool_scan_known(spool, known_at_fn, &k), 0);
 	for (i = 0; i < 3; i++)
 		ck_assert_int_eq(k.seen[i], 1);
 	ck_assert_uint_eq(
@@ -1950,6 +2025,7 @@ spool_suite(void)
 	tcase_add_test(tc, test_finish_leftover);
 	tcase_add_test(tc, test_quarantine_and_scan);
 	tcase_add_test(tc, test_scan_knows_states_and_finished_copies);
+	tcase_add_test(tc, test_a_deferral_dates_its_state);
 	tcase_add_test(tc, test_prune_sent);
 	tcase_add_test(tc, test_cleanup_inbox);
 	tcase_add_test(tc, test_write_fails_no_outbox);
