@@ -1921,26 +1921,28 @@ spool_check_owner(const char *dir, uid_t uid, const char **what)
 }
 
 #define STATUS_NAME "sender.status"
+#define STATUS_TMP ".sender.status.new"
 #define STATUS_MAX 65536
 
 int
 spool_put_status(struct spool *spool, const char *text)
 {
-	char tmp[SPOOL_IDLEN + 1];
 	int fd, saved;
 
-	spool_new_id(spool, tmp);
-	/* Not new_file(): a spare is for a message. */
-	if ((fd = openat(spool->inboxfd, tmp,
-	         O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1)
+	/* Written aside beside it, not in inbox/, which holds only messages
+	 * being written.  One name does: only the holder of the sender lock
+	 * writes the status (sender.c). */
+	if ((fd = openat(spool->dirfd, STATUS_TMP,
+	         O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600)) ==
+	    -1)
 		return -1;
 	if (write_all(fd, text, strlen(text)) == -1 ||
 	    close_checked(&fd) == -1 ||
-	    renameat(spool->inboxfd, tmp, spool->dirfd, STATUS_NAME) == -1) {
+	    renameat(spool->dirfd, STATUS_TMP, spool->dirfd, STATUS_NAME) == -1) {
 		saved = errno;
 		if (fd != -1)
 			close(fd);
-		unlinkat(spool->inboxfd, tmp, 0);
+		unlinkat(spool->dirfd, STATUS_TMP, 0);
 		errno = saved;
 		return -1;
 	}

@@ -311,8 +311,9 @@ int spool_delete(struct spool *spool, const char *id, enum spool_folder *where);
 int spool_requeue(struct spool *spool, const char *id, time_t now);
 
 /* The sender's status (stats.h), sender.status beside sender.lock:
- * replaced whole (written aside, renamed), never fsynced: it says how
- * things stand, it is not the queue. */
+ * replaced whole (written as .sender.status.new, renamed), never
+ * fsynced: it says how things stand, it is not the queue.  For the
+ * holder of the sender lock only. */
 int spool_put_status(struct spool *spool, const char *text);
 /* Read it (owned): -1 with errno ENOENT when no sender wrote one. */
 int spool_get_status(struct spool *spool, char **textp);
