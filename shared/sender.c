@@ -13,8 +13,10 @@
  * at once: the commit's rename already queued the event.
  *
  * The on-disk file is the truth: the heap starts every message as due now
- * and the envelope's next-attempt time, read when it is popped, puts it back
- * in its place.  Each message's results are applied as soon as they arrive
+ * (unread), except one whose state file is dated later (a deferral:
+ * spool_scan_known()), which waits unread until that date; the envelope's
+ * next-attempt time, read when it is popped, puts it back in its place.
+ * Each message's results are applied as soon as they arrive
  * (relay_send() calls record_results(), and the relay ends the next
  * message only once it has returned), so a crash in the middle of a batch
  * sends again at most the message in flight; the messages not reached are
@@ -88,15 +90,15 @@
 /* In the noted set: a commit withdrawn (sender_withdraw_commit()). */
 #define NOTE_WITHDRAWN ((time_t)-1)
 /* The heap's due time for a message whose envelope this process has not
- * read: found by a scan or inotify, or named by arnie-queue.  Such
- * messages sort before everything else and among themselves by ID; those
- * read sort by their next attempt (due_time()), so the queue stays FIFO
- * through pauses. */
+ * read: found by a scan or inotify, or named by arnie-queue (and one the
+ * start-up scan left unread until its date, once the date has come:
+ * look_unread()).  Such messages sort before everything else and among
+ * themselves by ID; those read sort by their next attempt (due_time()),
+ * so the queue stays FIFO through pauses. */
 #define DUE_NOW ((time_t)0)
 /* In the deadlines heap, the tag of a message's date standing in for its
- * deadline until it is read (found_at_start()); the other bits are what
- * the scan knew of it (SPOOL_KNOWN_*). */
-#define UNREAD_UNTIL 0x80
+ * deadline until it is read (found_at_start()). */
+#define UNREAD_UNTIL 0x1
 /* Wake up at least this often even with nothing due, so that a wall clock
  * stepped backwards cannot leave the queue asleep for long. */
 #define SENDER_MAX_SLEEP_MS (600 * 1000)
@@ -294,9 +296,9 @@ found_at_start(const char *id, unsigned known, time_t not_before, void *arg)
 		scan_one(id, known, arg);
 		return;
 	}
-	sched_add_tagged(s->sched, id, not_before, (unsigned char)known);
-	sched_add_tagged(s->deadlines, id, not_before,
-	    (unsigned char)(known | UNREAD_UNTIL));
+	/* What the scan knew would be stale by then: its load looks again. */
+	sched_add_new(s->sched, id, not_before);
+	sched_add_tagged(s->deadlines, id, not_before, UNREAD_UNTIL);
 }
 
 /* A rescan: the IDs only (inotify lost events, or there is none). */
@@ -950,7 +952,7 @@ note_deadline(struct sender *s, const struct envelope *env)
 {
 	if (env->expires != 0)
 		sched_add(s->deadlines, env->id, env->expires);
-	else /* read: a date standing in for it is done with */
+	else /* read: a date standing in for it would cost a read more */
 		sched_remove(s->deadlines, env->id);
 }
 
@@ -1077,17 +1079,15 @@ take_noted(struct sender *s, time_t now)
 
 /* A message the start-up scan left unread until its date: the date has
  * come, so it is now one not read yet (DUE_NOW), read first when the
- * queue runs and for its deadline while the queue is paused.  Read since,
- * it would have no date left (note_deadline()). */
+ * queue runs and for its deadline while the queue is paused.  Read
+ * since, it has no date left (note_deadline()). */
 static void
-look_unread(struct sender *s, const char *id, unsigned char known)
+look_unread(struct sender *s, const char *id)
 {
 	time_t due;
 
-	if (!sched_due(s->sched, id, &due) || due == DUE_NOW)
-		return;
-	sched_remove(s->sched, id);
-	sched_add_tagged(s->sched, id, DUE_NOW, known);
+	if (sched_due(s->sched, id, &due) && due != DUE_NOW)
+		sched_add(s->sched, id, DUE_NOW);
 }
 
 /* True while the queue is paused and messages are left whose deadlines
@@ -1098,7 +1098,7 @@ learning(struct sender *s, time_t now)
 	time_t due;
 
 	return sched_pause_mode(&s->pause, now) != SCHED_RUN &&
-	    sched_peek(s->sched, &due, NULL) && due == DUE_NOW;
+	       sched_peek(s->sched, &due, NULL) && due == DUE_NOW;
 }
 
 /* Every message whose deadline has come leaves the queue; while the
@@ -1111,13 +1111,13 @@ keep_deadlines(struct sender *s)
 	char id[SCHED_IDMAX + 1];
 	double nowd = clock_wall();
 	time_t now = (time_t)nowd;
-	unsigned char known;
+	unsigned char known, tag;
 	size_t i;
 
 	take_noted(s, now);
-	while (sched_pop_due_tagged(s->deadlines, now, id, &known))
-		if ((known & UNREAD_UNTIL) != 0)
-			look_unread(s, id, known & ~UNREAD_UNTIL);
+	while (sched_pop_due_tagged(s->deadlines, now, id, &tag))
+		if ((tag & UNREAD_UNTIL) != 0)
+			look_unread(s, id);
 		else
 			expire_one(s, id, nowd);
 	for (i = 0; i < LEARN_SLICE && learning(s, now); i++) {
@@ -1280,8 +1280,8 @@ record_results(void *arg, struct relay_msg *m)
  * after all, the main loop syncs before it sleeps.
  */
 static bool
-next_session_follows(struct sender *s, bool trouble, size_t n, size_t limit,
-    time_t now)
+next_session_follows(
+    struct sender *s, bool trouble, size_t n, size_t limit, time_t now)
 {
 	time_t due;
 
@@ -1373,8 +1373,8 @@ send_batch(struct sender *s)
 			apply(s, &msgs[i], nowd);
 		else
 			/* Untouched on disk; the pause gates it. */
-			sched_add(s->sched, msgs[i].env->id,
-			    due_time(msgs[i].env));
+			sched_add(
+			    s->sched, msgs[i].env->id, due_time(msgs[i].env));
 		relay_msg_clear(&msgs[i]);
 	}
 out:
@@ -1665,8 +1665,8 @@ give_way(void)
 	prio = getpriority(PRIO_PROCESS, tid);
 	if ((prio == -1 && errno != 0) ||
 	    setpriority(PRIO_PROCESS, tid, prio + RELAY_NICE) == -1)
-		log_debug("sender: cannot lower its priority: %s",
-		    strerror(errno));
+		log_debug(
+		    "sender: cannot lower its priority: %s", strerror(errno));
 }
 
 static void *

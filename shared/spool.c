@@ -400,11 +400,11 @@ unlink_state(struct spool *spool, int dirfd, const char *id)
 
 /*
  * A queued message's state file is dated when the message is next worth a
- * look (envelope_next_look()) when that is still to come, as Postfix
- * dates its deferred queue files: the start-up scan then knows, from one
- * fstatat(), which messages it need not read yet (spool_scan_known()).
- * A time already past keeps the write's own: such a message is read at
- * once anyway.
+ * look (envelope_next_look()), as Postfix dates its deferred queue files:
+ * the start-up scan then knows, from one fstatat(), which messages it
+ * need not read yet (spool_scan_known()).  A time already past is set
+ * too: the date is then never later than the envelope says, even after
+ * the clock steps back.
  */
 static int
 date_next_look(int fd, const struct envelope *env)
@@ -412,8 +412,6 @@ date_next_look(int fd, const struct envelope *env)
 	struct timespec times[2] = {
 	    {.tv_nsec = UTIME_OMIT}, {.tv_sec = envelope_next_look(env)}};
 
-	if (times[1].tv_sec <= time(NULL))
-		return 0;
 	return futimens(fd, times);
 }
 
@@ -443,8 +441,7 @@ write_state(
 	hdr = envelope_format(env, &hlen);
 	if (write_all(fd, hdr, hlen) == -1 ||
 	    (tofd == spool->outboxfd && date_next_look(fd, env) == -1) ||
-	    (durable && fsync(fd) == -1) ||
-	    close_checked(&fd) == -1 ||
+	    (durable && fsync(fd) == -1) || close_checked(&fd) == -1 ||
 	    renameat(spool->inboxfd, tmp, tofd, name) == -1) {
 		saved = errno;
 		if (fd != -1)
@@ -1272,9 +1269,12 @@ spool_scan_known(struct spool *spool, spool_scan_known_fn *fn, void *arg)
 		qsort(finished.v, finished.n, sizeof(*finished.v), compare_id);
 	for (i = 0; i < ids.n; i++) {
 		id = ids.v[i];
+		/* A move to sent/ or failed/ cut short is completed at the
+		 * first load, whatever the date. */
 		fn(id, known_of(id, knowable, &states, &finished),
-		    idset_has(&states, id) ? not_before(spool->outboxfd, id, now)
-		                           : 0,
+		    idset_has(&states, id) && !idset_has(&finished, id)
+		        ? not_before(spool->outboxfd, id, now)
+		        : 0,
 		    arg);
 	}
 	free(ids.v);
@@ -1933,12 +1933,13 @@ spool_put_status(struct spool *spool, const char *text)
 	 * being written.  One name does: only the holder of the sender lock
 	 * writes the status (sender.c). */
 	if ((fd = openat(spool->dirfd, STATUS_TMP,
-	         O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600)) ==
-	    -1)
+	         O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+	         0600)) == -1)
 		return -1;
 	if (write_all(fd, text, strlen(text)) == -1 ||
 	    close_checked(&fd) == -1 ||
-	    renameat(spool->dirfd, STATUS_TMP, spool->dirfd, STATUS_NAME) == -1) {
+	    renameat(spool->dirfd, STATUS_TMP, spool->dirfd, STATUS_NAME) ==
+	        -1) {
 		saved = errno;
 		if (fd != -1)
 			close(fd);

@@ -199,8 +199,10 @@ FILE *spool_open_message(struct spool *spool, const struct envelope *env);
  * message's file is slow). */
 void spool_close_message(struct spool *spool, FILE *fp);
 
-/* Write env's new state: outbox/ID.state, fsynced, renamed over the old
- * one (durable at the next spool_sync()); the message file is untouched. */
+/* Write env's new state: outbox/ID.state, dated at the message's next
+ * look (envelope_next_look(): spool_scan_known() reads the date), fsynced,
+ * renamed over the old one (durable at the next spool_sync()); the
+ * message file is untouched. */
 int spool_update(struct spool *spool, const struct envelope *env);
 
 /* spool_update() for a change a power loss may undo: a new next-attempt

@@ -747,6 +747,31 @@ def format_spool_file(msg_id, sender, rcpts, message, attempts=0,
     return ("\n".join(head) + "\n\n").encode() + message
 
 
+def drop_queue_file(outbox, sender, rcpts, message, next_attempt=0,
+                    expires=None, rcpt_state="pending", date=None):
+    """A queued message written by another process, renamed into outbox;
+    its ID.  date: with a state file beside it (its envelope, as Arnie
+    leaves a deferred message), dated then (docs/spool-format.md)."""
+    msg_id = new_spool_id(pid=len(os.listdir(outbox)) + 1)
+    data = format_spool_file(msg_id, sender, rcpts, message,
+                             next_attempt=next_attempt)
+    data = data.replace(b"rcpt: pending", b"rcpt: " + rcpt_state.encode())
+    if expires is not None:
+        data = data.replace(b"\nattempts:", b"\nexpires: %d\nattempts:"
+                            % expires, 1)
+    tmp = os.path.join(os.path.dirname(outbox), "drop.tmp")
+    if date is not None:
+        head = data[:data.index(b"\n\n") + 2]
+        with open(tmp, "wb") as f:
+            f.write(head.replace(b"arnie-spool 1", b"arnie-spool 2", 1))
+        os.utime(tmp, (date, date))
+        os.rename(tmp, os.path.join(outbox, msg_id + ".state"))
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.rename(tmp, os.path.join(outbox, msg_id))
+    return msg_id
+
+
 class Spool:
     FOLDERS = ("inbox", "outbox", "sent", "failed", "corrupt", "hold")
 

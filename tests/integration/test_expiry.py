@@ -147,13 +147,15 @@ class ExpiryTest(ArnieTestCase):
         for i in range(20):
             self.drop(outbox, "waiting%d" % i, next_attempt=tomorrow,
                       dated=True)
+        # Time enough for the start and the first session to pause the
+        # queue before the date, even on a loaded machine.
         dated = self.drop(outbox, "dated", next_attempt=tomorrow,
-                          expires=int(time.time()) + 6, dated=True)
+                          expires=int(time.time()) + 12, dated=True)
         d.start()
         self.send(d, "first")
         wait_for(lambda: "queue paused" in d.log_text(),
                  what="the queue paused")
-        wait_for(lambda: d.spool.list("failed") == [dated], timeout=20,
+        wait_for(lambda: d.spool.list("failed") == [dated], timeout=30,
                  what="the dated message expired")
         self.assertRegex(d.log_text(), dated + ": .*status=expired")
         read = re.findall(r"read (\d+) queued envelopes? for their "
@@ -182,29 +184,12 @@ class ExpiryTest(ArnieTestCase):
     def drop(outbox, test_id, next_attempt=0, expires=None,
              rcpt_state="pending", dated=False):
         """A queue file written by another process; its ID.  dated: as
-        Arnie leaves a deferred message, the envelope in a state file
-        dated when the message is next worth a look."""
-        msg_id = arnietest.new_spool_id(pid=len(os.listdir(outbox)) + 1)
-        data = arnietest.format_spool_file(
-            msg_id, FROM, [RCPT], make_message(test_id),
-            next_attempt=next_attempt)
-        data = data.replace(b"rcpt: pending", b"rcpt: " + rcpt_state.encode(),
-                            1)
-        if expires is not None:
-            data = data.replace(b"\nattempts:", b"\nexpires: %d\nattempts:"
-                                % expires, 1)
-        tmp = os.path.join(os.path.dirname(outbox), "drop.tmp")
-        if dated:
-            head = data[:data.index(b"\n\n") + 2]
-            with open(tmp, "wb") as f:
-                f.write(head.replace(b"arnie-spool 1", b"arnie-spool 2", 1))
-            date = min(next_attempt, expires or next_attempt)
-            os.utime(tmp, (date, date))
-            os.rename(tmp, os.path.join(outbox, msg_id + ".state"))
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.rename(tmp, os.path.join(outbox, msg_id))
-        return msg_id
+        Arnie leaves a deferred message, its envelope in a state file
+        dated at its next look."""
+        return arnietest.drop_queue_file(
+            outbox, FROM, [RCPT], make_message(test_id), next_attempt,
+            expires, rcpt_state,
+            date=min(next_attempt, expires or next_attempt) if dated else None)
 
     def test_a_bad_duration_is_refused(self):
         d = self.arnie(free_port())

@@ -240,6 +240,20 @@ class QueueTest(ArnieTestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertDeliveredOnce(up, "grey")
 
+    def test_a_dated_message_is_sent_at_its_date(self):
+        """Found at start-up with its state dated a few seconds ahead,
+        a message is sent once the date has come, not before."""
+        up = self.upstream()
+        d = self.arnie(up.port, start=False)
+        outbox = d.spool.path("outbox")
+        os.makedirs(outbox)
+        date = int(time.time()) + 3
+        arnietest.drop_queue_file(outbox, FROM, ["user@example.org"],
+                                  make_message("dated"), date=date)
+        d.start()
+        self.assertDeliveredOnce(up, "dated")
+        self.assertGreaterEqual(time.time(), date)
+
     def test_file_renamed_into_outbox_is_sent_promptly(self):
         up = self.upstream()
         self.arnie(up.port)
