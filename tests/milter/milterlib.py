@@ -377,6 +377,7 @@ def queued(spool, folder="outbox"):
                                .strip("<>"))
                       for v in fields.get("rcpt", [])],
             "origin": fields.get("origin", [""])[0],
+            "fields": fields,
             "message": message,
         })
     return out

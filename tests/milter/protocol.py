@@ -293,6 +293,26 @@ def check_oversize(m, q):
         "MAX_MESSAGE_SIZE=2000" in m.log(), m.log()
 
 
+def check_expiry_dedup(m, q):
+    exp = mine(q, "exp@example.com")
+    assert len(exp) == 1, q
+    fields = exp[0]["fields"]
+    lifetime = int(fields["expires"][0]) - int(fields["created"][0])
+    assert 3599 <= lifetime <= 3601, fields
+    # The instruction to Arnie is not kept for the upstream.
+    expect(m, exp[0], b"Subject: expires\r\n", b"Gone in an hour.\r\n",
+           trace=("QIDEXP", "192.0.2.21"))
+    assert mine(q, "bad@example.com") == [], q
+    assert "X-Arnie-Expire-After: 'soon' is not a duration" in m.log(), \
+        m.log()
+    dup = mine(q, "dup@example.com")
+    assert len(dup) == 1, q
+    assert dup[0]["fields"]["message-id"] == ["<dup@test.invalid>"], dup
+    assert re.search(r"queue_id=QIDDUP2 client=192\.0\.2\.21: duplicate of "
+                     r"%s \(message-id=<dup@test\.invalid>" % dup[0]["id"],
+                     m.log()), m.log()
+
+
 def break_inbox(m):
     """As root, permissions do not stop writes: take inbox/ away (the
     spool keeps its descriptor, which now names a removed directory) and
@@ -421,6 +441,9 @@ RUNS = [
     ]),
     ("oversize", {"MAX_MESSAGE_SIZE": 2000}, None, [
         ("oversize.lua", check_oversize),
+    ]),
+    ("dedup", {"DEDUP_WINDOW_SECONDS": 3600}, None, [
+        ("expiry_dedup.lua", check_expiry_dedup),
     ]),
     ("metrics", {"ARNIE_METRICS_LISTEN": "127.0.0.1:%d" %
                  milterlib.free_port()}, None, [
