@@ -19,9 +19,11 @@
 
 #include "xmalloc.h"
 
+/* 40 octets: a queue of 100,000 messages costs about 6 MB in each heap
+ * the sender keeps, table included. */
 struct entry {
 	time_t due;
-	size_t slot; /* where the table points at this entry */
+	uint32_t slot; /* where the table points at this entry */
 	char id[SCHED_IDMAX + 1];
 	unsigned char tag; /* the caller's, sched_add_tagged() */
 };
@@ -29,9 +31,12 @@ struct entry {
 struct sched {
 	struct entry *heap;
 	size_t n, cap;
-	size_t *table; /* heap index + 1, or 0 */
-	size_t tsize;  /* power of two */
+	uint32_t *table; /* heap index + 1, or 0 */
+	size_t tsize;    /* power of two */
 };
+
+/* Heap indexes + 1 and table slots fit the table's 32 bits. */
+#define SCHED_MAX_ENTRIES ((size_t)UINT32_MAX / 2)
 
 #define TABLE_MIN 64
 
@@ -78,8 +83,8 @@ table_rebuild(struct sched *s, size_t tsize)
 	for (i = 0; i < s->n; i++) {
 		size_t slot = table_find(s, s->heap[i].id, &found);
 
-		s->table[slot] = i + 1;
-		s->heap[i].slot = slot;
+		s->table[slot] = (uint32_t)(i + 1);
+		s->heap[i].slot = (uint32_t)slot;
 	}
 }
 
@@ -100,7 +105,7 @@ table_delete(struct sched *s, size_t hole)
 		if ((i > hole && (home <= hole || home > i)) ||
 		    (i < hole && (home <= hole && home > i))) {
 			s->table[hole] = s->table[i];
-			s->heap[s->table[hole] - 1].slot = hole;
+			s->heap[s->table[hole] - 1].slot = (uint32_t)hole;
 			s->table[i] = 0;
 			hole = i;
 		}
@@ -120,7 +125,7 @@ static void
 heap_set(struct sched *s, size_t i, const struct entry *e)
 {
 	s->heap[i] = *e;
-	s->table[e->slot] = i + 1;
+	s->table[e->slot] = (uint32_t)(i + 1);
 }
 
 static void
@@ -203,6 +208,8 @@ add(struct sched *s, const char *id, time_t due, bool update,
 
 	if (len > SCHED_IDMAX)
 		arnie_panic("sched_add: ID of %zu octets", len);
+	if (s->n >= SCHED_MAX_ENTRIES)
+		arnie_panic("sched_add: more than %zu entries", SCHED_MAX_ENTRIES);
 	slot = table_find(s, id, &found);
 	if (found) {
 		size_t i = s->table[slot] - 1;
@@ -227,10 +234,10 @@ add(struct sched *s, const char *id, time_t due, bool update,
 	memset(&e, 0, sizeof(e));
 	memcpy(e.id, id, len + 1);
 	e.due = due;
-	e.slot = slot;
+	e.slot = (uint32_t)slot;
 	e.tag = tag;
 	s->heap[s->n++] = e;
-	s->table[slot] = s->n;
+	s->table[slot] = (uint32_t)s->n;
 	sift_up(s, s->n - 1);
 	/* Keep the table at most half full so probes stay short. */
 	if (s->n * 2 > s->tsize)

@@ -25,8 +25,9 @@
 #include <stddef.h>
 #include <time.h>
 
-/* Longest ID the heap stores; IDs are compared as strings. */
-#define SCHED_IDMAX 32
+/* Longest ID the heap stores (spool IDs have 19 octets); IDs are
+ * compared as strings. */
+#define SCHED_IDMAX 23
 
 struct sched;
 

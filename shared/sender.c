@@ -79,6 +79,9 @@
 #include "timefmt.h"
 #include "xmalloc.h"
 
+/* The schedule holds spool IDs. */
+_Static_assert(SPOOL_IDLEN <= SCHED_IDMAX, "a spool ID fits the schedule");
+
 /* Retry a lock held by another process this often. */
 #define SENDER_LOCK_RETRY_MS 2000
 /* After a disk error on a message, try it again this much later. */
