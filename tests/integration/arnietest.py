@@ -1022,6 +1022,22 @@ class ArnieTestCase(unittest.TestCase):
                               env=clean_env(extra_env),
                               stdin=subprocess.DEVNULL)
 
+    def deferred_once(self, test_id):
+        """An upstream that greylists slow@example.org once, an arnie
+        whose next attempt would come 300 s later, and test_id sent to
+        that recipient and deferred: (upstream, daemon, spool ID)."""
+        up = self.upstream()
+        up.script_rcpt("slow@example.org", ["451 4.7.1 Greylisted"])
+        d = self.arnie(up.port, RETRY_DELAY_SECONDS=300,
+                       RETRY_MAX_DELAY_SECONDS=600)
+        code, _ = smtp_send(d.port, "app@example.com", ["slow@example.org"],
+                            make_message(test_id))
+        self.assertEqual(code, 250)
+        wait_for(lambda: any(e.attempts == 1
+                             for e in d.spool.envelopes("outbox")),
+                 what="a deferral")
+        return up, d, d.spool.list("outbox")[0]
+
     def run_queue(self, d, *args, timeout=30):
         """Run arnie-queue with daemon d's configuration, to completion."""
         if not ARNIE_QUEUE_BIN or not os.access(ARNIE_QUEUE_BIN, os.X_OK):

@@ -211,15 +211,7 @@ class QueueTest(ArnieTestCase):
         the start-up scan trusts the date and does not read the file
         before it (shown by a state edited to say "due now" while keeping
         its date); arnie-queue retry reads it at once."""
-        up = self.upstream()
-        up.script_rcpt("slow@example.org", ["451 4.7.1 Greylisted"])
-        d = self.arnie(up.port, RETRY_DELAY_SECONDS=300,
-                       RETRY_MAX_DELAY_SECONDS=600)
-        self.send(d, "grey", rcpts=("slow@example.org",))
-        wait_for(lambda: any(e.attempts == 1
-                             for e in d.spool.envelopes("outbox")),
-                 what="a deferral")
-        msg = d.spool.list("outbox")[0]
+        up, d, msg = self.deferred_once("grey")
         state = d.spool.path("outbox", msg + ".state")
         with open(state, "rb") as f:
             text = f.read()

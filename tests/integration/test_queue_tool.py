@@ -132,16 +132,8 @@ class QueueToolTest(ArnieTestCase):
         self.assertIn("%s: released (arnie-queue)" % held, d.log_text())
 
     def test_retry_and_flush_skip_the_wait(self):
-        up = self.upstream()
-        up.script_rcpt("slow@example.org", ["451 4.7.1 Greylisted"])
         # A deferred message would wait 300 s.
-        d = self.arnie(up.port, RETRY_DELAY_SECONDS=300,
-                       RETRY_MAX_DELAY_SECONDS=600)
-        self.send(d, "grey1", rcpts=("slow@example.org",))
-        wait_for(lambda: any(e.attempts == 1
-                             for e in d.spool.envelopes("outbox")),
-                 what="a deferral")
-        msg = d.spool.list("outbox")[0]
+        up, d, msg = self.deferred_once("grey1")
         self.ok(d, "retry", msg)
         self.assertDeliveredOnce(up, "grey1")
         # The queue-wide pause: the upstream down, then back; flush
